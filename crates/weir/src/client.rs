@@ -1,0 +1,246 @@
+//! [`Client`]: the engine in-process, with typed OpenAI requests and responses.
+
+use std::{
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt, stream::BoxStream};
+use http::Method;
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::{
+    api::{
+        ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, EmbeddingRequest, EmbeddingResponse,
+        ErrorBody, ImageRequest, ImagesResponse, ModelList,
+    },
+    config::Config,
+    engine::{Endpoint, Engine, ProxyBody, ProxyRequest},
+    error::Error,
+    path::ApiPath,
+    sse::{GuardItem, SseFramer, event_data},
+};
+
+/// Weir in-process: the same routing, pooling and error handling as the gateway, no HTTP hop.
+///
+/// Cheap to clone; clones share the engine. Clients built from configs with equal upstream
+/// settings also share connection pools.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), weir::Error> {
+/// use weir::{Client, api::{ChatCompletionRequest, ChatMessage}};
+/// let client = Client::from_env()?; // OPENAI_API_KEY, or the offline mock without it
+/// let reply = client
+///     .create_chat_completion(&ChatCompletionRequest::new("gpt-4o-mini", vec![ChatMessage::user("Hello!")]))
+///     .await?;
+/// println!("{:?}", reply.choices[0].message.text());
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Client {
+    engine: Arc<Engine>,
+}
+
+impl Client {
+    /// A client for a validated config.
+    pub fn new(config: Config) -> Result<Client, Error> {
+        Ok(Client { engine: Arc::new(Engine::new(config)?) })
+    }
+
+    /// A client on the zero-config setup (see [`Config::from_env`]).
+    pub fn from_env() -> Result<Client, Error> {
+        Client::new(Config::from_env()?)
+    }
+
+    /// A client sharing an existing engine (the gateway uses this).
+    pub fn from_engine(engine: Arc<Engine>) -> Client {
+        Client { engine }
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// `POST /v1/chat/completions` without streaming.
+    pub async fn create_chat_completion(&self, request: &ChatCompletionRequest) -> Result<ChatCompletionResponse, Error> {
+        if request.stream == Some(true) {
+            return Err(Error::invalid_param(
+                "stream",
+                "use create_chat_completion_stream for streaming requests",
+                Some("invalid_value"),
+            ));
+        }
+        self.json_call(Endpoint::ChatCompletions, request).await
+    }
+
+    /// `POST /v1/chat/completions` with `stream: true`: chunks as the upstream sends them.
+    ///
+    /// The stream ends after the upstream's `[DONE]`; if the upstream breaks off, its last item is an
+    /// error, never a silent end.
+    pub async fn create_chat_completion_stream(
+        &self,
+        request: &ChatCompletionRequest,
+    ) -> Result<ChatCompletionStream, Error> {
+        let mut request = request.clone();
+        request.stream = Some(true);
+        let body = to_body(&request)?;
+        let resp = self.engine.execute(ProxyRequest::json(Endpoint::ChatCompletions, body)).await?;
+        let inner = match resp.body {
+            ProxyBody::Stream(stream) => stream,
+            ProxyBody::Full(bytes) => {
+                // The upstream ignored `stream`: present its whole answer as one chunk.
+                let chunk = Bytes::from([b"data: ".as_slice(), &bytes, b"\n\ndata: [DONE]\n\n"].concat());
+                futures::stream::once(async move { GuardItem::Events(chunk) }).boxed()
+            }
+        };
+        Ok(ChatCompletionStream { inner, framer: SseFramer::default(), finished: false, pending: Default::default() })
+    }
+
+    /// `POST /v1/embeddings`.
+    pub async fn create_embedding(&self, request: &EmbeddingRequest) -> Result<EmbeddingResponse, Error> {
+        self.json_call(Endpoint::Embeddings, request).await
+    }
+
+    /// `POST /v1/images/generations`.
+    pub async fn create_image(&self, request: &ImageRequest) -> Result<ImagesResponse, Error> {
+        self.json_call(Endpoint::ImageGenerations, request).await
+    }
+
+    /// The models this client can route (see [`Engine::list_models`]).
+    pub async fn list_models(&self) -> Result<ModelList, Error> {
+        Ok(self.engine.list_models().await)
+    }
+
+    /// Any API path (relative to `/v1`), routed by the body's `model` or to the default model group.
+    /// Returns the upstream's JSON answer.
+    pub async fn call_api(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<serde_json::Value, Error> {
+        let (path, query) = match path.split_once('?') {
+            Some((p, q)) => (p, Some(q.to_owned())),
+            None => (path, None),
+        };
+        let path = ApiPath::parse(path.strip_prefix("/v1/").unwrap_or(path))?;
+        let body = match body {
+            Some(value) => to_body(value)?,
+            None => Bytes::new(),
+        };
+        let mut req = ProxyRequest::json(Endpoint::Passthrough, body);
+        req.method = method;
+        req.path = path;
+        req.query = query;
+        let resp = self.engine.execute(req).await?;
+        let bytes = collect(resp.body).await?;
+        if bytes.is_empty() {
+            return Ok(serde_json::Value::Null);
+        }
+        parse_json(&bytes)
+    }
+
+    async fn json_call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        endpoint: Endpoint,
+        request: &Req,
+    ) -> Result<Resp, Error> {
+        let resp = self.engine.execute(ProxyRequest::json(endpoint, to_body(request)?)).await?;
+        parse_json(&collect(resp.body).await?)
+    }
+}
+
+fn to_body<T: Serialize>(value: &T) -> Result<Bytes, Error> {
+    serde_json::to_vec(value)
+        .map(Bytes::from)
+        .map_err(|e| Error::InvalidRequest { message: format!("cannot serialise the request: {e}"), param: None, code: None })
+}
+
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    serde_json::from_slice(bytes).map_err(|e| Error::BadUpstreamResponse { message: format!("unexpected JSON: {e}") })
+}
+
+async fn collect(body: ProxyBody) -> Result<Bytes, Error> {
+    match body {
+        ProxyBody::Full(bytes) => Ok(bytes),
+        ProxyBody::Stream(mut stream) => {
+            let mut out = Vec::new();
+            while let Some(item) = stream.next().await {
+                match item {
+                    GuardItem::Events(b) => out.extend_from_slice(&b),
+                    GuardItem::Failed(err, _) => return Err(err),
+                }
+            }
+            Ok(Bytes::from(out))
+        }
+    }
+}
+
+/// Chat completion chunks, parsed from the upstream's SSE stream.
+pub struct ChatCompletionStream {
+    inner: BoxStream<'static, GuardItem>,
+    framer: SseFramer,
+    finished: bool,
+    pending: std::collections::VecDeque<Result<ChatCompletionChunk, Error>>,
+}
+
+impl std::fmt::Debug for ChatCompletionStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatCompletionStream").field("finished", &self.finished).finish_non_exhaustive()
+    }
+}
+
+impl ChatCompletionStream {
+    /// Parses the complete events in the framer into `pending`; returns true at `[DONE]`.
+    fn drain_events(&mut self) -> bool {
+        while let Some(event) = self.framer.next_event() {
+            let Some(data) = event_data(&event) else { continue };
+            let data = data.trim();
+            if data == "[DONE]" {
+                return true;
+            }
+            if let Ok(err) = serde_json::from_str::<ErrorBody>(data) {
+                self.pending.push_back(Err(Error::Transport { message: format!("stream failed: {}", err.error.message) }));
+                return true;
+            }
+            self.pending.push_back(serde_json::from_str::<ChatCompletionChunk>(data).map_err(|e| {
+                Error::BadUpstreamResponse { message: format!("unparseable stream chunk: {e}") }
+            }));
+        }
+        false
+    }
+}
+
+impl Stream for ChatCompletionStream {
+    type Item = Result<ChatCompletionChunk, Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            if let Some(item) = self.pending.pop_front() {
+                return Poll::Ready(Some(item));
+            }
+            if self.finished {
+                return Poll::Ready(None);
+            }
+            match self.inner.poll_next_unpin(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(GuardItem::Events(bytes))) => {
+                    self.framer.push(&bytes);
+                    if self.drain_events() {
+                        self.finished = true;
+                    }
+                }
+                Poll::Ready(Some(GuardItem::Failed(err, _))) => {
+                    self.finished = true;
+                    return Poll::Ready(Some(Err(err)));
+                }
+                Poll::Ready(None) => {
+                    self.finished = true;
+                }
+            }
+        }
+    }
+}

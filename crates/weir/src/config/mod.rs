@@ -1,0 +1,351 @@
+//! Configuration: YAML (or the environment, with no file) → [`Config`].
+//!
+//! Loading is two steps. Serde parses the text into `raw` types that mirror the file exactly
+//! (`deny_unknown_fields`, so a typo is an error, not a silently ignored key); [`Config::from_yaml`]
+//! then validates cross-field rules and produces the typed [`Config`] the engine runs on. Every
+//! error names the field path and, where the YAML parser knows it, the line.
+
+mod raw;
+mod values;
+
+use std::{fmt, path::Path, time::Duration};
+
+use url::Url;
+
+pub use values::{ByteSize, ConfigDuration, EnvString, Secret, interpolate, parse_byte_size, parse_duration};
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// HTTP server settings (the gateway only).
+    pub server: ServerConfig,
+    /// Log format and level.
+    pub logging: LoggingConfig,
+    /// Public model names and the deployments that serve them.
+    pub models: Vec<ModelGroupConfig>,
+    /// The model group used for pass-through requests that name no model (e.g. `GET /v1/files`).
+    pub default_model: Option<String>,
+    /// Where this config came from, for the first log line and `weir check`.
+    pub source: ConfigSource,
+}
+
+/// Where a [`Config`] came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// A YAML file.
+    File(String),
+    /// No file; `OPENAI_API_KEY` was set, so every model goes to OpenAI (or `OPENAI_BASE_URL`).
+    EnvOpenAi,
+    /// No file and no key: the built-in offline mock provider.
+    BuiltinMock,
+}
+
+impl fmt::Display for ConfigSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigSource::File(path) => write!(f, "config file {path}"),
+            ConfigSource::EnvOpenAi => f.write_str("zero-config: OPENAI_API_KEY is set, proxying every model to OpenAI"),
+            ConfigSource::BuiltinMock => f.write_str(
+                "zero-config: no config file and no OPENAI_API_KEY, serving the built-in offline mock provider \
+                 (answers are canned; set OPENAI_API_KEY or pass --config for real models)",
+            ),
+        }
+    }
+}
+
+/// The gateway's HTTP server.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to bind.
+    pub host: String,
+    /// Port to bind (0 picks a free one).
+    pub port: u16,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+    /// How long in-flight requests and streams may run after SIGTERM before they are cut.
+    pub shutdown_timeout: Duration,
+    /// Keys clients must present as `Authorization: Bearer <key>`. Empty: no authentication.
+    pub api_keys: Vec<Secret>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            host: "127.0.0.1".to_owned(),
+            port: 8080,
+            max_body_bytes: 16 << 20,
+            shutdown_timeout: Duration::from_secs(30),
+            api_keys: Vec::new(),
+        }
+    }
+}
+
+/// Log output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggingConfig {
+    /// Human-readable lines or one JSON object per line.
+    pub format: LogFormat,
+    /// A `tracing` filter: `info`, `warn`, `weir=debug,info`...
+    pub level: String,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        LoggingConfig { format: LogFormat::Human, level: "info".to_owned() }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// For terminals.
+    Human,
+    /// For log pipelines.
+    Json,
+}
+
+/// A public model name and its deployments.
+#[derive(Debug, Clone)]
+pub struct ModelGroupConfig {
+    /// What clients send as `model`. A trailing `*` makes it a prefix pattern (`*` alone matches all).
+    pub name: String,
+    /// Where requests for it go.
+    pub deployments: Vec<DeploymentConfig>,
+}
+
+impl ModelGroupConfig {
+    /// Whether `model` belongs to this group.
+    pub fn matches(&self, model: &str) -> bool {
+        match self.name.strip_suffix('*') {
+            Some(prefix) => model.starts_with(prefix),
+            None => self.name == model,
+        }
+    }
+    /// Whether the name is a pattern rather than one model.
+    pub fn is_wildcard(&self) -> bool {
+        self.name.ends_with('*')
+    }
+}
+
+/// Which adapter talks to the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// OpenAI or any OpenAI-compatible server (vLLM, Ollama, llama.cpp, Groq...).
+    OpenAi,
+    /// The built-in offline mock: canned answers, no network.
+    Mock,
+}
+
+impl ProviderKind {
+    /// The name used in config and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::OpenAi => "openai",
+            ProviderKind::Mock => "mock",
+        }
+    }
+}
+
+/// One upstream: a provider, endpoint, key and model.
+#[derive(Debug, Clone)]
+pub struct DeploymentConfig {
+    /// Stable identifier, shown in logs, headers and health reports (never the key).
+    pub id: String,
+    /// Adapter.
+    pub provider: ProviderKind,
+    /// API root, e.g. `https://api.openai.com/v1`. Paths such as `chat/completions` are appended.
+    pub base_url: Url,
+    /// Sent as `Authorization: Bearer`. Optional for self-hosted servers.
+    pub api_key: Option<Secret>,
+    /// Upstream model name; `None` passes the client's model through unchanged.
+    pub model: Option<String>,
+    /// `OpenAI-Organization` header.
+    pub organization: Option<String>,
+    /// `OpenAI-Project` header.
+    pub project: Option<String>,
+    /// Connect, read and total timeouts.
+    pub timeouts: Timeouts,
+    /// Connection pool limits.
+    pub pool: PoolLimits,
+    /// Retries the upstream call may make after the first attempt (applied by the retry layer).
+    pub max_retries: u32,
+}
+
+/// Timeouts of upstream calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Timeouts {
+    /// TCP + TLS connection establishment.
+    pub connect: Duration,
+    /// Longest silence while reading a response (headers or body). Bounds streams.
+    pub read: Duration,
+    /// Whole call, for non-streaming requests only: a total would cut long streams.
+    pub total: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts { connect: Duration::from_secs(10), read: Duration::from_secs(30), total: Duration::from_secs(60) }
+    }
+}
+
+/// Limits of one upstream connection pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PoolLimits {
+    /// Requests in flight over the pool at once (each holds one connection, or an HTTP/2 stream).
+    pub max_connections: usize,
+    /// The same, per upstream host; also the number of idle connections kept per host.
+    pub max_connections_per_host: usize,
+    /// How long an idle keep-alive connection is kept.
+    pub idle_timeout: Duration,
+}
+
+impl Default for PoolLimits {
+    fn default() -> Self {
+        PoolLimits { max_connections: 100, max_connections_per_host: 30, idle_timeout: Duration::from_secs(90) }
+    }
+}
+
+/// A config error: what is wrong, where (field path), and on which line when known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file, when loading from one.
+    pub file: Option<String>,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// Field path such as `models[1].deployments[0].base_url`, when known.
+    pub field: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.file, self.line) {
+            (Some(file), Some(line)) => write!(f, "{file}:{line}: ")?,
+            (Some(file), None) => write!(f, "{file}: ")?,
+            (None, Some(line)) => write!(f, "line {line}: ")?,
+            (None, None) => {}
+        }
+        if let Some(field) = &self.field {
+            write!(f, "{field}: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl From<ConfigError> for crate::Error {
+    fn from(e: ConfigError) -> Self {
+        crate::Error::Config(e.to_string())
+    }
+}
+
+impl Config {
+    /// Reads and validates a YAML file.
+    pub fn load(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
+        let path = path.as_ref();
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: Some(name.clone()),
+            line: None,
+            field: None,
+            message: format!("cannot read the config file: {e}"),
+        })?;
+        Self::from_yaml(&text, Some(&name))
+    }
+
+    /// Parses and validates YAML text. `file` names it in errors.
+    pub fn from_yaml(text: &str, file: Option<&str>) -> Result<Config, ConfigError> {
+        raw::parse(text, file)
+    }
+
+    /// The zero-config setup: OpenAI when `OPENAI_API_KEY` is set (honouring `OPENAI_BASE_URL`,
+    /// `OPENAI_TIMEOUT`, `OPENAI_MAX_RETRIES`, `OPENAI_ORG_ID`, `OPENAI_PROJECT_ID`), otherwise the
+    /// built-in mock provider, so a fresh machine can run the gateway offline.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Self::from_env_with(|name| std::env::var(name).ok())
+    }
+
+    /// [`Config::from_env`] with an injectable environment, for tests.
+    pub fn from_env_with(env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let var = |name: &str| env(name).filter(|v| !v.trim().is_empty());
+        let env_error = |field: &str, message: String| ConfigError {
+            file: None,
+            line: None,
+            field: Some(field.to_owned()),
+            message,
+        };
+        let mut timeouts = Timeouts::default();
+        if let Some(text) = var("OPENAI_TIMEOUT") {
+            timeouts.total = parse_duration(&text).map_err(|m| env_error("OPENAI_TIMEOUT", m))?;
+            // A read timeout longer than the total would never fire for unary calls.
+            timeouts.read = timeouts.read.min(timeouts.total);
+        }
+        let max_retries = match var("OPENAI_MAX_RETRIES") {
+            Some(text) => text.trim().parse::<u32>().map_err(|_| {
+                env_error("OPENAI_MAX_RETRIES", format!("`{text}` is not a whole number of retries"))
+            })?,
+            None => 2,
+        };
+        let (deployment, source) = match var("OPENAI_API_KEY") {
+            Some(key) => {
+                let base = var("OPENAI_BASE_URL").unwrap_or_else(|| "https://api.openai.com/v1".to_owned());
+                let base_url = raw::parse_base_url(&base).map_err(|m| env_error("OPENAI_BASE_URL", m))?;
+                (
+                    DeploymentConfig {
+                        id: "openai".to_owned(),
+                        provider: ProviderKind::OpenAi,
+                        base_url,
+                        api_key: Some(Secret::new(key)),
+                        model: None,
+                        organization: var("OPENAI_ORG_ID"),
+                        project: var("OPENAI_PROJECT_ID"),
+                        timeouts,
+                        pool: PoolLimits::default(),
+                        max_retries,
+                    },
+                    ConfigSource::EnvOpenAi,
+                )
+            }
+            None => (mock_deployment("mock", timeouts, max_retries)?, ConfigSource::BuiltinMock),
+        };
+        Ok(Config {
+            server: ServerConfig::default(),
+            logging: LoggingConfig::default(),
+            models: vec![ModelGroupConfig { name: "*".to_owned(), deployments: vec![deployment] }],
+            default_model: Some("*".to_owned()),
+            source,
+        })
+    }
+
+    /// The group serving `model`: an exact name wins over patterns, the longest pattern over shorter ones.
+    pub fn group_for(&self, model: &str) -> Option<&ModelGroupConfig> {
+        self.models.iter().find(|g| !g.is_wildcard() && g.name == model).or_else(|| {
+            self.models.iter().filter(|g| g.is_wildcard() && g.matches(model)).max_by_key(|g| g.name.len())
+        })
+    }
+}
+
+/// A deployment on the built-in mock provider.
+pub(crate) fn mock_deployment(id: &str, timeouts: Timeouts, max_retries: u32) -> Result<DeploymentConfig, ConfigError> {
+    Ok(DeploymentConfig {
+        id: id.to_owned(),
+        provider: ProviderKind::Mock,
+        // Never contacted: the mock answers in-process. A fixed, non-routable URL keeps the type simple.
+        base_url: raw::parse_base_url("http://mock.invalid/v1")
+            .map_err(|message| ConfigError { file: None, line: None, field: None, message })?,
+        api_key: None,
+        model: None,
+        organization: None,
+        project: None,
+        timeouts,
+        pool: PoolLimits::default(),
+        max_retries,
+    })
+}
+
+#[cfg(test)]
+mod tests;

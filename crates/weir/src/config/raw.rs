@@ -1,0 +1,341 @@
+//! The YAML file as written, and its validation into [`Config`].
+
+use std::collections::HashSet;
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+use url::Url;
+
+use super::{
+    ByteSize, Config, ConfigDuration, ConfigError, ConfigSource, DeploymentConfig, EnvString, LogFormat,
+    LoggingConfig, ModelGroupConfig, PoolLimits, ProviderKind, Secret, ServerConfig, Timeouts,
+};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    logging: RawLogging,
+    /// Timeouts, pool limits and retries every deployment starts from.
+    #[serde(default)]
+    upstream_defaults: RawUpstream,
+    #[serde(default)]
+    models: Vec<Spanned<RawModelGroup>>,
+    default_model: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    host: Option<String>,
+    port: Option<u16>,
+    max_body_size: Option<ByteSize>,
+    shutdown_timeout: Option<ConfigDuration>,
+    #[serde(default)]
+    api_keys: Vec<Spanned<Secret>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLogging {
+    format: Option<LogFormat>,
+    level: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    #[serde(default)]
+    timeouts: RawTimeouts,
+    #[serde(default)]
+    pool: RawPool,
+    max_retries: Option<u32>,
+}
+
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTimeouts {
+    connect: Option<ConfigDuration>,
+    read: Option<ConfigDuration>,
+    total: Option<ConfigDuration>,
+}
+
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPool {
+    max_connections: Option<usize>,
+    max_connections_per_host: Option<usize>,
+    idle_timeout: Option<ConfigDuration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModelGroup {
+    name: Spanned<String>,
+    #[serde(default)]
+    deployments: Vec<Spanned<RawDeployment>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDeployment {
+    id: Option<Spanned<String>>,
+    provider: ProviderKind,
+    base_url: Option<Spanned<EnvString>>,
+    api_key: Option<Secret>,
+    model: Option<String>,
+    organization: Option<EnvString>,
+    project: Option<EnvString>,
+    #[serde(default)]
+    timeouts: RawTimeouts,
+    #[serde(default)]
+    pool: RawPool,
+    max_retries: Option<u32>,
+}
+
+pub(super) fn parse(text: &str, file: Option<&str>) -> Result<Config, ConfigError> {
+    let raw: RawConfig = serde_saphyr::from_str(text).map_err(|e| syntax_error(&e, file))?;
+    validate(raw, file)
+}
+
+/// serde-saphyr renders a snippet with the location; we keep its message and pull out the line.
+fn syntax_error(err: &serde_saphyr::Error, file: Option<&str>) -> ConfigError {
+    let line = err.location().map(|loc| loc.line() as usize).filter(|l| *l > 0);
+    ConfigError { file: file.map(str::to_owned), line, field: None, message: err.to_string() }
+}
+
+struct Ctx<'a> {
+    file: Option<&'a str>,
+}
+
+impl Ctx<'_> {
+    fn error(&self, line: u64, field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.map(str::to_owned),
+            line: Some(line as usize).filter(|l| *l > 0),
+            field: Some(field.into()),
+            message: message.into(),
+        }
+    }
+}
+
+fn validate(raw: RawConfig, file: Option<&str>) -> Result<Config, ConfigError> {
+    let ctx = Ctx { file };
+    let defaults = ServerConfig::default();
+    let mut api_keys = Vec::with_capacity(raw.server.api_keys.len());
+    for (i, key) in raw.server.api_keys.into_iter().enumerate() {
+        if key.value.expose().trim().is_empty() {
+            return Err(ctx.error(key.referenced.line(), format!("server.api_keys[{i}]"), "a gateway key cannot be empty"));
+        }
+        api_keys.push(key.value);
+    }
+    let server = ServerConfig {
+        host: raw.server.host.unwrap_or(defaults.host),
+        port: raw.server.port.unwrap_or(defaults.port),
+        max_body_bytes: raw.server.max_body_size.map_or(defaults.max_body_bytes, |b| b.0),
+        shutdown_timeout: raw.server.shutdown_timeout.map_or(defaults.shutdown_timeout, |d| d.0),
+        api_keys,
+    };
+    if server.max_body_bytes == 0 {
+        return Err(ctx.error(0, "server.max_body_size", "must be greater than zero"));
+    }
+    let logging = LoggingConfig {
+        format: raw.logging.format.unwrap_or(LogFormat::Human),
+        level: raw.logging.level.unwrap_or_else(|| "info".to_owned()),
+    };
+
+    let mut names = HashSet::new();
+    let mut ids = HashSet::new();
+    let mut models = Vec::with_capacity(raw.models.len());
+    for (gi, group) in raw.models.into_iter().enumerate() {
+        let group_line = group.referenced.line();
+        let group = group.value;
+        let name = group.name.value.trim().to_owned();
+        let path = format!("models[{gi}]");
+        if name.is_empty() {
+            return Err(ctx.error(group.name.referenced.line(), format!("{path}.name"), "a model name cannot be empty"));
+        }
+        if name[..name.len() - 1].contains('*') {
+            return Err(ctx.error(
+                group.name.referenced.line(),
+                format!("{path}.name"),
+                format!("`{name}`: `*` is only allowed at the end (a prefix pattern such as `gpt-*`)"),
+            ));
+        }
+        if !names.insert(name.clone()) {
+            return Err(ctx.error(
+                group.name.referenced.line(),
+                format!("{path}.name"),
+                format!("model `{name}` is defined twice"),
+            ));
+        }
+        if group.deployments.is_empty() {
+            return Err(ctx.error(
+                group_line,
+                format!("{path}.deployments"),
+                format!("model `{name}` needs at least one deployment"),
+            ));
+        }
+        let mut deployments = Vec::with_capacity(group.deployments.len());
+        for (di, dep) in group.deployments.into_iter().enumerate() {
+            let dpath = format!("{path}.deployments[{di}]");
+            let dep = deployment(&ctx, &raw.upstream_defaults, dep, &dpath, &name, di)?;
+            if !ids.insert(dep.id.clone()) {
+                return Err(ctx.error(0, format!("{dpath}.id"), format!("deployment id `{}` is used twice", dep.id)));
+            }
+            deployments.push(dep);
+        }
+        models.push(ModelGroupConfig { name, deployments });
+    }
+
+    let default_model = match raw.default_model {
+        Some(dm) => {
+            if !names.contains(dm.value.as_str()) {
+                return Err(ctx.error(
+                    dm.referenced.line(),
+                    "default_model",
+                    format!("`{}` is not one of the models defined under `models`", dm.value),
+                ));
+            }
+            Some(dm.value)
+        }
+        // One model group is an unambiguous default; with several, pass-through needs a `model`.
+        None if models.len() == 1 => models.first().map(|g| g.name.clone()),
+        None => None,
+    };
+
+    Ok(Config {
+        server,
+        logging,
+        models,
+        default_model,
+        source: ConfigSource::File(file.unwrap_or("<inline>").to_owned()),
+    })
+}
+
+fn deployment(
+    ctx: &Ctx<'_>,
+    defaults: &RawUpstream,
+    dep: Spanned<RawDeployment>,
+    path: &str,
+    group: &str,
+    index: usize,
+) -> Result<DeploymentConfig, ConfigError> {
+    let line = dep.referenced.line();
+    let dep = dep.value;
+    let timeouts = timeouts(ctx, line, path, &defaults.timeouts, &dep.timeouts)?;
+    let pool = pool(ctx, line, path, &defaults.pool, &dep.pool)?;
+    let max_retries = dep.max_retries.or(defaults.max_retries).unwrap_or(2);
+    let id = match dep.id {
+        Some(id) => {
+            let value = id.value.trim().to_owned();
+            if value.is_empty() || !value.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:/".contains(c)) {
+                return Err(ctx.error(
+                    id.referenced.line(),
+                    format!("{path}.id"),
+                    "use letters, digits and - _ . : / only (it appears in headers and metrics)",
+                ));
+            }
+            value
+        }
+        None => format!("{}#{index}", group.trim_end_matches('*').trim_end_matches('-').if_empty("default")),
+    };
+    let mut config = super::mock_deployment(&id, timeouts, max_retries)?;
+    config.provider = dep.provider;
+    config.model = dep.model.filter(|m| !m.trim().is_empty());
+    config.organization = dep.organization.map(|s| s.0).filter(|s| !s.is_empty());
+    config.project = dep.project.map(|s| s.0).filter(|s| !s.is_empty());
+    config.api_key = dep.api_key.filter(|k| !k.expose().is_empty());
+    config.pool = pool;
+    match (dep.provider, dep.base_url) {
+        (ProviderKind::OpenAi, Some(url)) => {
+            config.base_url = parse_base_url(&url.value.0)
+                .map_err(|m| ctx.error(url.referenced.line(), format!("{path}.base_url"), m))?;
+        }
+        (ProviderKind::OpenAi, None) => {
+            config.base_url = parse_base_url("https://api.openai.com/v1")
+                .map_err(|m| ctx.error(line, format!("{path}.base_url"), m))?;
+        }
+        (ProviderKind::Mock, Some(url)) => {
+            return Err(ctx.error(
+                url.referenced.line(),
+                format!("{path}.base_url"),
+                "the mock provider answers in-process and takes no base_url (to use `weir mock` over HTTP, \
+                 use provider: openai with its URL)",
+            ));
+        }
+        (ProviderKind::Mock, None) => {}
+    }
+    if dep.provider == ProviderKind::OpenAi
+        && config.api_key.is_none()
+        && config.base_url.host_str() == Some("api.openai.com")
+    {
+        return Err(ctx.error(line, format!("{path}.api_key"), "api.openai.com needs an api_key (e.g. api_key: ${OPENAI_API_KEY})"));
+    }
+    Ok(config)
+}
+
+fn timeouts(ctx: &Ctx<'_>, line: u64, path: &str, base: &RawTimeouts, own: &RawTimeouts) -> Result<Timeouts, ConfigError> {
+    let d = Timeouts::default();
+    let pick = |own: Option<ConfigDuration>, base: Option<ConfigDuration>, default| own.or(base).map_or(default, |v| v.0);
+    let t = Timeouts {
+        connect: pick(own.connect, base.connect, d.connect),
+        read: pick(own.read, base.read, d.read),
+        total: pick(own.total, base.total, d.total),
+    };
+    for (name, value) in [("connect", t.connect), ("read", t.read), ("total", t.total)] {
+        if value.is_zero() {
+            return Err(ctx.error(line, format!("{path}.timeouts.{name}"), "must be greater than zero"));
+        }
+    }
+    Ok(t)
+}
+
+fn pool(ctx: &Ctx<'_>, line: u64, path: &str, base: &RawPool, own: &RawPool) -> Result<PoolLimits, ConfigError> {
+    let d = PoolLimits::default();
+    let p = PoolLimits {
+        max_connections: own.max_connections.or(base.max_connections).unwrap_or(d.max_connections),
+        max_connections_per_host: own
+            .max_connections_per_host
+            .or(base.max_connections_per_host)
+            .unwrap_or(d.max_connections_per_host),
+        idle_timeout: own.idle_timeout.or(base.idle_timeout).map_or(d.idle_timeout, |v| v.0),
+    };
+    if p.max_connections == 0 || p.max_connections_per_host == 0 {
+        return Err(ctx.error(line, format!("{path}.pool"), "connection limits must be greater than zero"));
+    }
+    Ok(p)
+}
+
+/// Validates an upstream API root: http(s), a host, no credentials, query or fragment.
+pub(super) fn parse_base_url(text: &str) -> Result<Url, String> {
+    let mut url = Url::parse(text.trim()).map_err(|e| format!("`{text}` is not a valid URL ({e})"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("`{text}` must start with http:// or https://"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("`{text}` has no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("credentials in the URL are not allowed: use api_key".to_owned());
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("`{text}` must not have a query string or fragment"));
+    }
+    // Normalise to no trailing slash, so joining with `/chat/completions` is unambiguous.
+    let trimmed = url.path().trim_end_matches('/').to_owned();
+    url.set_path(&trimmed);
+    Ok(url)
+}
+
+trait IfEmpty {
+    fn if_empty<'a>(&'a self, fallback: &'a str) -> &'a str;
+}
+
+impl IfEmpty for str {
+    fn if_empty<'a>(&'a self, fallback: &'a str) -> &'a str {
+        if self.is_empty() { fallback } else { self }
+    }
+}

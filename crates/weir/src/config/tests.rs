@@ -1,0 +1,123 @@
+use super::*;
+
+const GOOD: &str = r#"
+server:
+  port: 9000
+  max_body_size: 1MiB
+  shutdown_timeout: 5s
+logging:
+  format: json
+upstream_defaults:
+  timeouts: { connect: 2s, read: 20s }
+models:
+  - name: gpt-4o
+    deployments:
+      - id: openai-a
+        provider: openai
+        base_url: http://127.0.0.1:1234/v1/
+        api_key: sk-test
+        model: gpt-4o-2024-08-06
+        timeouts: { total: 45s }
+  - name: local-*
+    deployments:
+      - provider: mock
+"#;
+
+#[test]
+fn parses_a_full_config() {
+    let c = Config::from_yaml(GOOD, Some("good.yaml")).unwrap();
+    assert_eq!(c.server.port, 9000);
+    assert_eq!(c.server.max_body_bytes, 1 << 20);
+    assert_eq!(c.logging.format, LogFormat::Json);
+    let d = &c.models[0].deployments[0];
+    assert_eq!(d.base_url.as_str(), "http://127.0.0.1:1234/v1");
+    assert_eq!(d.timeouts, Timeouts { connect: Duration::from_secs(2), read: Duration::from_secs(20), total: Duration::from_secs(45) });
+    assert_eq!(d.api_key.as_ref().unwrap().expose(), "sk-test");
+    assert_eq!(c.models[1].deployments[0].id, "local#0");
+    assert_eq!(c.group_for("local-llama").unwrap().name, "local-*");
+    assert!(c.group_for("claude").is_none());
+    assert_eq!(c.default_model, None);
+}
+
+#[test]
+fn unknown_key_names_field_and_line() {
+    let text = "models:\n  - name: a\n    deployments:\n      - provider: openai\n        base_url: http://x/v1\n        api_kee: sk\n";
+    let err = Config::from_yaml(text, Some("c.yaml")).unwrap_err();
+    assert_eq!(err.line, Some(6), "{err}");
+    assert!(err.to_string().contains("api_kee"), "{err}");
+}
+
+#[test]
+fn validation_errors_name_field_and_line() {
+    let text = "models:\n  - name: a\n    deployments:\n      - provider: openai\n        base_url: ftp://x/v1\n";
+    let err = Config::from_yaml(text, Some("c.yaml")).unwrap_err();
+    assert_eq!(err.field.as_deref(), Some("models[0].deployments[0].base_url"));
+    assert_eq!(err.line, Some(5));
+    assert!(err.to_string().starts_with("c.yaml:5: models[0].deployments[0].base_url:"), "{err}");
+
+    let dup = "models:\n  - name: a\n    deployments: [{provider: mock}]\n  - name: a\n    deployments: [{provider: mock}]\n";
+    let err = Config::from_yaml(dup, None).unwrap_err();
+    assert_eq!((err.field.as_deref(), err.line), (Some("models[1].name"), Some(4)), "{err}");
+
+    let empty = "models:\n  - name: a\n";
+    let err = Config::from_yaml(empty, None).unwrap_err();
+    assert_eq!(err.field.as_deref(), Some("models[0].deployments"), "{err}");
+
+    let no_key = "models:\n  - name: a\n    deployments: [{provider: openai}]\n";
+    let err = Config::from_yaml(no_key, None).unwrap_err();
+    assert!(err.message.contains("api_key"), "{err}");
+
+    let bad_default = "default_model: b\nmodels:\n  - name: a\n    deployments: [{provider: mock}]\n";
+    let err = Config::from_yaml(bad_default, None).unwrap_err();
+    assert_eq!((err.field.as_deref(), err.line), (Some("default_model"), Some(1)), "{err}");
+}
+
+#[test]
+fn unset_env_var_is_an_error_with_line() {
+    let text = "models:\n  - name: a\n    deployments:\n      - provider: openai\n        base_url: http://x/v1\n        api_key: ${WEIR_TEST_SURELY_UNSET_VAR}\n";
+    let err = Config::from_yaml(text, None).unwrap_err();
+    assert!(err.to_string().contains("WEIR_TEST_SURELY_UNSET_VAR"), "{err}");
+    assert_eq!(err.line, Some(6), "{err}");
+}
+
+#[test]
+fn zero_config_modes() {
+    let mock = Config::from_env_with(|_| None).unwrap();
+    assert_eq!(mock.source, ConfigSource::BuiltinMock);
+    assert_eq!(mock.models[0].deployments[0].provider, ProviderKind::Mock);
+    assert!(mock.group_for("anything").is_some());
+
+    let env = |name: &str| match name {
+        "OPENAI_API_KEY" => Some("sk-env".to_owned()),
+        "OPENAI_BASE_URL" => Some("http://127.0.0.1:9/v1".to_owned()),
+        "OPENAI_TIMEOUT" => Some("12".to_owned()),
+        "OPENAI_MAX_RETRIES" => Some("5".to_owned()),
+        _ => None,
+    };
+    let openai = Config::from_env_with(env).unwrap();
+    let d = &openai.models[0].deployments[0];
+    assert_eq!(openai.source, ConfigSource::EnvOpenAi);
+    assert_eq!(d.base_url.as_str(), "http://127.0.0.1:9/v1");
+    assert_eq!(d.timeouts.total, Duration::from_secs(12));
+    assert_eq!(d.timeouts.read, Duration::from_secs(12));
+    assert_eq!(d.max_retries, 5);
+
+    let bad = |name: &str| (name == "OPENAI_MAX_RETRIES").then(|| "many".to_owned());
+    let err = Config::from_env_with(bad).unwrap_err();
+    assert_eq!(err.field.as_deref(), Some("OPENAI_MAX_RETRIES"));
+}
+
+#[test]
+fn shipped_examples_are_valid() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            // Examples reference keys through ${VAR:-...} so they validate without secrets.
+            Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            seen += 1;
+        }
+    }
+    assert!(seen >= 2, "expected example configs in {dir}");
+}

@@ -1,0 +1,504 @@
+//! The engine: one request in, one upstream answer (or error) out.
+//!
+//! Both faces of Weir call [`Engine::execute`]: the gateway with the client's raw bytes, the
+//! library's [`crate::Client`] with serialised typed requests. The engine reads only the fields it
+//! routes on (`model`, `stream`), picks a deployment of the model's group, rewrites `model` when the
+//! upstream names it differently (leaving every other byte alone), calls the provider, and turns
+//! non-success answers into [`Error`]s, in one place for every provider.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use bytes::Bytes;
+use futures::{StreamExt, future::join_all};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::{
+    api::{Model, ModelList, parse_upstream_error},
+    body::RawObject,
+    config::{Config, DeploymentConfig, ProviderKind},
+    error::Error,
+    path::ApiPath,
+    provider::{ByteStream, MockProvider, OpenAiProvider, Provider, UpstreamBody, UpstreamRequest},
+    sse::{GuardItem, guard},
+};
+
+/// Which API a request is for; decides validation and stream handling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `POST /v1/chat/completions`.
+    ChatCompletions,
+    /// `POST /v1/embeddings`.
+    Embeddings,
+    /// `POST /v1/images/generations`.
+    ImageGenerations,
+    /// Any other `/v1/*` path, forwarded as it is.
+    Passthrough,
+}
+
+impl Endpoint {
+    /// Label for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions => "chat_completions",
+            Endpoint::Embeddings => "embeddings",
+            Endpoint::ImageGenerations => "image_generations",
+            Endpoint::Passthrough => "passthrough",
+        }
+    }
+}
+
+/// A request for the engine.
+#[derive(Debug, Clone)]
+pub struct ProxyRequest {
+    /// Which API.
+    pub endpoint: Endpoint,
+    /// HTTP method (POST for the typed endpoints).
+    pub method: Method,
+    /// Path relative to `/v1`, e.g. `chat/completions`.
+    pub path: ApiPath,
+    /// Query string without `?`.
+    pub query: Option<String>,
+    /// The body as received.
+    pub body: Bytes,
+    /// The body's content type, when not JSON (multipart uploads on pass-through paths).
+    pub content_type: Option<HeaderValue>,
+    /// Correlation id, forwarded upstream.
+    pub request_id: Option<String>,
+}
+
+impl ProxyRequest {
+    /// A JSON POST to one of the typed endpoints.
+    pub fn json(endpoint: Endpoint, body: Bytes) -> ProxyRequest {
+        let path = match endpoint {
+            Endpoint::ChatCompletions => "chat/completions",
+            Endpoint::Embeddings => "embeddings",
+            Endpoint::ImageGenerations => "images/generations",
+            Endpoint::Passthrough => "models",
+        };
+        ProxyRequest {
+            endpoint,
+            method: Method::POST,
+            path: ApiPath::known(path),
+            query: None,
+            body,
+            content_type: None,
+            request_id: None,
+        }
+    }
+}
+
+/// The engine's answer.
+pub struct ProxyResponse {
+    /// Status from the upstream (always a success: failures are [`Error`]s).
+    pub status: StatusCode,
+    /// Headers worth passing to the client (content type, processing time).
+    pub headers: HeaderMap,
+    /// The body.
+    pub body: ProxyBody,
+    /// Which deployment served it.
+    pub deployment: Arc<Deployment>,
+    /// The model group.
+    pub model_group: Arc<str>,
+}
+
+/// A successful answer's body.
+pub enum ProxyBody {
+    /// Complete.
+    Full(Bytes),
+    /// An SSE stream, guarded: if it breaks, its last item is an error event.
+    Stream(futures::stream::BoxStream<'static, GuardItem>),
+}
+
+/// One upstream, ready to call.
+#[derive(Debug)]
+pub struct Deployment {
+    /// From config.
+    pub config: DeploymentConfig,
+    /// Model group it belongs to.
+    pub model_group: Arc<str>,
+    provider: Arc<dyn Provider>,
+}
+
+impl Deployment {
+    /// The deployment's id.
+    pub fn id(&self) -> &str {
+        &self.config.id
+    }
+}
+
+#[derive(Debug)]
+struct Group {
+    name: Arc<str>,
+    wildcard: bool,
+    deployments: Vec<Arc<Deployment>>,
+    /// Round-robin cursor (the routing issue brings the other strategies).
+    next: AtomicUsize,
+}
+
+impl Group {
+    fn matches(&self, model: &str) -> bool {
+        if self.wildcard { model.starts_with(self.name.trim_end_matches('*')) } else { &*self.name == model }
+    }
+
+    fn pick(&self) -> Result<&Arc<Deployment>, Error> {
+        let n = self.deployments.len();
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % n.max(1);
+        self.deployments.get(i).ok_or_else(|| Error::Internal(format!("model group `{}` has no deployments", self.name)))
+    }
+}
+
+/// The routing and calling core. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct Engine {
+    config: Config,
+    groups: Vec<Group>,
+}
+
+/// Health of one deployment, from a `GET models` probe.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProbeReport {
+    /// Deployment id.
+    pub deployment: String,
+    /// Its model group.
+    pub model_group: String,
+    /// Provider kind.
+    pub provider: &'static str,
+    /// API root (never contains a key).
+    pub base_url: String,
+    /// `healthy` or `unhealthy`.
+    pub status: &'static str,
+    /// Upstream HTTP status, when it answered.
+    pub http_status: Option<u16>,
+    /// Round-trip time of the probe.
+    pub latency_ms: f64,
+    /// Why it is unhealthy.
+    pub error: Option<String>,
+}
+
+const ERROR_BODY_LIMIT: usize = 64 * 1024;
+
+impl Engine {
+    /// Builds providers (and joins shared connection pools) for every deployment.
+    pub fn new(config: Config) -> Result<Engine, Error> {
+        let mut groups = Vec::with_capacity(config.models.len());
+        for group in &config.models {
+            let name: Arc<str> = Arc::from(group.name.as_str());
+            let mut deployments = Vec::with_capacity(group.deployments.len());
+            for dep in &group.deployments {
+                let provider: Arc<dyn Provider> = match dep.provider {
+                    ProviderKind::OpenAi => Arc::new(OpenAiProvider::new(dep)?),
+                    ProviderKind::Mock => Arc::new(MockProvider),
+                };
+                deployments.push(Arc::new(Deployment { config: dep.clone(), model_group: name.clone(), provider }));
+            }
+            groups.push(Group { name, wildcard: group.is_wildcard(), deployments, next: AtomicUsize::new(0) });
+        }
+        Ok(Engine { config, groups })
+    }
+
+    /// The configuration this engine runs.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Every deployment, in config order.
+    pub fn deployments(&self) -> impl Iterator<Item = &Arc<Deployment>> {
+        self.groups.iter().flat_map(|g| g.deployments.iter())
+    }
+
+    fn group_for(&self, model: &str) -> Option<&Group> {
+        self.groups.iter().find(|g| !g.wildcard && g.matches(model)).or_else(|| {
+            self.groups.iter().filter(|g| g.wildcard && g.matches(model)).max_by_key(|g| g.name.len())
+        })
+    }
+
+    /// Routes and executes one request.
+    pub async fn execute(&self, req: ProxyRequest) -> Result<ProxyResponse, Error> {
+        let parsed = self.parse(&req)?;
+        let group = self.group_for(&parsed.model).ok_or_else(|| Error::ModelNotFound { model: parsed.model.clone() })?;
+        let deployment = group.pick()?.clone();
+        let body = match (&parsed.object, &deployment.config.model) {
+            (Some(obj), Some(upstream)) if *upstream != parsed.model && parsed.model_in_body => {
+                Some(obj.to_bytes_with_str("model", upstream)?)
+            }
+            _ if req.body.is_empty() => None,
+            _ => Some(req.body.clone()),
+        };
+        let upstream_req = UpstreamRequest {
+            method: req.method.clone(),
+            path: req.path.clone(),
+            query: req.query.clone(),
+            body,
+            content_type: req.content_type.clone(),
+            stream: parsed.stream,
+            request_id: req.request_id.clone(),
+        };
+        let started = Instant::now();
+        let resp = deployment.provider.send(upstream_req).await;
+        let resp = match resp {
+            Ok(resp) => resp,
+            Err(err) => {
+                tracing::warn!(deployment = deployment.id(), error = %err, kind = err.kind().as_str(), "upstream call failed");
+                return Err(err);
+            }
+        };
+        if !resp.status.is_success() {
+            let retry_after = retry_after(&resp.headers);
+            let body = resp.body.collect(ERROR_BODY_LIMIT).await.unwrap_or_default();
+            let (message, error_type, code, param) = parse_upstream_error(&body);
+            tracing::warn!(
+                deployment = deployment.id(),
+                status = resp.status.as_u16(),
+                elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+                "upstream answered with an error"
+            );
+            return Err(Error::Upstream { status: resp.status, message, error_type, code, param, retry_after });
+        }
+
+        let headers = pass_on_headers(&resp.headers);
+        let is_sse = resp
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.starts_with("text/event-stream"));
+        let body = match resp.body {
+            UpstreamBody::Full(bytes) => ProxyBody::Full(bytes),
+            UpstreamBody::Stream(stream) if is_sse => {
+                let expect_done = matches!(req.endpoint, Endpoint::ChatCompletions) || req.path.as_str() == "completions";
+                ProxyBody::Stream(first_event_or_error(stream, expect_done).await?)
+            }
+            // A stream was asked for but the upstream answered plainly (some servers ignore `stream`).
+            UpstreamBody::Stream(stream) => ProxyBody::Full(UpstreamBody::Stream(stream).collect(usize::MAX).await?),
+        };
+        Ok(ProxyResponse { status: resp.status, headers, body, deployment: deployment.clone(), model_group: group.name.clone() })
+    }
+
+    fn parse(&self, req: &ProxyRequest) -> Result<Parsed, Error> {
+        let json_body = !req.body.is_empty()
+            && req.content_type.as_ref().is_none_or(|ct| ct.to_str().is_ok_and(|s| s.contains("json")));
+        let object = match (req.endpoint, json_body) {
+            (Endpoint::Passthrough, true) => RawObject::parse(&req.body).ok(),
+            (Endpoint::Passthrough, false) => None,
+            (_, _) if req.body.is_empty() => {
+                return Err(Error::InvalidRequest {
+                    message: "The request body is empty; a JSON object is required.".to_owned(),
+                    param: None,
+                    code: Some("invalid_json"),
+                });
+            }
+            (_, _) => Some(RawObject::parse(&req.body)?),
+        };
+        let model = match &object {
+            Some(obj) => obj.get_str("model")?,
+            None => None,
+        };
+        let model_in_body = model.is_some();
+        let stream = match &object {
+            Some(obj) => obj.get_bool("stream")?.unwrap_or(false),
+            None => false,
+        };
+        match (req.endpoint, &object) {
+            (Endpoint::ChatCompletions, Some(obj)) => {
+                if model.is_none() {
+                    return Err(Error::missing_param("model"));
+                }
+                if obj.get("messages").is_none_or(|m| m.get() == "null") {
+                    return Err(Error::missing_param("messages"));
+                }
+                if !obj.is_non_empty_array("messages") {
+                    return Err(Error::invalid_param(
+                        "messages",
+                        "'messages' must be a non-empty array of messages",
+                        Some("invalid_type"),
+                    ));
+                }
+            }
+            (Endpoint::Embeddings, Some(obj)) => {
+                if model.is_none() {
+                    return Err(Error::missing_param("model"));
+                }
+                if obj.get("input").is_none_or(|m| m.get() == "null") {
+                    return Err(Error::missing_param("input"));
+                }
+            }
+            (Endpoint::ImageGenerations, Some(obj)) => {
+                if obj.get_str("prompt")?.is_none() {
+                    return Err(Error::missing_param("prompt"));
+                }
+            }
+            _ => {}
+        }
+        // Requests that name no model (image generation may omit it; most pass-through calls do)
+        // go to the default model group.
+        let model = match model {
+            Some(model) => model,
+            None => self.config.default_model.clone().ok_or_else(|| {
+                Error::missing_param("model")
+            })?,
+        };
+        if model.trim().is_empty() {
+            return Err(Error::invalid_param("model", "'model' must not be empty", Some("invalid_value")));
+        }
+        Ok(Parsed { object, model, model_in_body, stream })
+    }
+
+    /// The models clients can ask for: every named group, plus what wildcard groups' upstreams list.
+    pub async fn list_models(&self) -> ModelList {
+        let mut data: Vec<Model> = self
+            .groups
+            .iter()
+            .filter(|g| !g.wildcard)
+            .map(|g| Model { id: g.name.to_string(), object: "model".to_owned(), created: 0, owned_by: "weir".to_owned() })
+            .collect();
+        for group in self.groups.iter().filter(|g| g.wildcard) {
+            let Ok(deployment) = group.pick() else { continue };
+            match self.upstream_models(deployment).await {
+                Ok(list) => {
+                    for model in list.data {
+                        if group.matches(&model.id) && !data.iter().any(|m| m.id == model.id) {
+                            data.push(model);
+                        }
+                    }
+                }
+                Err(err) => tracing::warn!(deployment = deployment.id(), error = %err, "could not list upstream models"),
+            }
+        }
+        ModelList { object: "list".to_owned(), data }
+    }
+
+    /// One model by id: named groups answer themselves; wildcard groups ask their upstream.
+    pub async fn retrieve_model(&self, id: &str, request_id: Option<String>) -> Result<Bytes, Error> {
+        let group = self.group_for(id).ok_or_else(|| Error::ModelNotFound { model: id.to_owned() })?;
+        if !group.wildcard {
+            let model = Model { id: id.to_owned(), object: "model".to_owned(), created: 0, owned_by: "weir".to_owned() };
+            return serde_json::to_vec(&model).map(Bytes::from).map_err(|e| Error::Internal(e.to_string()));
+        }
+        let path = ApiPath::parse(&format!("models/{id}"))?;
+        let mut req = ProxyRequest::json(Endpoint::Passthrough, Bytes::new());
+        req.method = Method::GET;
+        req.path = path;
+        req.request_id = request_id;
+        let deployment = group.pick()?.clone();
+        let resp = self.send_simple(&deployment, req).await.map_err(|e| match e {
+            Error::Upstream { status: StatusCode::NOT_FOUND, .. } => Error::ModelNotFound { model: id.to_owned() },
+            other => other,
+        })?;
+        Ok(resp)
+    }
+
+    async fn upstream_models(&self, deployment: &Arc<Deployment>) -> Result<ModelList, Error> {
+        let mut req = ProxyRequest::json(Endpoint::Passthrough, Bytes::new());
+        req.method = Method::GET;
+        let body = self.send_simple(deployment, req).await?;
+        serde_json::from_slice(&body).map_err(|e| Error::BadUpstreamResponse { message: format!("model list: {e}") })
+    }
+
+    /// A bodiless call to one deployment, bypassing routing; errors converted as usual.
+    async fn send_simple(&self, deployment: &Arc<Deployment>, req: ProxyRequest) -> Result<Bytes, Error> {
+        let resp = deployment
+            .provider
+            .send(UpstreamRequest {
+                method: req.method,
+                path: req.path,
+                query: None,
+                body: None,
+                content_type: None,
+                stream: false,
+                request_id: req.request_id,
+            })
+            .await?;
+        let status = resp.status;
+        let retry_after = retry_after(&resp.headers);
+        let body = resp.body.collect(usize::MAX).await?;
+        if !status.is_success() {
+            let (message, error_type, code, param) = parse_upstream_error(&body);
+            return Err(Error::Upstream { status, message, error_type, code, param, retry_after });
+        }
+        Ok(body)
+    }
+
+    /// Probes every deployment with `GET models` (concurrently, each bounded by `timeout`).
+    pub async fn probe_all(&self, timeout: Duration) -> Vec<ProbeReport> {
+        let probes = self.deployments().map(|deployment| async move {
+            let started = Instant::now();
+            let mut req = ProxyRequest::json(Endpoint::Passthrough, Bytes::new());
+            req.method = Method::GET;
+            let result = tokio::time::timeout(timeout, self.send_simple(deployment, req)).await;
+            let latency_ms = started.elapsed().as_secs_f64() * 1e3;
+            let (http_status, error) = match result {
+                Ok(Ok(_)) => (Some(200), None),
+                Ok(Err(Error::Upstream { status, message, .. })) => (Some(status.as_u16()), Some(message)),
+                Ok(Err(err)) => (None, Some(err.to_string())),
+                Err(_) => (None, Some(format!("no answer within {}", humantime::format_duration(timeout)))),
+            };
+            ProbeReport {
+                deployment: deployment.id().to_owned(),
+                model_group: deployment.model_group.to_string(),
+                provider: deployment.config.provider.as_str(),
+                base_url: match deployment.config.provider {
+                    ProviderKind::Mock => "in-process".to_owned(),
+                    ProviderKind::OpenAi => deployment.config.base_url.to_string(),
+                },
+                status: if error.is_none() { "healthy" } else { "unhealthy" },
+                http_status,
+                latency_ms: (latency_ms * 1000.0).round() / 1000.0,
+                error,
+            }
+        });
+        join_all(probes).await
+    }
+}
+
+struct Parsed {
+    object: Option<RawObject>,
+    model: String,
+    /// Whether `model` came from the body (only then is there something to rewrite).
+    model_in_body: bool,
+    stream: bool,
+}
+
+/// Waits for the stream's first whole event. If the stream fails before sending anything, that is
+/// an ordinary error (the client gets a proper HTTP status, and the call could be retried); after
+/// the first event, failures can only be reported in-band.
+async fn first_event_or_error(
+    stream: ByteStream,
+    expect_done: bool,
+) -> Result<futures::stream::BoxStream<'static, GuardItem>, Error> {
+    let mut guarded = guard(stream, expect_done).boxed();
+    match guarded.next().await {
+        Some(GuardItem::Failed(err, _)) => Err(err),
+        Some(first) => Ok(futures::stream::once(async move { first }).chain(guarded).boxed()),
+        None => Err(Error::BadUpstreamResponse { message: "the upstream stream was empty".to_owned() }),
+    }
+}
+
+/// Headers from the upstream that are useful to clients and safe to pass on.
+fn pass_on_headers(upstream: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    for name in [header::CONTENT_TYPE.as_str(), "openai-processing-ms", "openai-version"] {
+        if let Some(v) = upstream.get(name) {
+            out.insert(http::HeaderName::from_static(name), v.clone());
+        }
+    }
+    if let Some(id) = upstream.get("x-request-id") {
+        out.insert("x-upstream-request-id", id.clone());
+    }
+    out
+}
+
+/// `retry-after-ms` (OpenAI's, more precise) or `Retry-After` in seconds.
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let parse = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).and_then(|s| s.trim().parse::<f64>().ok());
+    if let Some(ms) = parse("retry-after-ms").filter(|ms| ms.is_finite() && *ms >= 0.0) {
+        return Some(Duration::from_secs_f64(ms / 1000.0));
+    }
+    parse("retry-after").filter(|s| s.is_finite() && *s >= 0.0).map(Duration::from_secs_f64)
+}

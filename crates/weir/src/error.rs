@@ -1,0 +1,278 @@
+//! The engine's error type, and the small label enum used for metrics and logs.
+//!
+//! Every failure a request can meet is one variant of [`Error`]. Turning an error into an HTTP status
+//! and an OpenAI-shaped body happens in exactly one place, [`crate::api::ErrorResponse::from_error`],
+//! so the library's `Client` and the gateway agree on what each failure means.
+
+use std::time::Duration;
+
+use http::StatusCode;
+
+/// Which timeout fired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeoutPhase {
+    /// Establishing the TCP/TLS connection took longer than the connect timeout.
+    Connect,
+    /// No bytes arrived from the upstream within the read (idle) timeout.
+    Read,
+    /// The whole non-streaming call took longer than the total timeout.
+    Total,
+    /// Waiting for a free connection slot in the pool took too long.
+    PoolWait,
+}
+
+impl TimeoutPhase {
+    fn as_str(self) -> &'static str {
+        match self {
+            TimeoutPhase::Connect => "connect",
+            TimeoutPhase::Read => "read",
+            TimeoutPhase::Total => "total",
+            TimeoutPhase::PoolWait => "pool wait",
+        }
+    }
+}
+
+/// Everything that can go wrong on the way to an upstream and back.
+///
+/// Messages never contain API keys or prompt text: upstream URLs are stripped from transport errors
+/// and upstream error bodies are reduced to their `message` field.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The client's request is malformed (bad JSON, a missing or mistyped field).
+    #[error("{message}")]
+    InvalidRequest {
+        /// What is wrong, for a human.
+        message: String,
+        /// The offending field, when there is one.
+        param: Option<String>,
+        /// A machine-readable code such as `missing_required_parameter`.
+        code: Option<&'static str>,
+    },
+    /// No model group serves this model name.
+    #[error("The model `{model}` does not exist or you do not have access to it.")]
+    ModelNotFound {
+        /// The model name the client asked for.
+        model: String,
+    },
+    /// The request body exceeds the configured limit.
+    #[error("Request body is larger than the limit of {limit} bytes.")]
+    PayloadTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The client's gateway key is missing or wrong.
+    #[error("{message}")]
+    Unauthenticated {
+        /// What is wrong with the credentials (never the credentials themselves).
+        message: String,
+    },
+    /// The path or method is not something the gateway serves.
+    #[error("{message}")]
+    NotFound {
+        /// What was not found.
+        message: String,
+    },
+    /// The upstream answered with a non-success status.
+    #[error("upstream returned {status}: {message}")]
+    Upstream {
+        /// The upstream's HTTP status.
+        status: StatusCode,
+        /// The upstream's error message (its `error.message`, or a short summary of the body).
+        message: String,
+        /// The upstream's error `type`, when it gave one.
+        error_type: Option<String>,
+        /// The upstream's error `code`, when it gave one.
+        code: Option<String>,
+        /// The upstream's error `param`, when it gave one.
+        param: Option<String>,
+        /// How long the upstream asked us to wait (`Retry-After` / `retry-after-ms`).
+        retry_after: Option<Duration>,
+    },
+    /// A timeout fired.
+    #[error("upstream {} timeout after {}", .phase.as_str(), humantime::format_duration(*.after))]
+    Timeout {
+        /// Which timeout.
+        phase: TimeoutPhase,
+        /// Its configured length.
+        after: Duration,
+    },
+    /// The upstream could not be reached (connection refused, DNS, TLS handshake).
+    #[error("could not connect to the upstream: {message}")]
+    Connect {
+        /// The transport's description, without the URL.
+        message: String,
+    },
+    /// The connection failed after it was established (reset, truncated body, protocol error).
+    #[error("upstream connection failed: {message}")]
+    Transport {
+        /// The transport's description, without the URL.
+        message: String,
+    },
+    /// The upstream sent something that is not what its API promises.
+    #[error("upstream sent an invalid response: {message}")]
+    BadUpstreamResponse {
+        /// What was wrong with it.
+        message: String,
+    },
+    /// The gateway is shutting down or otherwise cannot take the request.
+    #[error("{message}")]
+    Unavailable {
+        /// Why.
+        message: String,
+    },
+    /// The configuration is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// A bug or an impossible state; the message is safe to show.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Low-cardinality error labels for metrics and log fields: never a raw message or a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The client's request was malformed.
+    InvalidRequest,
+    /// Unknown model.
+    ModelNotFound,
+    /// Body too large.
+    PayloadTooLarge,
+    /// Bad or missing gateway key.
+    Unauthenticated,
+    /// Unknown route.
+    NotFound,
+    /// The upstream rejected the request as invalid (4xx other than auth and rate limits).
+    UpstreamClientError,
+    /// The upstream rejected our credentials (401/403).
+    UpstreamAuth,
+    /// The upstream rate-limited us (429).
+    UpstreamRateLimited,
+    /// The upstream failed (5xx).
+    UpstreamServerError,
+    /// A timeout.
+    Timeout,
+    /// Could not connect.
+    Connect,
+    /// Connection broke mid-flight.
+    Transport,
+    /// The upstream's answer was unreadable.
+    BadUpstreamResponse,
+    /// Gateway unavailable (draining, pool exhausted).
+    Unavailable,
+    /// Configuration or internal failure.
+    Internal,
+}
+
+impl ErrorKind {
+    /// The label value, in snake case.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidRequest => "invalid_request",
+            ErrorKind::ModelNotFound => "model_not_found",
+            ErrorKind::PayloadTooLarge => "payload_too_large",
+            ErrorKind::Unauthenticated => "unauthenticated",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::UpstreamClientError => "upstream_client_error",
+            ErrorKind::UpstreamAuth => "upstream_auth",
+            ErrorKind::UpstreamRateLimited => "upstream_rate_limited",
+            ErrorKind::UpstreamServerError => "upstream_server_error",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Connect => "connect",
+            ErrorKind::Transport => "transport",
+            ErrorKind::BadUpstreamResponse => "bad_upstream_response",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Internal => "internal",
+        }
+    }
+}
+
+impl Error {
+    /// The metric/log label of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::InvalidRequest { .. } => ErrorKind::InvalidRequest,
+            Error::ModelNotFound { .. } => ErrorKind::ModelNotFound,
+            Error::PayloadTooLarge { .. } => ErrorKind::PayloadTooLarge,
+            Error::Unauthenticated { .. } => ErrorKind::Unauthenticated,
+            Error::NotFound { .. } => ErrorKind::NotFound,
+            Error::Upstream { status, .. } => match status.as_u16() {
+                401 | 403 => ErrorKind::UpstreamAuth,
+                429 => ErrorKind::UpstreamRateLimited,
+                500..=599 => ErrorKind::UpstreamServerError,
+                _ => ErrorKind::UpstreamClientError,
+            },
+            Error::Timeout { .. } => ErrorKind::Timeout,
+            Error::Connect { .. } => ErrorKind::Connect,
+            Error::Transport { .. } => ErrorKind::Transport,
+            Error::BadUpstreamResponse { .. } => ErrorKind::BadUpstreamResponse,
+            Error::Unavailable { .. } => ErrorKind::Unavailable,
+            Error::Config(_) | Error::Internal(_) => ErrorKind::Internal,
+        }
+    }
+
+    /// Whether trying again (later, or on another deployment) could succeed. Used by the retry layer.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self.kind(),
+            ErrorKind::UpstreamRateLimited
+                | ErrorKind::UpstreamServerError
+                | ErrorKind::Timeout
+                | ErrorKind::Connect
+                | ErrorKind::Transport
+        )
+    }
+
+    /// A 400 naming the offending field.
+    pub fn invalid_param(param: &str, message: impl Into<String>, code: Option<&'static str>) -> Self {
+        Error::InvalidRequest { message: message.into(), param: Some(param.to_owned()), code }
+    }
+
+    /// A 400 for a required field that is absent.
+    pub fn missing_param(param: &str) -> Self {
+        Error::invalid_param(
+            param,
+            format!("you must provide a '{param}' parameter"),
+            Some("missing_required_parameter"),
+        )
+    }
+
+    /// Classifies a `reqwest` error without its URL (URLs may carry query-string keys on some providers).
+    pub(crate) fn from_reqwest(err: reqwest::Error, timeouts: &crate::config::Timeouts) -> Self {
+        let err = err.without_url();
+        if err.is_timeout() {
+            let (phase, after) = if err.is_connect() {
+                (TimeoutPhase::Connect, timeouts.connect)
+            } else {
+                (TimeoutPhase::Read, timeouts.read)
+            };
+            return Error::Timeout { phase, after };
+        }
+        let message = error_chain(&err);
+        if err.is_connect() {
+            Error::Connect { message }
+        } else if err.is_decode() {
+            Error::BadUpstreamResponse { message }
+        } else {
+            Error::Transport { message }
+        }
+    }
+}
+
+/// Joins an error and its sources into one line ("error sending request: connection refused").
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut message = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
+}
+
+/// The engine's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

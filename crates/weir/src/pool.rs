@@ -1,0 +1,172 @@
+//! Pooled HTTP clients, one per distinct upstream setting, shared process-wide.
+//!
+//! Building a `reqwest::Client` per request (or per `weir::Client`) would throw away keep-alive
+//! connections and TLS sessions. Instead every deployment asks [`HttpPool::shared`] for the pool
+//! matching its [`PoolSettings`]: equal settings get the same pool (and so the same connections),
+//! different timeouts or limits get their own. The registry holds weak references, so a pool closes
+//! its connections once the last engine using it is dropped (e.g. at shutdown).
+//!
+//! reqwest has no cap on total connections, so the pool enforces `max_connections` (and a per-host
+//! cap) with semaphores: a request holds a permit for its whole life, streaming body included.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, LazyLock, Weak},
+};
+
+use parking_lot::Mutex;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::{
+    config::{PoolLimits, Timeouts},
+    error::{Error, TimeoutPhase},
+};
+
+/// Everything that makes two pools different.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PoolSettings {
+    /// Upstream timeouts.
+    pub timeouts: Timeouts,
+    /// Connection limits.
+    pub limits: PoolLimits,
+}
+
+/// A shared HTTP client plus the semaphores that bound its connections.
+#[derive(Debug)]
+pub struct HttpPool {
+    /// The client; cheap to clone, all clones share connections.
+    client: reqwest::Client,
+    /// What this pool was built with.
+    settings: PoolSettings,
+    /// Caps requests in flight over the whole pool.
+    permits: Arc<Semaphore>,
+    /// Caps requests in flight per upstream host.
+    per_host: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+static REGISTRY: LazyLock<Mutex<HashMap<PoolSettings, Weak<HttpPool>>>> = LazyLock::new(Default::default);
+
+/// Proof that a request may use a connection; released when dropped.
+#[derive(Debug)]
+pub struct PoolPermit {
+    _pool: OwnedSemaphorePermit,
+    _host: OwnedSemaphorePermit,
+}
+
+/// A snapshot of a pool's use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Requests currently holding a connection permit.
+    pub in_flight: usize,
+    /// The cap.
+    pub max_connections: usize,
+}
+
+impl HttpPool {
+    /// The process-wide pool for these settings, created on first use.
+    pub fn shared(settings: PoolSettings) -> Result<Arc<HttpPool>, Error> {
+        let mut registry = REGISTRY.lock();
+        if let Some(pool) = registry.get(&settings).and_then(Weak::upgrade) {
+            return Ok(pool);
+        }
+        registry.retain(|_, weak| weak.strong_count() > 0);
+        let pool = Arc::new(HttpPool::new(settings)?);
+        registry.insert(settings, Arc::downgrade(&pool));
+        Ok(pool)
+    }
+
+    fn new(settings: PoolSettings) -> Result<HttpPool, Error> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(settings.timeouts.connect)
+            .pool_max_idle_per_host(settings.limits.max_connections_per_host)
+            .pool_idle_timeout(settings.limits.idle_timeout)
+            .tcp_nodelay(true)
+            // Retries happen in exactly one place (the resilience layer); the client's own
+            // retries would multiply upstream calls behind its back.
+            .retry(reqwest::retry::never())
+            // A redirect could carry our upstream key to another host: treat it as an answer.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| Error::Internal(format!("cannot build the HTTP client: {e}")))?;
+        Ok(HttpPool {
+            client,
+            settings,
+            permits: Arc::new(Semaphore::new(settings.limits.max_connections)),
+            per_host: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The HTTP client.
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// The settings this pool was built with.
+    pub fn settings(&self) -> &PoolSettings {
+        &self.settings
+    }
+
+    /// Waits (up to the connect timeout) for a connection slot towards `host`.
+    pub async fn acquire(&self, host: &str) -> Result<PoolPermit, Error> {
+        let host_sem = {
+            let mut map = self.per_host.lock();
+            map.entry(host.to_owned())
+                .or_insert_with(|| Arc::new(Semaphore::new(self.settings.limits.max_connections_per_host)))
+                .clone()
+        };
+        let wait = self.settings.timeouts.connect;
+        let exhausted = || Error::Timeout { phase: TimeoutPhase::PoolWait, after: wait };
+        let acquire = async {
+            let pool = self.permits.clone().acquire_owned().await;
+            let host = host_sem.acquire_owned().await;
+            match (pool, host) {
+                (Ok(p), Ok(h)) => Ok(PoolPermit { _pool: p, _host: h }),
+                _ => Err(Error::Unavailable { message: "the upstream connection pool is closed".to_owned() }),
+            }
+        };
+        tokio::time::timeout(wait, acquire).await.map_err(|_| exhausted())?
+    }
+
+    /// Current use.
+    pub fn stats(&self) -> PoolStats {
+        let max = self.settings.limits.max_connections;
+        PoolStats { in_flight: max - self.permits.available_permits(), max_connections: max }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn settings(read_secs: u64) -> PoolSettings {
+        PoolSettings {
+            timeouts: Timeouts { read: Duration::from_secs(read_secs), ..Timeouts::default() },
+            limits: PoolLimits { max_connections: 2, max_connections_per_host: 1, ..PoolLimits::default() },
+        }
+    }
+
+    #[test]
+    fn equal_settings_share_a_pool_and_different_ones_do_not() {
+        let a = HttpPool::shared(settings(31)).unwrap();
+        let b = HttpPool::shared(settings(31)).unwrap();
+        let c = HttpPool::shared(settings(32)).unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+        assert!(!Arc::ptr_eq(&a, &c));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn per_host_cap_waits_then_times_out() {
+        let pool = HttpPool::shared(settings(33)).unwrap();
+        let first = pool.acquire("a").await.unwrap();
+        assert_eq!(pool.stats().in_flight, 1);
+        // Host "a" is at its cap of 1: the second waits the connect timeout, then fails as pool exhaustion.
+        let err = pool.acquire("a").await.unwrap_err();
+        assert!(matches!(err, Error::Timeout { phase: TimeoutPhase::PoolWait, .. }), "{err:?}");
+        // Another host still has room.
+        let _other = pool.acquire("b").await.unwrap();
+        drop(first);
+        let _again = pool.acquire("a").await.unwrap();
+    }
+}

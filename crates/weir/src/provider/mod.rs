@@ -1,0 +1,96 @@
+//! Providers: the adapters that turn an upstream request into a call to one kind of API.
+//!
+//! A provider receives a request already aimed at it (relative API path, body with the upstream
+//! model) and returns the raw upstream response. It does not retry, route or interpret errors:
+//! the engine turns non-2xx answers into [`crate::Error`] in one place for every provider.
+//! Translating providers (Anthropic, Gemini) and path-rewriting ones (Azure) fit the same trait:
+//! they rewrite `path`/`body` on the way in and the response on the way out.
+
+mod mock;
+mod openai;
+
+use std::{fmt, pin::Pin};
+
+use bytes::Bytes;
+use futures::{Stream, future::BoxFuture};
+use http::{HeaderMap, Method, StatusCode};
+
+pub use mock::MockProvider;
+pub use openai::OpenAiProvider;
+
+use crate::{config::ProviderKind, error::Error};
+
+/// A stream of body bytes.
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, Error>> + Send>>;
+
+/// A request aimed at one upstream.
+#[derive(Debug, Clone)]
+pub struct UpstreamRequest {
+    /// HTTP method.
+    pub method: Method,
+    /// Path relative to the provider's API root, validated (see [`crate::path::ApiPath`]).
+    pub path: crate::path::ApiPath,
+    /// Query string, without `?`.
+    pub query: Option<String>,
+    /// Body bytes, forwarded as they are.
+    pub body: Option<Bytes>,
+    /// The body's content type (JSON unless the client sent something else, e.g. multipart).
+    pub content_type: Option<http::HeaderValue>,
+    /// Whether the answer is expected as a stream (bounded by the idle timeout, not a total).
+    pub stream: bool,
+    /// Forwarded as `x-request-id`, so upstream logs can be joined with ours.
+    pub request_id: Option<String>,
+}
+
+/// An upstream's answer.
+pub struct UpstreamResponse {
+    /// Status code.
+    pub status: StatusCode,
+    /// Response headers.
+    pub headers: HeaderMap,
+    /// Body: complete, or a stream for streaming requests.
+    pub body: UpstreamBody,
+}
+
+impl fmt::Debug for UpstreamResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UpstreamResponse").field("status", &self.status).finish_non_exhaustive()
+    }
+}
+
+/// A response body.
+pub enum UpstreamBody {
+    /// Fully read.
+    Full(Bytes),
+    /// Arriving in pieces.
+    Stream(ByteStream),
+}
+
+impl UpstreamBody {
+    /// Reads the whole body (for a stream, until it ends or `limit` bytes are read).
+    pub async fn collect(self, limit: usize) -> Result<Bytes, Error> {
+        use futures::StreamExt;
+        match self {
+            UpstreamBody::Full(bytes) => Ok(bytes),
+            UpstreamBody::Stream(mut stream) => {
+                let mut out = bytes::BytesMut::new();
+                while let Some(chunk) = stream.next().await {
+                    out.extend_from_slice(&chunk?);
+                    if out.len() >= limit {
+                        out.truncate(limit);
+                        break;
+                    }
+                }
+                Ok(out.freeze())
+            }
+        }
+    }
+}
+
+/// One kind of upstream API.
+pub trait Provider: Send + Sync + fmt::Debug {
+    /// Which kind.
+    fn kind(&self) -> ProviderKind;
+    /// Sends the request and returns the upstream's answer, whatever its status.
+    fn send(&self, request: UpstreamRequest) -> BoxFuture<'_, Result<UpstreamResponse, Error>>;
+}

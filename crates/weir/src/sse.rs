@@ -1,0 +1,244 @@
+//! Server-sent events: framing a byte stream into whole events, and guarding a chat stream so that
+//! it never ends silently.
+//!
+//! The gateway forwards upstream SSE bytes untouched, but only whole events: if the upstream dies
+//! mid-event, half an event followed by a clean end would look like success to a client. The
+//! [`guard`] forwards complete events as they arrive and, when the stream breaks (transport error,
+//! idle timeout, or end without `data: [DONE]` where one is due), ends it with an error event in the
+//! OpenAI shape (`data: {"error": {...}}`), which OpenAI's SDKs raise as an exception.
+
+use bytes::{Bytes, BytesMut};
+use futures::{Stream, StreamExt};
+
+use crate::{api::ErrorResponse, error::Error, provider::ByteStream};
+
+/// Splits bytes into whole SSE events (each returned with its terminating blank line).
+#[derive(Debug, Default)]
+pub struct SseFramer {
+    buf: BytesMut,
+}
+
+impl SseFramer {
+    /// Appends received bytes.
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Removes and returns all complete events buffered so far, as one contiguous slice.
+    pub fn take_complete(&mut self) -> Option<Bytes> {
+        let end = last_event_end(&self.buf)?;
+        Some(self.buf.split_to(end).freeze())
+    }
+
+    /// Removes and returns the next complete event.
+    pub fn next_event(&mut self) -> Option<Bytes> {
+        let end = first_event_end(&self.buf)?;
+        Some(self.buf.split_to(end).freeze())
+    }
+
+    /// Bytes of an event that has not been terminated yet.
+    pub fn pending(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+/// Index just past the first blank line (`\n\n` or `\n\r\n`), i.e. the end of the first event.
+fn first_event_end(buf: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while i + 1 < buf.len() {
+        if buf[i] == b'\n' {
+            if buf[i + 1] == b'\n' {
+                return Some(i + 2);
+            }
+            if buf[i + 1] == b'\r' && buf.get(i + 2) == Some(&b'\n') {
+                return Some(i + 3);
+            }
+        }
+        i += 1;
+    }
+    None
+}
+
+fn last_event_end(buf: &[u8]) -> Option<usize> {
+    let mut end = None;
+    let mut offset = 0;
+    while let Some(e) = first_event_end(&buf[offset..]) {
+        offset += e;
+        end = Some(offset);
+    }
+    end
+}
+
+/// The `data:` payload of one event (multiple data lines joined by `\n`), if it has one.
+pub fn event_data(event: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(event).ok()?;
+    let mut data: Option<String> = None;
+    for line in text.lines() {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if let Some(value) = line.strip_prefix("data:") {
+            let value = value.strip_prefix(' ').unwrap_or(value);
+            match &mut data {
+                Some(d) => {
+                    d.push('\n');
+                    d.push_str(value);
+                }
+                None => data = Some(value.to_owned()),
+            }
+        }
+    }
+    data
+}
+
+/// An SSE event carrying `error` in the OpenAI shape.
+pub fn error_event(err: &Error) -> Bytes {
+    let body = ErrorResponse::from_error(err).body_bytes();
+    let mut out = BytesMut::with_capacity(body.len() + 8);
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(&body);
+    out.extend_from_slice(b"\n\n");
+    out.freeze()
+}
+
+/// What the guard reports per item: bytes to forward, and whether this item is a synthesized error.
+#[derive(Debug, Clone)]
+pub enum GuardItem {
+    /// Whole upstream events, forwarded untouched.
+    Events(Bytes),
+    /// The stream failed: this is the error event to send, and the stream ends after it.
+    Failed(Error, Bytes),
+}
+
+/// Guards an upstream SSE stream (see the module docs). With `expect_done`, a clean end of the
+/// upstream body before `data: [DONE]` counts as a failure (chat and text completions promise it).
+pub fn guard(upstream: ByteStream, expect_done: bool) -> impl Stream<Item = GuardItem> + Send {
+    struct State {
+        upstream: ByteStream,
+        framer: SseFramer,
+        done_seen: bool,
+        finished: bool,
+    }
+    let state = State { upstream, framer: SseFramer::default(), done_seen: false, finished: false };
+    futures::stream::unfold(state, move |mut st| async move {
+        loop {
+            if st.finished {
+                return None;
+            }
+            match st.upstream.next().await {
+                Some(Ok(chunk)) => {
+                    st.framer.push(&chunk);
+                    if let Some(events) = st.framer.take_complete() {
+                        if expect_done && contains_done(&events) {
+                            st.done_seen = true;
+                            // Nothing after [DONE] matters; stop reading so the connection is released.
+                            st.finished = true;
+                        }
+                        return Some((GuardItem::Events(events), st));
+                    }
+                }
+                Some(Err(err)) => {
+                    st.finished = true;
+                    let event = error_event(&err);
+                    return Some((GuardItem::Failed(err, event), st));
+                }
+                None => {
+                    st.finished = true;
+                    if expect_done && !st.done_seen {
+                        let err = Error::Transport {
+                            message: "the upstream stream ended before it was complete (no [DONE])".to_owned(),
+                        };
+                        let event = error_event(&err);
+                        return Some((GuardItem::Failed(err, event), st));
+                    }
+                    if !st.framer.pending().iter().all(u8::is_ascii_whitespace) {
+                        // A clean end in the middle of an event: forward what we have, terminated, so
+                        // streams that legitimately end without a blank line still deliver it.
+                        let mut tail = BytesMut::from(st.framer.pending());
+                        tail.extend_from_slice(b"\n\n");
+                        return Some((GuardItem::Events(tail.freeze()), st));
+                    }
+                    return None;
+                }
+            }
+        }
+    })
+}
+
+fn contains_done(events: &[u8]) -> bool {
+    let mut offset = 0;
+    while let Some(end) = first_event_end(&events[offset..]) {
+        if event_data(&events[offset..offset + end]).is_some_and(|d| d.trim() == "[DONE]") {
+            return true;
+        }
+        offset += end;
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream_of(parts: Vec<Result<&'static [u8], Error>>) -> ByteStream {
+        Box::pin(futures::stream::iter(parts.into_iter().map(|p| p.map(Bytes::from_static))))
+    }
+
+    async fn collect(s: impl Stream<Item = GuardItem>) -> (String, Option<Error>) {
+        let items: Vec<GuardItem> = s.collect().await;
+        let mut out = String::new();
+        let mut failure = None;
+        for item in items {
+            match item {
+                GuardItem::Events(b) => out.push_str(std::str::from_utf8(&b).unwrap()),
+                GuardItem::Failed(e, b) => {
+                    out.push_str(std::str::from_utf8(&b).unwrap());
+                    failure = Some(e);
+                }
+            }
+        }
+        (out, failure)
+    }
+
+    #[test]
+    fn framer_splits_across_chunks_and_crlf() {
+        let mut f = SseFramer::default();
+        f.push(b"data: a\n\ndata: b");
+        assert_eq!(f.next_event().unwrap(), Bytes::from_static(b"data: a\n\n"));
+        assert!(f.next_event().is_none());
+        f.push(b"\r\n\r\ndata: c\n\n");
+        assert_eq!(f.take_complete().unwrap(), Bytes::from_static(b"data: b\r\n\r\ndata: c\n\n"));
+        assert_eq!(event_data(b"event: x\ndata: 1\ndata: 2\n\n").unwrap(), "1\n2");
+    }
+
+    #[tokio::test]
+    async fn complete_stream_passes_untouched() {
+        let s = stream_of(vec![Ok(b"data: {\"a\":1}\n\nda"), Ok(b"ta: [DONE]\n\n")]);
+        let (out, failure) = collect(guard(s, true)).await;
+        assert_eq!(out, "data: {\"a\":1}\n\ndata: [DONE]\n\n");
+        assert!(failure.is_none());
+    }
+
+    #[tokio::test]
+    async fn truncated_stream_ends_with_error_event() {
+        let s = stream_of(vec![Ok(b"data: {\"a\":1}\n\ndata: {\"half")]);
+        let (out, failure) = collect(guard(s, true)).await;
+        assert!(out.starts_with("data: {\"a\":1}\n\ndata: {\"error\":"), "{out}");
+        assert!(!out.contains("half"), "partial event leaked: {out}");
+        assert!(failure.is_some());
+    }
+
+    #[tokio::test]
+    async fn transport_error_becomes_error_event() {
+        let s = stream_of(vec![Ok(b"data: 1\n\n"), Err(Error::Transport { message: "reset".into() })]);
+        let (out, failure) = collect(guard(s, true)).await;
+        assert!(out.contains("\"error\"") && out.contains("reset"), "{out}");
+        assert!(matches!(failure, Some(Error::Transport { .. })));
+    }
+
+    #[tokio::test]
+    async fn streams_without_done_end_cleanly_when_not_expected() {
+        let s = stream_of(vec![Ok(b"event: response.completed\ndata: {}\n\n")]);
+        let (out, failure) = collect(guard(s, false)).await;
+        assert_eq!(out, "event: response.completed\ndata: {}\n\n");
+        assert!(failure.is_none());
+    }
+}
