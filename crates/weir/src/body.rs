@@ -32,7 +32,10 @@ impl RawObject {
 
     /// The raw value of `key`.
     pub fn get(&self, key: &str) -> Option<&RawValue> {
-        self.fields.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_ref())
+        self.fields
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_ref())
     }
 
     /// `key` as a string; a 400 naming `key` if it has another type. `null` counts as absent.
@@ -67,7 +70,13 @@ impl RawObject {
     /// written back byte for byte.
     pub fn to_bytes_with_str(&self, key: &str, value: &str) -> Result<Bytes, Error> {
         let encoded = serde_json::to_string(value).map_err(|e| Error::Internal(e.to_string()))?;
-        let mut out = BytesMut::with_capacity(self.fields.iter().map(|(k, v)| k.len() + v.get().len() + 4).sum::<usize>() + 2);
+        let mut out = BytesMut::with_capacity(
+            self.fields
+                .iter()
+                .map(|(k, v)| k.len() + v.get().len() + 4)
+                .sum::<usize>()
+                + 2,
+        );
         out.put_u8(b'{');
         for (i, (k, v)) in self.fields.iter().enumerate() {
             if i > 0 {
@@ -76,7 +85,11 @@ impl RawObject {
             let key_json = serde_json::to_string(k).map_err(|e| Error::Internal(e.to_string()))?;
             out.put_slice(key_json.as_bytes());
             out.put_u8(b':');
-            if k == key { out.put_slice(encoded.as_bytes()) } else { out.put_slice(v.get().as_bytes()) }
+            if k == key {
+                out.put_slice(encoded.as_bytes())
+            } else {
+                out.put_slice(v.get().as_bytes())
+            }
         }
         out.put_u8(b'}');
         Ok(out.freeze())

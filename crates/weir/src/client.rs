@@ -13,8 +13,8 @@ use serde::{Serialize, de::DeserializeOwned};
 
 use crate::{
     api::{
-        ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, EmbeddingRequest, EmbeddingResponse,
-        ErrorBody, ImageRequest, ImagesResponse, ModelList,
+        ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, EmbeddingRequest,
+        EmbeddingResponse, ErrorBody, ImageRequest, ImagesResponse, ModelList,
     },
     config::Config,
     engine::{Endpoint, Engine, ProxyBody, ProxyRequest},
@@ -46,7 +46,9 @@ pub struct Client {
 impl Client {
     /// A client for a validated config.
     pub fn new(config: Config) -> Result<Client, Error> {
-        Ok(Client { engine: Arc::new(Engine::new(config)?) })
+        Ok(Client {
+            engine: Arc::new(Engine::new(config)?),
+        })
     }
 
     /// A client on the zero-config setup (see [`Config::from_env`]).
@@ -65,7 +67,10 @@ impl Client {
     }
 
     /// `POST /v1/chat/completions` without streaming.
-    pub async fn create_chat_completion(&self, request: &ChatCompletionRequest) -> Result<ChatCompletionResponse, Error> {
+    pub async fn create_chat_completion(
+        &self,
+        request: &ChatCompletionRequest,
+    ) -> Result<ChatCompletionResponse, Error> {
         if request.stream == Some(true) {
             return Err(Error::invalid_param(
                 "stream",
@@ -87,7 +92,10 @@ impl Client {
         let mut request = request.clone();
         request.stream = Some(true);
         let body = to_body(&request)?;
-        let resp = self.engine.execute(ProxyRequest::json(Endpoint::ChatCompletions, body)).await?;
+        let resp = self
+            .engine
+            .execute(ProxyRequest::json(Endpoint::ChatCompletions, body))
+            .await?;
         let inner = match resp.body {
             ProxyBody::Stream(stream) => stream,
             ProxyBody::Full(bytes) => {
@@ -96,7 +104,12 @@ impl Client {
                 futures::stream::once(async move { GuardItem::Events(chunk) }).boxed()
             }
         };
-        Ok(ChatCompletionStream { inner, framer: SseFramer::default(), finished: false, pending: Default::default() })
+        Ok(ChatCompletionStream {
+            inner,
+            framer: SseFramer::default(),
+            finished: false,
+            pending: Default::default(),
+        })
     }
 
     /// `POST /v1/embeddings`.
@@ -126,7 +139,11 @@ impl Client {
             Some((p, q)) => (p, Some(q.to_owned())),
             None => (path, None),
         };
-        let path = ApiPath::parse(path.strip_prefix("/v1/").unwrap_or(path))?;
+        let path = path
+            .strip_prefix("/v1/")
+            .or_else(|| path.strip_prefix('/'))
+            .unwrap_or(path);
+        let path = ApiPath::parse(path)?;
         let body = match body {
             Some(value) => to_body(value)?,
             None => Bytes::new(),
@@ -148,7 +165,10 @@ impl Client {
         endpoint: Endpoint,
         request: &Req,
     ) -> Result<Resp, Error> {
-        let resp = self.engine.execute(ProxyRequest::json(endpoint, to_body(request)?)).await?;
+        let resp = self
+            .engine
+            .execute(ProxyRequest::json(endpoint, to_body(request)?))
+            .await?;
         parse_json(&collect(resp.body).await?)
     }
 }
@@ -156,11 +176,17 @@ impl Client {
 fn to_body<T: Serialize>(value: &T) -> Result<Bytes, Error> {
     serde_json::to_vec(value)
         .map(Bytes::from)
-        .map_err(|e| Error::InvalidRequest { message: format!("cannot serialise the request: {e}"), param: None, code: None })
+        .map_err(|e| Error::InvalidRequest {
+            message: format!("cannot serialise the request: {e}"),
+            param: None,
+            code: None,
+        })
 }
 
 fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
-    serde_json::from_slice(bytes).map_err(|e| Error::BadUpstreamResponse { message: format!("unexpected JSON: {e}") })
+    serde_json::from_slice(bytes).map_err(|e| Error::BadUpstreamResponse {
+        message: format!("unexpected JSON: {e}"),
+    })
 }
 
 async fn collect(body: ProxyBody) -> Result<Bytes, Error> {
@@ -189,7 +215,9 @@ pub struct ChatCompletionStream {
 
 impl std::fmt::Debug for ChatCompletionStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChatCompletionStream").field("finished", &self.finished).finish_non_exhaustive()
+        f.debug_struct("ChatCompletionStream")
+            .field("finished", &self.finished)
+            .finish_non_exhaustive()
     }
 }
 
@@ -203,12 +231,17 @@ impl ChatCompletionStream {
                 return true;
             }
             if let Ok(err) = serde_json::from_str::<ErrorBody>(data) {
-                self.pending.push_back(Err(Error::Transport { message: format!("stream failed: {}", err.error.message) }));
+                self.pending.push_back(Err(Error::Transport {
+                    message: format!("stream failed: {}", err.error.message),
+                }));
                 return true;
             }
-            self.pending.push_back(serde_json::from_str::<ChatCompletionChunk>(data).map_err(|e| {
-                Error::BadUpstreamResponse { message: format!("unparseable stream chunk: {e}") }
-            }));
+            self.pending
+                .push_back(serde_json::from_str::<ChatCompletionChunk>(data).map_err(|e| {
+                    Error::BadUpstreamResponse {
+                        message: format!("unparseable stream chunk: {e}"),
+                    }
+                }));
         }
         false
     }

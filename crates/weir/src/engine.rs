@@ -145,13 +145,19 @@ struct Group {
 
 impl Group {
     fn matches(&self, model: &str) -> bool {
-        if self.wildcard { model.starts_with(self.name.trim_end_matches('*')) } else { &*self.name == model }
+        if self.wildcard {
+            model.starts_with(self.name.trim_end_matches('*'))
+        } else {
+            &*self.name == model
+        }
     }
 
     fn pick(&self) -> Result<&Arc<Deployment>, Error> {
         let n = self.deployments.len();
         let i = self.next.fetch_add(1, Ordering::Relaxed) % n.max(1);
-        self.deployments.get(i).ok_or_else(|| Error::Internal(format!("model group `{}` has no deployments", self.name)))
+        self.deployments
+            .get(i)
+            .ok_or_else(|| Error::Internal(format!("model group `{}` has no deployments", self.name)))
     }
 }
 
@@ -197,9 +203,18 @@ impl Engine {
                     ProviderKind::OpenAi => Arc::new(OpenAiProvider::new(dep)?),
                     ProviderKind::Mock => Arc::new(MockProvider),
                 };
-                deployments.push(Arc::new(Deployment { config: dep.clone(), model_group: name.clone(), provider }));
+                deployments.push(Arc::new(Deployment {
+                    config: dep.clone(),
+                    model_group: name.clone(),
+                    provider,
+                }));
             }
-            groups.push(Group { name, wildcard: group.is_wildcard(), deployments, next: AtomicUsize::new(0) });
+            groups.push(Group {
+                name,
+                wildcard: group.is_wildcard(),
+                deployments,
+                next: AtomicUsize::new(0),
+            });
         }
         Ok(Engine { config, groups })
     }
@@ -215,15 +230,25 @@ impl Engine {
     }
 
     fn group_for(&self, model: &str) -> Option<&Group> {
-        self.groups.iter().find(|g| !g.wildcard && g.matches(model)).or_else(|| {
-            self.groups.iter().filter(|g| g.wildcard && g.matches(model)).max_by_key(|g| g.name.len())
-        })
+        self.groups
+            .iter()
+            .find(|g| !g.wildcard && g.matches(model))
+            .or_else(|| {
+                self.groups
+                    .iter()
+                    .filter(|g| g.wildcard && g.matches(model))
+                    .max_by_key(|g| g.name.len())
+            })
     }
 
     /// Routes and executes one request.
     pub async fn execute(&self, req: ProxyRequest) -> Result<ProxyResponse, Error> {
         let parsed = self.parse(&req)?;
-        let group = self.group_for(&parsed.model).ok_or_else(|| Error::ModelNotFound { model: parsed.model.clone() })?;
+        let group = self
+            .group_for(&parsed.model)
+            .ok_or_else(|| Error::ModelNotFound {
+                model: parsed.model.clone(),
+            })?;
         let deployment = group.pick()?.clone();
         let body = match (&parsed.object, &deployment.config.model) {
             (Some(obj), Some(upstream)) if *upstream != parsed.model && parsed.model_in_body => {
@@ -260,7 +285,14 @@ impl Engine {
                 elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
                 "upstream answered with an error"
             );
-            return Err(Error::Upstream { status: resp.status, message, error_type, code, param, retry_after });
+            return Err(Error::Upstream {
+                status: resp.status,
+                message,
+                error_type,
+                code,
+                param,
+                retry_after,
+            });
         }
 
         let headers = pass_on_headers(&resp.headers);
@@ -272,18 +304,30 @@ impl Engine {
         let body = match resp.body {
             UpstreamBody::Full(bytes) => ProxyBody::Full(bytes),
             UpstreamBody::Stream(stream) if is_sse => {
-                let expect_done = matches!(req.endpoint, Endpoint::ChatCompletions) || req.path.as_str() == "completions";
+                let expect_done =
+                    matches!(req.endpoint, Endpoint::ChatCompletions) || req.path.as_str() == "completions";
                 ProxyBody::Stream(first_event_or_error(stream, expect_done).await?)
             }
             // A stream was asked for but the upstream answered plainly (some servers ignore `stream`).
-            UpstreamBody::Stream(stream) => ProxyBody::Full(UpstreamBody::Stream(stream).collect(usize::MAX).await?),
+            UpstreamBody::Stream(stream) => {
+                ProxyBody::Full(UpstreamBody::Stream(stream).collect(usize::MAX).await?)
+            }
         };
-        Ok(ProxyResponse { status: resp.status, headers, body, deployment: deployment.clone(), model_group: group.name.clone() })
+        Ok(ProxyResponse {
+            status: resp.status,
+            headers,
+            body,
+            deployment: deployment.clone(),
+            model_group: group.name.clone(),
+        })
     }
 
     fn parse(&self, req: &ProxyRequest) -> Result<Parsed, Error> {
         let json_body = !req.body.is_empty()
-            && req.content_type.as_ref().is_none_or(|ct| ct.to_str().is_ok_and(|s| s.contains("json")));
+            && req
+                .content_type
+                .as_ref()
+                .is_none_or(|ct| ct.to_str().is_ok_and(|s| s.contains("json")));
         let object = match (req.endpoint, json_body) {
             (Endpoint::Passthrough, true) => RawObject::parse(&req.body).ok(),
             (Endpoint::Passthrough, false) => None,
@@ -329,10 +373,8 @@ impl Engine {
                     return Err(Error::missing_param("input"));
                 }
             }
-            (Endpoint::ImageGenerations, Some(obj)) => {
-                if obj.get_str("prompt")?.is_none() {
-                    return Err(Error::missing_param("prompt"));
-                }
+            (Endpoint::ImageGenerations, Some(obj)) if obj.get_str("prompt")?.is_none() => {
+                return Err(Error::missing_param("prompt"));
             }
             _ => {}
         }
@@ -340,14 +382,25 @@ impl Engine {
         // go to the default model group.
         let model = match model {
             Some(model) => model,
-            None => self.config.default_model.clone().ok_or_else(|| {
-                Error::missing_param("model")
-            })?,
+            None => self
+                .config
+                .default_model
+                .clone()
+                .ok_or_else(|| Error::missing_param("model"))?,
         };
         if model.trim().is_empty() {
-            return Err(Error::invalid_param("model", "'model' must not be empty", Some("invalid_value")));
+            return Err(Error::invalid_param(
+                "model",
+                "'model' must not be empty",
+                Some("invalid_value"),
+            ));
         }
-        Ok(Parsed { object, model, model_in_body, stream })
+        Ok(Parsed {
+            object,
+            model,
+            model_in_body,
+            stream,
+        })
     }
 
     /// The models clients can ask for: every named group, plus what wildcard groups' upstreams list.
@@ -356,7 +409,12 @@ impl Engine {
             .groups
             .iter()
             .filter(|g| !g.wildcard)
-            .map(|g| Model { id: g.name.to_string(), object: "model".to_owned(), created: 0, owned_by: "weir".to_owned() })
+            .map(|g| Model {
+                id: g.name.to_string(),
+                object: "model".to_owned(),
+                created: 0,
+                owned_by: "weir".to_owned(),
+            })
             .collect();
         for group in self.groups.iter().filter(|g| g.wildcard) {
             let Ok(deployment) = group.pick() else { continue };
@@ -368,18 +426,32 @@ impl Engine {
                         }
                     }
                 }
-                Err(err) => tracing::warn!(deployment = deployment.id(), error = %err, "could not list upstream models"),
+                Err(err) => {
+                    tracing::warn!(deployment = deployment.id(), error = %err, "could not list upstream models")
+                }
             }
         }
-        ModelList { object: "list".to_owned(), data }
+        ModelList {
+            object: "list".to_owned(),
+            data,
+        }
     }
 
     /// One model by id: named groups answer themselves; wildcard groups ask their upstream.
     pub async fn retrieve_model(&self, id: &str, request_id: Option<String>) -> Result<Bytes, Error> {
-        let group = self.group_for(id).ok_or_else(|| Error::ModelNotFound { model: id.to_owned() })?;
+        let group = self
+            .group_for(id)
+            .ok_or_else(|| Error::ModelNotFound { model: id.to_owned() })?;
         if !group.wildcard {
-            let model = Model { id: id.to_owned(), object: "model".to_owned(), created: 0, owned_by: "weir".to_owned() };
-            return serde_json::to_vec(&model).map(Bytes::from).map_err(|e| Error::Internal(e.to_string()));
+            let model = Model {
+                id: id.to_owned(),
+                object: "model".to_owned(),
+                created: 0,
+                owned_by: "weir".to_owned(),
+            };
+            return serde_json::to_vec(&model)
+                .map(Bytes::from)
+                .map_err(|e| Error::Internal(e.to_string()));
         }
         let path = ApiPath::parse(&format!("models/{id}"))?;
         let mut req = ProxyRequest::json(Endpoint::Passthrough, Bytes::new());
@@ -388,7 +460,10 @@ impl Engine {
         req.request_id = request_id;
         let deployment = group.pick()?.clone();
         let resp = self.send_simple(&deployment, req).await.map_err(|e| match e {
-            Error::Upstream { status: StatusCode::NOT_FOUND, .. } => Error::ModelNotFound { model: id.to_owned() },
+            Error::Upstream {
+                status: StatusCode::NOT_FOUND,
+                ..
+            } => Error::ModelNotFound { model: id.to_owned() },
             other => other,
         })?;
         Ok(resp)
@@ -398,7 +473,9 @@ impl Engine {
         let mut req = ProxyRequest::json(Endpoint::Passthrough, Bytes::new());
         req.method = Method::GET;
         let body = self.send_simple(deployment, req).await?;
-        serde_json::from_slice(&body).map_err(|e| Error::BadUpstreamResponse { message: format!("model list: {e}") })
+        serde_json::from_slice(&body).map_err(|e| Error::BadUpstreamResponse {
+            message: format!("model list: {e}"),
+        })
     }
 
     /// A bodiless call to one deployment, bypassing routing; errors converted as usual.
@@ -420,7 +497,14 @@ impl Engine {
         let body = resp.body.collect(usize::MAX).await?;
         if !status.is_success() {
             let (message, error_type, code, param) = parse_upstream_error(&body);
-            return Err(Error::Upstream { status, message, error_type, code, param, retry_after });
+            return Err(Error::Upstream {
+                status,
+                message,
+                error_type,
+                code,
+                param,
+                retry_after,
+            });
         }
         Ok(body)
     }
@@ -437,7 +521,13 @@ impl Engine {
                 Ok(Ok(_)) => (Some(200), None),
                 Ok(Err(Error::Upstream { status, message, .. })) => (Some(status.as_u16()), Some(message)),
                 Ok(Err(err)) => (None, Some(err.to_string())),
-                Err(_) => (None, Some(format!("no answer within {}", humantime::format_duration(timeout)))),
+                Err(_) => (
+                    None,
+                    Some(format!(
+                        "no answer within {}",
+                        humantime::format_duration(timeout)
+                    )),
+                ),
             };
             ProbeReport {
                 deployment: deployment.id().to_owned(),
@@ -476,14 +566,20 @@ async fn first_event_or_error(
     match guarded.next().await {
         Some(GuardItem::Failed(err, _)) => Err(err),
         Some(first) => Ok(futures::stream::once(async move { first }).chain(guarded).boxed()),
-        None => Err(Error::BadUpstreamResponse { message: "the upstream stream was empty".to_owned() }),
+        None => Err(Error::BadUpstreamResponse {
+            message: "the upstream stream was empty".to_owned(),
+        }),
     }
 }
 
 /// Headers from the upstream that are useful to clients and safe to pass on.
 fn pass_on_headers(upstream: &HeaderMap) -> HeaderMap {
     let mut out = HeaderMap::new();
-    for name in [header::CONTENT_TYPE.as_str(), "openai-processing-ms", "openai-version"] {
+    for name in [
+        header::CONTENT_TYPE.as_str(),
+        "openai-processing-ms",
+        "openai-version",
+    ] {
         if let Some(v) = upstream.get(name) {
             out.insert(http::HeaderName::from_static(name), v.clone());
         }
@@ -496,9 +592,16 @@ fn pass_on_headers(upstream: &HeaderMap) -> HeaderMap {
 
 /// `retry-after-ms` (OpenAI's, more precise) or `Retry-After` in seconds.
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let parse = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).and_then(|s| s.trim().parse::<f64>().ok());
+    let parse = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.trim().parse::<f64>().ok())
+    };
     if let Some(ms) = parse("retry-after-ms").filter(|ms| ms.is_finite() && *ms >= 0.0) {
         return Some(Duration::from_secs_f64(ms / 1000.0));
     }
-    parse("retry-after").filter(|s| s.is_finite() && *s >= 0.0).map(Duration::from_secs_f64)
+    parse("retry-after")
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(Duration::from_secs_f64)
 }

@@ -73,6 +73,12 @@ pub enum Error {
         /// What was not found.
         message: String,
     },
+    /// The path exists but not with this HTTP method.
+    #[error("{message}")]
+    MethodNotAllowed {
+        /// Which method and path.
+        message: String,
+    },
     /// The upstream answered with a non-success status.
     #[error("upstream returned {status}: {message}")]
     Upstream {
@@ -195,7 +201,7 @@ impl Error {
             Error::ModelNotFound { .. } => ErrorKind::ModelNotFound,
             Error::PayloadTooLarge { .. } => ErrorKind::PayloadTooLarge,
             Error::Unauthenticated { .. } => ErrorKind::Unauthenticated,
-            Error::NotFound { .. } => ErrorKind::NotFound,
+            Error::NotFound { .. } | Error::MethodNotAllowed { .. } => ErrorKind::NotFound,
             Error::Upstream { status, .. } => match status.as_u16() {
                 401 | 403 => ErrorKind::UpstreamAuth,
                 429 => ErrorKind::UpstreamRateLimited,
@@ -225,7 +231,11 @@ impl Error {
 
     /// A 400 naming the offending field.
     pub fn invalid_param(param: &str, message: impl Into<String>, code: Option<&'static str>) -> Self {
-        Error::InvalidRequest { message: message.into(), param: Some(param.to_owned()), code }
+        Error::InvalidRequest {
+            message: message.into(),
+            param: Some(param.to_owned()),
+            code,
+        }
     }
 
     /// A 400 for a required field that is absent.

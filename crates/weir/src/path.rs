@@ -16,10 +16,11 @@ use crate::error::Error;
 pub struct ApiPath(String);
 
 impl ApiPath {
-    /// Validates a path relative to the API root (a leading `/` is allowed and dropped).
-    pub fn parse(path: &str) -> Result<ApiPath, Error> {
-        let invalid = |why: &str| Error::NotFound { message: format!("Invalid URL path ({why}).") };
-        let rel = path.strip_prefix('/').unwrap_or(path);
+    /// Validates a path relative to the API root (no leading `/`: `//host/x` must not become `/host/x`).
+    pub fn parse(rel: &str) -> Result<ApiPath, Error> {
+        let invalid = |why: &str| Error::NotFound {
+            message: format!("Invalid URL path ({why})."),
+        };
         if rel.is_empty() {
             return Err(invalid("empty path"));
         }
@@ -32,7 +33,10 @@ impl ApiPath {
             }
             // Percent-encoding could smuggle `/`, `\` or dots past the checks above; upstream
             // IDs never need it, so any `%` is refused.
-            if !segment.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~:@!$&'()*+,;=".contains(&b)) {
+            if !segment
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._~:@!$&'()*+,;=".contains(&b))
+            {
                 return Err(invalid("only unreserved characters are allowed in path segments"));
             }
         }
@@ -60,7 +64,9 @@ impl ApiPath {
             || url.port_or_known_default() != base.port_or_known_default()
             || !url.path().starts_with(&format!("{prefix}/"));
         if escaped {
-            return Err(Error::NotFound { message: "Invalid URL path (it leaves the upstream API root).".to_owned() });
+            return Err(Error::NotFound {
+                message: "Invalid URL path (it leaves the upstream API root).".to_owned(),
+            });
         }
         Ok(url)
     }
@@ -79,15 +85,32 @@ mod tests {
     #[test]
     fn plain_paths_join_under_the_base() {
         let base = Url::parse("https://api.example.com/v1").unwrap();
-        let p = ApiPath::parse("/files/file-abc_1.jsonl/content").unwrap();
-        assert_eq!(p.join_onto(&base, Some("limit=2")).unwrap().as_str(), "https://api.example.com/v1/files/file-abc_1.jsonl/content?limit=2");
+        let p = ApiPath::parse("files/file-abc_1.jsonl/content").unwrap();
+        assert_eq!(
+            p.join_onto(&base, Some("limit=2")).unwrap().as_str(),
+            "https://api.example.com/v1/files/file-abc_1.jsonl/content?limit=2"
+        );
     }
 
     #[test]
     fn escapes_are_refused() {
         for bad in [
-            "../admin", "a/../../b", "./x", "a//b", "%2e%2e/x", "a%2fb", "a\\..\\b", "//evil.example/x",
-            "http://evil.example/x", "a b", "", "/", "a?b", "a#b", "a/%00",
+            "../admin",
+            "a/../../b",
+            "./x",
+            "a//b",
+            "%2e%2e/x",
+            "a%2fb",
+            "a\\..\\b",
+            "//evil.example/x",
+            "http://evil.example/x",
+            "/files",
+            "a b",
+            "",
+            "/",
+            "a?b",
+            "a#b",
+            "a/%00",
         ] {
             assert!(ApiPath::parse(bad).is_err(), "{bad:?} was accepted");
         }

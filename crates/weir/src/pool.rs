@@ -78,6 +78,9 @@ impl HttpPool {
     fn new(settings: PoolSettings) -> Result<HttpPool, Error> {
         let client = reqwest::Client::builder()
             .connect_timeout(settings.timeouts.connect)
+            // Per read, so it bounds the wait for a response head and each body read, but never a
+            // whole stream. Unary calls are also bounded by the total timeout around them.
+            .read_timeout(settings.timeouts.read)
             .pool_max_idle_per_host(settings.limits.max_connections_per_host)
             .pool_idle_timeout(settings.limits.idle_timeout)
             .tcp_nodelay(true)
@@ -115,22 +118,32 @@ impl HttpPool {
                 .clone()
         };
         let wait = self.settings.timeouts.connect;
-        let exhausted = || Error::Timeout { phase: TimeoutPhase::PoolWait, after: wait };
+        let exhausted = || Error::Timeout {
+            phase: TimeoutPhase::PoolWait,
+            after: wait,
+        };
         let acquire = async {
             let pool = self.permits.clone().acquire_owned().await;
             let host = host_sem.acquire_owned().await;
             match (pool, host) {
                 (Ok(p), Ok(h)) => Ok(PoolPermit { _pool: p, _host: h }),
-                _ => Err(Error::Unavailable { message: "the upstream connection pool is closed".to_owned() }),
+                _ => Err(Error::Unavailable {
+                    message: "the upstream connection pool is closed".to_owned(),
+                }),
             }
         };
-        tokio::time::timeout(wait, acquire).await.map_err(|_| exhausted())?
+        tokio::time::timeout(wait, acquire)
+            .await
+            .map_err(|_| exhausted())?
     }
 
     /// Current use.
     pub fn stats(&self) -> PoolStats {
         let max = self.settings.limits.max_connections;
-        PoolStats { in_flight: max - self.permits.available_permits(), max_connections: max }
+        PoolStats {
+            in_flight: max - self.permits.available_permits(),
+            max_connections: max,
+        }
     }
 }
 
@@ -142,8 +155,15 @@ mod tests {
 
     fn settings(read_secs: u64) -> PoolSettings {
         PoolSettings {
-            timeouts: Timeouts { read: Duration::from_secs(read_secs), ..Timeouts::default() },
-            limits: PoolLimits { max_connections: 2, max_connections_per_host: 1, ..PoolLimits::default() },
+            timeouts: Timeouts {
+                read: Duration::from_secs(read_secs),
+                ..Timeouts::default()
+            },
+            limits: PoolLimits {
+                max_connections: 2,
+                max_connections_per_host: 1,
+                ..PoolLimits::default()
+            },
         }
     }
 
@@ -163,7 +183,16 @@ mod tests {
         assert_eq!(pool.stats().in_flight, 1);
         // Host "a" is at its cap of 1: the second waits the connect timeout, then fails as pool exhaustion.
         let err = pool.acquire("a").await.unwrap_err();
-        assert!(matches!(err, Error::Timeout { phase: TimeoutPhase::PoolWait, .. }), "{err:?}");
+        assert!(
+            matches!(
+                err,
+                Error::Timeout {
+                    phase: TimeoutPhase::PoolWait,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
         // Another host still has room.
         let _other = pool.acquire("b").await.unwrap();
         drop(first);

@@ -117,7 +117,12 @@ pub fn guard(upstream: ByteStream, expect_done: bool) -> impl Stream<Item = Guar
         done_seen: bool,
         finished: bool,
     }
-    let state = State { upstream, framer: SseFramer::default(), done_seen: false, finished: false };
+    let state = State {
+        upstream,
+        framer: SseFramer::default(),
+        done_seen: false,
+        finished: false,
+    };
     futures::stream::unfold(state, move |mut st| async move {
         loop {
             if st.finished {
@@ -144,7 +149,8 @@ pub fn guard(upstream: ByteStream, expect_done: bool) -> impl Stream<Item = Guar
                     st.finished = true;
                     if expect_done && !st.done_seen {
                         let err = Error::Transport {
-                            message: "the upstream stream ended before it was complete (no [DONE])".to_owned(),
+                            message: "the upstream stream ended before it was complete (no [DONE])"
+                                .to_owned(),
                         };
                         let event = error_event(&err);
                         return Some((GuardItem::Failed(err, event), st));
@@ -179,7 +185,9 @@ mod tests {
     use super::*;
 
     fn stream_of(parts: Vec<Result<&'static [u8], Error>>) -> ByteStream {
-        Box::pin(futures::stream::iter(parts.into_iter().map(|p| p.map(Bytes::from_static))))
+        Box::pin(futures::stream::iter(
+            parts.into_iter().map(|p| p.map(Bytes::from_static)),
+        ))
     }
 
     async fn collect(s: impl Stream<Item = GuardItem>) -> (String, Option<Error>) {
@@ -205,7 +213,10 @@ mod tests {
         assert_eq!(f.next_event().unwrap(), Bytes::from_static(b"data: a\n\n"));
         assert!(f.next_event().is_none());
         f.push(b"\r\n\r\ndata: c\n\n");
-        assert_eq!(f.take_complete().unwrap(), Bytes::from_static(b"data: b\r\n\r\ndata: c\n\n"));
+        assert_eq!(
+            f.take_complete().unwrap(),
+            Bytes::from_static(b"data: b\r\n\r\ndata: c\n\n")
+        );
         assert_eq!(event_data(b"event: x\ndata: 1\ndata: 2\n\n").unwrap(), "1\n2");
     }
 
@@ -228,7 +239,12 @@ mod tests {
 
     #[tokio::test]
     async fn transport_error_becomes_error_event() {
-        let s = stream_of(vec![Ok(b"data: 1\n\n"), Err(Error::Transport { message: "reset".into() })]);
+        let s = stream_of(vec![
+            Ok(b"data: 1\n\n"),
+            Err(Error::Transport {
+                message: "reset".into(),
+            }),
+        ]);
         let (out, failure) = collect(guard(s, true)).await;
         assert!(out.contains("\"error\"") && out.contains("reset"), "{out}");
         assert!(matches!(failure, Some(Error::Transport { .. })));

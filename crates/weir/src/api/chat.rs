@@ -56,7 +56,11 @@ pub struct ChatCompletionRequest {
 impl ChatCompletionRequest {
     /// A request with a model and messages and nothing else.
     pub fn new(model: impl Into<String>, messages: Vec<ChatMessage>) -> Self {
-        ChatCompletionRequest { model: model.into(), messages, ..Default::default() }
+        ChatCompletionRequest {
+            model: model.into(),
+            messages,
+            ..Default::default()
+        }
     }
 }
 

@@ -40,10 +40,23 @@ pub struct ErrorResponse {
 }
 
 impl ErrorResponse {
-    fn new(status: StatusCode, error_type: &str, message: String, param: Option<String>, code: Option<String>) -> Self {
+    fn new(
+        status: StatusCode,
+        error_type: &str,
+        message: String,
+        param: Option<String>,
+        code: Option<String>,
+    ) -> Self {
         ErrorResponse {
             status,
-            body: ErrorBody { error: ErrorObject { message, error_type: error_type.to_owned(), param, code } },
+            body: ErrorBody {
+                error: ErrorObject {
+                    message,
+                    error_type: error_type.to_owned(),
+                    param,
+                    code,
+                },
+            },
             retry_after: None,
         }
     }
@@ -84,13 +97,32 @@ impl ErrorResponse {
                 None,
                 Some("invalid_api_key".to_owned()),
             ),
-            Error::NotFound { .. } => {
-                Self::new(StatusCode::NOT_FOUND, "invalid_request_error", msg, None, Some("not_found".to_owned()))
-            }
-            Error::Upstream { status, message, error_type, code, param, retry_after } => {
-                Self::from_upstream(*status, message, error_type, code, param, *retry_after)
-            }
-            Error::Timeout { phase: TimeoutPhase::PoolWait, .. } => Self::new(
+            Error::NotFound { .. } => Self::new(
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                msg,
+                None,
+                Some("not_found".to_owned()),
+            ),
+            Error::MethodNotAllowed { .. } => Self::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "invalid_request_error",
+                msg,
+                None,
+                Some("method_not_allowed".to_owned()),
+            ),
+            Error::Upstream {
+                status,
+                message,
+                error_type,
+                code,
+                param,
+                retry_after,
+            } => Self::from_upstream(*status, message, error_type, code, param, *retry_after),
+            Error::Timeout {
+                phase: TimeoutPhase::PoolWait,
+                ..
+            } => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "server_error",
                 format!("The gateway's upstream connection pool is exhausted ({msg})."),
@@ -159,7 +191,10 @@ impl ErrorResponse {
                 let mut resp = Self::new(
                     StatusCode::BAD_GATEWAY,
                     "upstream_error",
-                    format!("The upstream provider failed (HTTP {}): {message}", status.as_u16()),
+                    format!(
+                        "The upstream provider failed (HTTP {}): {message}",
+                        status.as_u16()
+                    ),
                     None,
                     Some("upstream_error".to_owned()),
                 );
@@ -188,7 +223,8 @@ impl ErrorResponse {
 
     /// `Retry-After` header value: whole seconds, rounded up, at least 1.
     pub fn retry_after_header(&self) -> Option<String> {
-        self.retry_after.map(|d| d.as_secs_f64().ceil().max(1.0).to_string())
+        self.retry_after
+            .map(|d| d.as_secs_f64().ceil().max(1.0).to_string())
     }
 }
 
@@ -211,20 +247,39 @@ pub(crate) fn parse_upstream_error(body: &[u8]) -> (String, Option<String>, Opti
         Text(String),
     }
     match serde_json::from_slice::<Loose>(body) {
-        Ok(Loose { error: LooseInner::Object { message, error_type, code, param } }) => {
+        Ok(Loose {
+            error:
+                LooseInner::Object {
+                    message,
+                    error_type,
+                    code,
+                    param,
+                },
+        }) => {
             let code = code.and_then(|c| match c {
                 serde_json::Value::String(s) => Some(s),
                 serde_json::Value::Number(n) => Some(n.to_string()),
                 _ => None,
             });
-            (message.unwrap_or_else(|| "no message".to_owned()), error_type, code, param)
+            (
+                message.unwrap_or_else(|| "no message".to_owned()),
+                error_type,
+                code,
+                param,
+            )
         }
-        Ok(Loose { error: LooseInner::Text(message) }) => (message, None, None, None),
+        Ok(Loose {
+            error: LooseInner::Text(message),
+        }) => (message, None, None, None),
         Err(_) => {
             // Not OpenAI-shaped (an HTML error page from a proxy, say): keep a short, printable prefix.
             let text = String::from_utf8_lossy(body);
             let summary: String = text.chars().filter(|c| !c.is_control()).take(200).collect();
-            let summary = if summary.trim().is_empty() { "empty body".to_owned() } else { summary };
+            let summary = if summary.trim().is_empty() {
+                "empty body".to_owned()
+            } else {
+                summary
+            };
             (summary, None, None, None)
         }
     }
@@ -247,13 +302,30 @@ mod tests {
 
     #[test]
     fn status_matrix() {
-        let cases = [(400, 400), (401, 500), (403, 500), (404, 404), (429, 429), (500, 502), (503, 502)];
+        let cases = [
+            (400, 400),
+            (401, 500),
+            (403, 500),
+            (404, 404),
+            (429, 429),
+            (500, 502),
+            (503, 502),
+        ];
         for (up, want) in cases {
-            assert_eq!(ErrorResponse::from_error(&upstream(up)).status.as_u16(), want, "upstream {up}");
+            assert_eq!(
+                ErrorResponse::from_error(&upstream(up)).status.as_u16(),
+                want,
+                "upstream {up}"
+            );
         }
-        let t = Error::Timeout { phase: TimeoutPhase::Read, after: Duration::from_secs(30) };
+        let t = Error::Timeout {
+            phase: TimeoutPhase::Read,
+            after: Duration::from_secs(30),
+        };
         assert_eq!(ErrorResponse::from_error(&t).status, StatusCode::GATEWAY_TIMEOUT);
-        let c = Error::Connect { message: "refused".into() };
+        let c = Error::Connect {
+            message: "refused".into(),
+        };
         assert_eq!(ErrorResponse::from_error(&c).status, StatusCode::BAD_GATEWAY);
     }
 
@@ -265,9 +337,13 @@ mod tests {
 
     #[test]
     fn parses_openai_and_foreign_bodies() {
-        let (m, t, c, p) =
-            parse_upstream_error(br#"{"error":{"message":"bad","type":"invalid_request_error","code":123,"param":"x"}}"#);
-        assert_eq!((m.as_str(), t.as_deref(), c.as_deref(), p.as_deref()), ("bad", Some("invalid_request_error"), Some("123"), Some("x")));
+        let (m, t, c, p) = parse_upstream_error(
+            br#"{"error":{"message":"bad","type":"invalid_request_error","code":123,"param":"x"}}"#,
+        );
+        assert_eq!(
+            (m.as_str(), t.as_deref(), c.as_deref(), p.as_deref()),
+            ("bad", Some("invalid_request_error"), Some("123"), Some("x"))
+        );
         let (m, ..) = parse_upstream_error(b"<html>\n502 Bad Gateway</html>");
         assert_eq!(m, "<html>502 Bad Gateway</html>");
     }

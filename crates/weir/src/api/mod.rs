@@ -12,8 +12,8 @@ mod models;
 
 pub use chat::*;
 pub use embeddings::*;
-pub use error::{ErrorBody, ErrorObject, ErrorResponse};
 pub(crate) use error::parse_upstream_error;
+pub use error::{ErrorBody, ErrorObject, ErrorResponse};
 pub use images::*;
 pub use models::*;
 

@@ -91,7 +91,10 @@ pub struct LoggingConfig {
 
 impl Default for LoggingConfig {
     fn default() -> Self {
-        LoggingConfig { format: LogFormat::Human, level: "info".to_owned() }
+        LoggingConfig {
+            format: LogFormat::Human,
+            level: "info".to_owned(),
+        }
     }
 }
 
@@ -186,7 +189,11 @@ pub struct Timeouts {
 
 impl Default for Timeouts {
     fn default() -> Self {
-        Timeouts { connect: Duration::from_secs(10), read: Duration::from_secs(30), total: Duration::from_secs(60) }
+        Timeouts {
+            connect: Duration::from_secs(10),
+            read: Duration::from_secs(30),
+            total: Duration::from_secs(60),
+        }
     }
 }
 
@@ -203,7 +210,11 @@ pub struct PoolLimits {
 
 impl Default for PoolLimits {
     fn default() -> Self {
-        PoolLimits { max_connections: 100, max_connections_per_host: 30, idle_timeout: Duration::from_secs(90) }
+        PoolLimits {
+            max_connections: 100,
+            max_connections_per_host: 30,
+            idle_timeout: Duration::from_secs(90),
+        }
     }
 }
 
@@ -286,7 +297,10 @@ impl Config {
         }
         let max_retries = match var("OPENAI_MAX_RETRIES") {
             Some(text) => text.trim().parse::<u32>().map_err(|_| {
-                env_error("OPENAI_MAX_RETRIES", format!("`{text}` is not a whole number of retries"))
+                env_error(
+                    "OPENAI_MAX_RETRIES",
+                    format!("`{text}` is not a whole number of retries"),
+                )
             })?,
             None => 2,
         };
@@ -310,12 +324,18 @@ impl Config {
                     ConfigSource::EnvOpenAi,
                 )
             }
-            None => (mock_deployment("mock", timeouts, max_retries)?, ConfigSource::BuiltinMock),
+            None => (
+                mock_deployment("mock", timeouts, max_retries)?,
+                ConfigSource::BuiltinMock,
+            ),
         };
         Ok(Config {
             server: ServerConfig::default(),
             logging: LoggingConfig::default(),
-            models: vec![ModelGroupConfig { name: "*".to_owned(), deployments: vec![deployment] }],
+            models: vec![ModelGroupConfig {
+                name: "*".to_owned(),
+                deployments: vec![deployment],
+            }],
             default_model: Some("*".to_owned()),
             source,
         })
@@ -323,20 +343,34 @@ impl Config {
 
     /// The group serving `model`: an exact name wins over patterns, the longest pattern over shorter ones.
     pub fn group_for(&self, model: &str) -> Option<&ModelGroupConfig> {
-        self.models.iter().find(|g| !g.is_wildcard() && g.name == model).or_else(|| {
-            self.models.iter().filter(|g| g.is_wildcard() && g.matches(model)).max_by_key(|g| g.name.len())
-        })
+        self.models
+            .iter()
+            .find(|g| !g.is_wildcard() && g.name == model)
+            .or_else(|| {
+                self.models
+                    .iter()
+                    .filter(|g| g.is_wildcard() && g.matches(model))
+                    .max_by_key(|g| g.name.len())
+            })
     }
 }
 
 /// A deployment on the built-in mock provider.
-pub(crate) fn mock_deployment(id: &str, timeouts: Timeouts, max_retries: u32) -> Result<DeploymentConfig, ConfigError> {
+pub(crate) fn mock_deployment(
+    id: &str,
+    timeouts: Timeouts,
+    max_retries: u32,
+) -> Result<DeploymentConfig, ConfigError> {
     Ok(DeploymentConfig {
         id: id.to_owned(),
         provider: ProviderKind::Mock,
         // Never contacted: the mock answers in-process. A fixed, non-routable URL keeps the type simple.
-        base_url: raw::parse_base_url("http://mock.invalid/v1")
-            .map_err(|message| ConfigError { file: None, line: None, field: None, message })?,
+        base_url: raw::parse_base_url("http://mock.invalid/v1").map_err(|message| ConfigError {
+            file: None,
+            line: None,
+            field: None,
+            message,
+        })?,
         api_key: None,
         model: None,
         organization: None,

@@ -103,7 +103,12 @@ pub(super) fn parse(text: &str, file: Option<&str>) -> Result<Config, ConfigErro
 /// serde-saphyr renders a snippet with the location; we keep its message and pull out the line.
 fn syntax_error(err: &serde_saphyr::Error, file: Option<&str>) -> ConfigError {
     let line = err.location().map(|loc| loc.line() as usize).filter(|l| *l > 0);
-    ConfigError { file: file.map(str::to_owned), line, field: None, message: err.to_string() }
+    ConfigError {
+        file: file.map(str::to_owned),
+        line,
+        field: None,
+        message: err.to_string(),
+    }
 }
 
 struct Ctx<'a> {
@@ -127,7 +132,11 @@ fn validate(raw: RawConfig, file: Option<&str>) -> Result<Config, ConfigError> {
     let mut api_keys = Vec::with_capacity(raw.server.api_keys.len());
     for (i, key) in raw.server.api_keys.into_iter().enumerate() {
         if key.value.expose().trim().is_empty() {
-            return Err(ctx.error(key.referenced.line(), format!("server.api_keys[{i}]"), "a gateway key cannot be empty"));
+            return Err(ctx.error(
+                key.referenced.line(),
+                format!("server.api_keys[{i}]"),
+                "a gateway key cannot be empty",
+            ));
         }
         api_keys.push(key.value);
     }
@@ -135,7 +144,10 @@ fn validate(raw: RawConfig, file: Option<&str>) -> Result<Config, ConfigError> {
         host: raw.server.host.unwrap_or(defaults.host),
         port: raw.server.port.unwrap_or(defaults.port),
         max_body_bytes: raw.server.max_body_size.map_or(defaults.max_body_bytes, |b| b.0),
-        shutdown_timeout: raw.server.shutdown_timeout.map_or(defaults.shutdown_timeout, |d| d.0),
+        shutdown_timeout: raw
+            .server
+            .shutdown_timeout
+            .map_or(defaults.shutdown_timeout, |d| d.0),
         api_keys,
     };
     if server.max_body_bytes == 0 {
@@ -155,7 +167,11 @@ fn validate(raw: RawConfig, file: Option<&str>) -> Result<Config, ConfigError> {
         let name = group.name.value.trim().to_owned();
         let path = format!("models[{gi}]");
         if name.is_empty() {
-            return Err(ctx.error(group.name.referenced.line(), format!("{path}.name"), "a model name cannot be empty"));
+            return Err(ctx.error(
+                group.name.referenced.line(),
+                format!("{path}.name"),
+                "a model name cannot be empty",
+            ));
         }
         if name[..name.len() - 1].contains('*') {
             return Err(ctx.error(
@@ -183,7 +199,11 @@ fn validate(raw: RawConfig, file: Option<&str>) -> Result<Config, ConfigError> {
             let dpath = format!("{path}.deployments[{di}]");
             let dep = deployment(&ctx, &raw.upstream_defaults, dep, &dpath, &name, di)?;
             if !ids.insert(dep.id.clone()) {
-                return Err(ctx.error(0, format!("{dpath}.id"), format!("deployment id `{}` is used twice", dep.id)));
+                return Err(ctx.error(
+                    0,
+                    format!("{dpath}.id"),
+                    format!("deployment id `{}` is used twice", dep.id),
+                ));
             }
             deployments.push(dep);
         }
@@ -231,7 +251,11 @@ fn deployment(
     let id = match dep.id {
         Some(id) => {
             let value = id.value.trim().to_owned();
-            if value.is_empty() || !value.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:/".contains(c)) {
+            if value.is_empty()
+                || !value
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.:/".contains(c))
+            {
                 return Err(ctx.error(
                     id.referenced.line(),
                     format!("{path}.id"),
@@ -240,7 +264,13 @@ fn deployment(
             }
             value
         }
-        None => format!("{}#{index}", group.trim_end_matches('*').trim_end_matches('-').if_empty("default")),
+        None => format!(
+            "{}#{index}",
+            group
+                .trim_end_matches('*')
+                .trim_end_matches('-')
+                .if_empty("default")
+        ),
     };
     let mut config = super::mock_deployment(&id, timeouts, max_retries)?;
     config.provider = dep.provider;
@@ -272,14 +302,26 @@ fn deployment(
         && config.api_key.is_none()
         && config.base_url.host_str() == Some("api.openai.com")
     {
-        return Err(ctx.error(line, format!("{path}.api_key"), "api.openai.com needs an api_key (e.g. api_key: ${OPENAI_API_KEY})"));
+        return Err(ctx.error(
+            line,
+            format!("{path}.api_key"),
+            "api.openai.com needs an api_key (e.g. api_key: ${OPENAI_API_KEY})",
+        ));
     }
     Ok(config)
 }
 
-fn timeouts(ctx: &Ctx<'_>, line: u64, path: &str, base: &RawTimeouts, own: &RawTimeouts) -> Result<Timeouts, ConfigError> {
+fn timeouts(
+    ctx: &Ctx<'_>,
+    line: u64,
+    path: &str,
+    base: &RawTimeouts,
+    own: &RawTimeouts,
+) -> Result<Timeouts, ConfigError> {
     let d = Timeouts::default();
-    let pick = |own: Option<ConfigDuration>, base: Option<ConfigDuration>, default| own.or(base).map_or(default, |v| v.0);
+    let pick = |own: Option<ConfigDuration>, base: Option<ConfigDuration>, default| {
+        own.or(base).map_or(default, |v| v.0)
+    };
     let t = Timeouts {
         connect: pick(own.connect, base.connect, d.connect),
         read: pick(own.read, base.read, d.read),
@@ -287,24 +329,44 @@ fn timeouts(ctx: &Ctx<'_>, line: u64, path: &str, base: &RawTimeouts, own: &RawT
     };
     for (name, value) in [("connect", t.connect), ("read", t.read), ("total", t.total)] {
         if value.is_zero() {
-            return Err(ctx.error(line, format!("{path}.timeouts.{name}"), "must be greater than zero"));
+            return Err(ctx.error(
+                line,
+                format!("{path}.timeouts.{name}"),
+                "must be greater than zero",
+            ));
         }
     }
     Ok(t)
 }
 
-fn pool(ctx: &Ctx<'_>, line: u64, path: &str, base: &RawPool, own: &RawPool) -> Result<PoolLimits, ConfigError> {
+fn pool(
+    ctx: &Ctx<'_>,
+    line: u64,
+    path: &str,
+    base: &RawPool,
+    own: &RawPool,
+) -> Result<PoolLimits, ConfigError> {
     let d = PoolLimits::default();
     let p = PoolLimits {
-        max_connections: own.max_connections.or(base.max_connections).unwrap_or(d.max_connections),
+        max_connections: own
+            .max_connections
+            .or(base.max_connections)
+            .unwrap_or(d.max_connections),
         max_connections_per_host: own
             .max_connections_per_host
             .or(base.max_connections_per_host)
             .unwrap_or(d.max_connections_per_host),
-        idle_timeout: own.idle_timeout.or(base.idle_timeout).map_or(d.idle_timeout, |v| v.0),
+        idle_timeout: own
+            .idle_timeout
+            .or(base.idle_timeout)
+            .map_or(d.idle_timeout, |v| v.0),
     };
     if p.max_connections == 0 || p.max_connections_per_host == 0 {
-        return Err(ctx.error(line, format!("{path}.pool"), "connection limits must be greater than zero"));
+        return Err(ctx.error(
+            line,
+            format!("{path}.pool"),
+            "connection limits must be greater than zero",
+        ));
     }
     Ok(p)
 }

@@ -31,7 +31,14 @@ fn parses_a_full_config() {
     assert_eq!(c.logging.format, LogFormat::Json);
     let d = &c.models[0].deployments[0];
     assert_eq!(d.base_url.as_str(), "http://127.0.0.1:1234/v1");
-    assert_eq!(d.timeouts, Timeouts { connect: Duration::from_secs(2), read: Duration::from_secs(20), total: Duration::from_secs(45) });
+    assert_eq!(
+        d.timeouts,
+        Timeouts {
+            connect: Duration::from_secs(2),
+            read: Duration::from_secs(20),
+            total: Duration::from_secs(45)
+        }
+    );
     assert_eq!(d.api_key.as_ref().unwrap().expose(), "sk-test");
     assert_eq!(c.models[1].deployments[0].id, "local#0");
     assert_eq!(c.group_for("local-llama").unwrap().name, "local-*");
@@ -49,15 +56,24 @@ fn unknown_key_names_field_and_line() {
 
 #[test]
 fn validation_errors_name_field_and_line() {
-    let text = "models:\n  - name: a\n    deployments:\n      - provider: openai\n        base_url: ftp://x/v1\n";
+    let text =
+        "models:\n  - name: a\n    deployments:\n      - provider: openai\n        base_url: ftp://x/v1\n";
     let err = Config::from_yaml(text, Some("c.yaml")).unwrap_err();
     assert_eq!(err.field.as_deref(), Some("models[0].deployments[0].base_url"));
     assert_eq!(err.line, Some(5));
-    assert!(err.to_string().starts_with("c.yaml:5: models[0].deployments[0].base_url:"), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("c.yaml:5: models[0].deployments[0].base_url:"),
+        "{err}"
+    );
 
     let dup = "models:\n  - name: a\n    deployments: [{provider: mock}]\n  - name: a\n    deployments: [{provider: mock}]\n";
     let err = Config::from_yaml(dup, None).unwrap_err();
-    assert_eq!((err.field.as_deref(), err.line), (Some("models[1].name"), Some(4)), "{err}");
+    assert_eq!(
+        (err.field.as_deref(), err.line),
+        (Some("models[1].name"), Some(4)),
+        "{err}"
+    );
 
     let empty = "models:\n  - name: a\n";
     let err = Config::from_yaml(empty, None).unwrap_err();
@@ -69,7 +85,11 @@ fn validation_errors_name_field_and_line() {
 
     let bad_default = "default_model: b\nmodels:\n  - name: a\n    deployments: [{provider: mock}]\n";
     let err = Config::from_yaml(bad_default, None).unwrap_err();
-    assert_eq!((err.field.as_deref(), err.line), (Some("default_model"), Some(1)), "{err}");
+    assert_eq!(
+        (err.field.as_deref(), err.line),
+        (Some("default_model"), Some(1)),
+        "{err}"
+    );
 }
 
 #[test]

@@ -18,7 +18,9 @@ impl<'de> Deserialize<'de> for ConfigDuration {
         }
         match Repr::deserialize(d)? {
             Repr::Seconds(secs) => seconds(secs).map(ConfigDuration).map_err(de::Error::custom),
-            Repr::Text(text) => parse_duration(&text).map(ConfigDuration).map_err(de::Error::custom),
+            Repr::Text(text) => parse_duration(&text)
+                .map(ConfigDuration)
+                .map_err(de::Error::custom),
         }
     }
 }
@@ -34,7 +36,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 fn seconds(secs: f64) -> Result<Duration, String> {
-    Duration::try_from_secs_f64(secs).map_err(|_| format!("invalid duration {secs}: must be a non-negative number of seconds"))
+    Duration::try_from_secs_f64(secs)
+        .map_err(|_| format!("invalid duration {secs}: must be a non-negative number of seconds"))
 }
 
 /// A size in bytes written as a number or with a unit: `"16MiB"`, `"512KiB"`, `"1MB"`.
@@ -61,7 +64,9 @@ pub fn parse_byte_size(text: &str) -> Result<usize, String> {
     let text = text.trim();
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (digits, unit) = text.split_at(split);
-    let number: usize = digits.parse().map_err(|_| format!("invalid size `{text}`: write e.g. 16MiB or 1048576"))?;
+    let number: usize = digits
+        .parse()
+        .map_err(|_| format!("invalid size `{text}`: write e.g. 16MiB or 1048576"))?;
     let multiplier: usize = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "kb" => 1_000,
@@ -70,9 +75,15 @@ pub fn parse_byte_size(text: &str) -> Result<usize, String> {
         "mib" | "m" => 1 << 20,
         "gb" => 1_000_000_000,
         "gib" | "g" => 1 << 30,
-        other => return Err(format!("unknown size unit `{other}` in `{text}`: use B, KiB, MiB, GiB, KB, MB or GB")),
+        other => {
+            return Err(format!(
+                "unknown size unit `{other}` in `{text}`: use B, KiB, MiB, GiB, KB, MB or GB"
+            ));
+        }
     };
-    number.checked_mul(multiplier).ok_or_else(|| format!("size `{text}` is too large"))
+    number
+        .checked_mul(multiplier)
+        .ok_or_else(|| format!("size `{text}` is too large"))
 }
 
 /// A secret (API key). Its `Debug` and `Display` never show the value.
@@ -116,7 +127,9 @@ pub struct EnvString(pub String);
 impl<'de> Deserialize<'de> for EnvString {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let raw = String::deserialize(d)?;
-        interpolate(&raw, |name| std::env::var(name).ok()).map(EnvString).map_err(de::Error::custom)
+        interpolate(&raw, |name| std::env::var(name).ok())
+            .map(EnvString)
+            .map_err(de::Error::custom)
     }
 }
 
@@ -131,14 +144,18 @@ pub fn interpolate(raw: &str, lookup: impl Fn(&str) -> Option<String>) -> Result
             out.push_str("${");
             rest = stripped;
         } else if let Some(body) = after.strip_prefix("${") {
-            let end = body.find('}').ok_or_else(|| format!("unclosed `${{` in `{raw}`"))?;
+            let end = body
+                .find('}')
+                .ok_or_else(|| format!("unclosed `${{` in `{raw}`"))?;
             let expr = &body[..end];
             let (name, fallback) = match expr.split_once(":-") {
                 Some((name, fallback)) => (name, Some(fallback)),
                 None => (expr, None),
             };
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return Err(format!("`${{{expr}}}` is not a valid environment variable reference"));
+                return Err(format!(
+                    "`${{{expr}}}` is not a valid environment variable reference"
+                ));
             }
             match (lookup(name).filter(|v| !v.is_empty()), fallback) {
                 (Some(value), _) => out.push_str(&value),

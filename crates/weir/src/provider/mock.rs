@@ -33,11 +33,20 @@ impl Provider for MockProvider {
                     UpstreamBody::Full(bytes)
                 }
                 weir_mock::content::ReplyBody::Events(events) => {
-                    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-                    UpstreamBody::Stream(Box::pin(futures::stream::iter(events.into_iter().map(Ok::<Bytes, Error>))))
+                    headers.insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("text/event-stream"),
+                    );
+                    UpstreamBody::Stream(Box::pin(futures::stream::iter(
+                        events.into_iter().map(Ok::<Bytes, Error>),
+                    )))
                 }
             };
-            Ok(UpstreamResponse { status, headers, body })
+            Ok(UpstreamResponse {
+                status,
+                headers,
+                body,
+            })
         })
     }
 }

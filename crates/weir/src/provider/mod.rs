@@ -54,7 +54,9 @@ pub struct UpstreamResponse {
 
 impl fmt::Debug for UpstreamResponse {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("UpstreamResponse").field("status", &self.status).finish_non_exhaustive()
+        f.debug_struct("UpstreamResponse")
+            .field("status", &self.status)
+            .finish_non_exhaustive()
     }
 }
 

@@ -33,18 +33,32 @@ pub struct OpenAiProvider {
 impl OpenAiProvider {
     /// Builds the provider for a deployment, joining (or creating) the shared pool for its settings.
     pub fn new(config: &DeploymentConfig) -> Result<Self, Error> {
-        let pool = HttpPool::shared(PoolSettings { timeouts: config.timeouts, limits: config.pool })?;
+        let pool = HttpPool::shared(PoolSettings {
+            timeouts: config.timeouts,
+            limits: config.pool,
+        })?;
         let mut headers = HeaderMap::new();
         if let Some(key) = &config.api_key {
-            let mut value = HeaderValue::try_from(format!("Bearer {}", key.expose()))
-                .map_err(|_| Error::Config(format!("deployment `{}`: api_key has invalid characters", config.id)))?;
+            let mut value = HeaderValue::try_from(format!("Bearer {}", key.expose())).map_err(|_| {
+                Error::Config(format!(
+                    "deployment `{}`: api_key has invalid characters",
+                    config.id
+                ))
+            })?;
             value.set_sensitive(true);
             headers.insert(header::AUTHORIZATION, value);
         }
-        for (name, value) in [("openai-organization", &config.organization), ("openai-project", &config.project)] {
+        for (name, value) in [
+            ("openai-organization", &config.organization),
+            ("openai-project", &config.project),
+        ] {
             if let Some(value) = value {
-                let value = HeaderValue::try_from(value.as_str())
-                    .map_err(|_| Error::Config(format!("deployment `{}`: {name} has invalid characters", config.id)))?;
+                let value = HeaderValue::try_from(value.as_str()).map_err(|_| {
+                    Error::Config(format!(
+                        "deployment `{}`: {name} has invalid characters",
+                        config.id
+                    ))
+                })?;
                 headers.insert(name, value);
             }
         }
@@ -53,7 +67,13 @@ impl OpenAiProvider {
             config.base_url.host_str().unwrap_or_default(),
             config.base_url.port_or_known_default().unwrap_or_default()
         );
-        Ok(OpenAiProvider { base_url: config.base_url.clone(), host_key, headers, pool, timeouts: config.timeouts })
+        Ok(OpenAiProvider {
+            base_url: config.base_url.clone(),
+            host_key,
+            headers,
+            pool,
+            timeouts: config.timeouts,
+        })
     }
 
     /// The pool this provider sends through.
@@ -64,15 +84,25 @@ impl OpenAiProvider {
     async fn send_inner(&self, req: UpstreamRequest) -> Result<UpstreamResponse, Error> {
         let url = req.path.join_onto(&self.base_url, req.query.as_deref())?;
         let permit = self.pool.acquire(&self.host_key).await?;
-        let mut builder = self.pool.client().request(req.method.clone(), url).headers(self.headers.clone());
-        if let Some(id) = req.request_id.as_deref().and_then(|id| HeaderValue::from_str(id).ok()) {
+        let mut builder = self
+            .pool
+            .client()
+            .request(req.method.clone(), url)
+            .headers(self.headers.clone());
+        if let Some(id) = req
+            .request_id
+            .as_deref()
+            .and_then(|id| HeaderValue::from_str(id).ok())
+        {
             builder = builder.header("x-request-id", id);
         }
         if req.stream {
             builder = builder.header(header::ACCEPT, "text/event-stream");
         }
         if let Some(body) = req.body {
-            let content_type = req.content_type.unwrap_or_else(|| HeaderValue::from_static("application/json"));
+            let content_type = req
+                .content_type
+                .unwrap_or_else(|| HeaderValue::from_static("application/json"));
             builder = builder.header(header::CONTENT_TYPE, content_type).body(body);
         }
         let timeouts = self.timeouts;
@@ -85,12 +115,19 @@ impl OpenAiProvider {
                 let status = resp.status();
                 let headers = resp.headers().clone();
                 let body = resp.bytes().await.map_err(map_err)?;
-                Ok(UpstreamResponse { status, headers, body: UpstreamBody::Full(body) })
+                Ok(UpstreamResponse {
+                    status,
+                    headers,
+                    body: UpstreamBody::Full(body),
+                })
             };
             let total = timeouts.total;
             let result = tokio::time::timeout(total, call)
                 .await
-                .map_err(|_| Error::Timeout { phase: TimeoutPhase::Total, after: total })?;
+                .map_err(|_| Error::Timeout {
+                    phase: TimeoutPhase::Total,
+                    after: total,
+                })?;
             drop(permit);
             return result;
         }
@@ -98,17 +135,34 @@ impl OpenAiProvider {
         // Streaming: no total deadline (it would cut long generations); instead every wait for
         // bytes, the response head included, is bounded by the read (idle) timeout.
         let read = timeouts.read;
-        let idle = || Error::Timeout { phase: TimeoutPhase::Read, after: read };
-        let resp = tokio::time::timeout(read + timeouts.connect, builder.send()).await.map_err(|_| idle())?.map_err(map_err)?;
+        let idle = || Error::Timeout {
+            phase: TimeoutPhase::Read,
+            after: read,
+        };
+        let resp = tokio::time::timeout(read + timeouts.connect, builder.send())
+            .await
+            .map_err(|_| idle())?
+            .map_err(map_err)?;
         let status = resp.status();
         let headers = resp.headers().clone();
         if !status.is_success() {
             // Error bodies are small; read them whole so the engine can parse the message.
-            let body = tokio::time::timeout(read, resp.bytes()).await.map_err(|_| idle())?.map_err(map_err)?;
-            return Ok(UpstreamResponse { status, headers, body: UpstreamBody::Full(body) });
+            let body = tokio::time::timeout(read, resp.bytes())
+                .await
+                .map_err(|_| idle())?
+                .map_err(map_err)?;
+            return Ok(UpstreamResponse {
+                status,
+                headers,
+                body: UpstreamBody::Full(body),
+            });
         }
         let body = idle_guarded(resp.bytes_stream(), read, timeouts, permit);
-        Ok(UpstreamResponse { status, headers, body: UpstreamBody::Stream(body) })
+        Ok(UpstreamResponse {
+            status,
+            headers,
+            body: UpstreamBody::Stream(body),
+        })
     }
 }
 
@@ -121,15 +175,24 @@ fn idle_guarded(
     permit: crate::pool::PoolPermit,
 ) -> super::ByteStream {
     let stream = Box::pin(stream);
-    Box::pin(futures::stream::unfold(Some((stream, permit)), move |state| async move {
-        let (mut stream, permit) = state?;
-        match tokio::time::timeout(read, stream.next()).await {
-            Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some((stream, permit)))),
-            Ok(Some(Err(e))) => Some((Err(Error::from_reqwest(e, &timeouts)), None)),
-            Ok(None) => None,
-            Err(_) => Some((Err(Error::Timeout { phase: TimeoutPhase::Read, after: read }), None)),
-        }
-    }))
+    Box::pin(futures::stream::unfold(
+        Some((stream, permit)),
+        move |state| async move {
+            let (mut stream, permit) = state?;
+            match tokio::time::timeout(read, stream.next()).await {
+                Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some((stream, permit)))),
+                Ok(Some(Err(e))) => Some((Err(Error::from_reqwest(e, &timeouts)), None)),
+                Ok(None) => None,
+                Err(_) => Some((
+                    Err(Error::Timeout {
+                        phase: TimeoutPhase::Read,
+                        after: read,
+                    }),
+                    None,
+                )),
+            }
+        },
+    ))
 }
 
 impl Provider for OpenAiProvider {

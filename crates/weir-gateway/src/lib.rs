@@ -1,0 +1,132 @@
+//! Weir's HTTP face: an OpenAI-compatible gateway over the [`weir`] engine.
+//!
+//! This crate only serves HTTP and authenticates clients; routing, calling upstreams, pooling and
+//! error semantics live in the `weir` library so that in-process users get exactly the same.
+//!
+//! Tests and embedders drive the real server with [`serve`]: it takes an already bound listener
+//! (bind `127.0.0.1:0` in tests) and a shutdown future, as tokio's mini-redis does.
+
+mod error;
+mod middleware;
+mod routes;
+
+use std::{
+    future::Future,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use tokio::net::TcpListener;
+use weir::{Config, Engine, config::Secret};
+
+pub use error::ApiError;
+pub use routes::router;
+
+/// What every request handler shares.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The routing and calling core.
+    pub engine: Arc<Engine>,
+    /// Set once shutdown starts: `/ready` turns 503 so load balancers stop sending traffic.
+    pub draining: Arc<AtomicBool>,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// Accepted gateway keys; empty means no authentication.
+    pub api_keys: Arc<[Secret]>,
+    /// How long in-flight work may continue after shutdown starts.
+    pub shutdown_timeout: Duration,
+}
+
+impl AppState {
+    /// Builds the engine (and its connection pools) for a config.
+    pub fn new(config: Config) -> Result<AppState, weir::Error> {
+        let max_body_bytes = config.server.max_body_bytes;
+        let api_keys: Arc<[Secret]> = config.server.api_keys.clone().into();
+        let shutdown_timeout = config.server.shutdown_timeout;
+        Ok(AppState {
+            engine: Arc::new(Engine::new(config)?),
+            draining: Arc::new(AtomicBool::new(false)),
+            max_body_bytes,
+            api_keys,
+            shutdown_timeout,
+        })
+    }
+
+    /// Whether shutdown has begun.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+}
+
+/// Serves the gateway on `listener` until `shutdown` completes, then drains: stops accepting,
+/// lets in-flight requests and streams finish for up to `shutdown_timeout`, and returns. Dropping
+/// the state afterwards closes the upstream connection pools.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let draining = state.draining.clone();
+    let grace = state.shutdown_timeout;
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+    let signal = async move {
+        shutdown.await;
+        draining.store(true, Ordering::Relaxed);
+        tracing::info!(deadline = %humantime_secs(grace), "shutting down: no new connections, finishing in-flight requests");
+        let _ = started_tx.send(());
+    };
+    let app = router(state);
+    let server = axum::serve(listener, app).with_graceful_shutdown(signal);
+    let deadline = async move {
+        if started_rx.await.is_err() {
+            // The server stopped without a shutdown signal; nothing to enforce.
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        result = server => {
+            tracing::info!("all in-flight requests finished");
+            result
+        }
+        () = deadline => {
+            tracing::warn!("shutdown deadline reached: cutting the requests still in flight");
+            Ok(())
+        }
+    }
+}
+
+fn humantime_secs(d: Duration) -> String {
+    format!("{:.1}s", d.as_secs_f64())
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sig) => {
+                sig.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("received SIGINT"),
+        () = terminate => tracing::info!("received SIGTERM"),
+    }
+}

@@ -1,0 +1,136 @@
+//! Request ids, the per-request span and log line, and client authentication.
+
+use axum::{
+    extract::{Request, State},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use http::{HeaderValue, header};
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::{AppState, error::ApiError};
+
+/// The request's correlation id, available to handlers as an extension.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// Takes `x-request-id` from the client when it is sane (short, printable, no spaces: it ends up
+/// in logs and upstream headers) or makes a UUID; puts it on the request, on every log line of the
+/// request (through the span), and on the response. Logs one line when the response head is ready.
+pub async fn request_context(mut req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| is_sane_request_id(v))
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let span = tracing::info_span!("request", request_id = %id, %method, %path);
+    let started = Instant::now();
+    let mut resp = next.run(req).instrument(span.clone()).await;
+    let _enter = span.enter();
+    let status = resp.status().as_u16();
+    let latency_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
+    let deployment = resp
+        .headers()
+        .get("x-weir-deployment")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_owned();
+    match resp.extensions().get::<weir::ErrorKind>() {
+        Some(kind) if status >= 500 => {
+            tracing::warn!(
+                status,
+                latency_ms,
+                deployment,
+                error = kind.as_str(),
+                "request failed"
+            )
+        }
+        Some(kind) => tracing::info!(
+            status,
+            latency_ms,
+            deployment,
+            error = kind.as_str(),
+            "request rejected"
+        ),
+        None => tracing::info!(status, latency_ms, deployment, "request served"),
+    }
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("x-request-id", value);
+    }
+    resp
+}
+
+fn is_sane_request_id(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:/+=".contains(&b))
+}
+
+/// Requires `Authorization: Bearer <key>` with one of the configured gateway keys (if any are
+/// configured). The client's key is never forwarded upstream: deployments use their own keys.
+pub async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if state.api_keys.is_empty() {
+        return next.run(req).await;
+    }
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim);
+    let message = match presented {
+        None => "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY'.",
+        Some(key)
+            if state
+                .api_keys
+                .iter()
+                .any(|k| constant_time_eq(k.expose().as_bytes(), key.as_bytes())) =>
+        {
+            return next.run(req).await;
+        }
+        // Never echo the presented key back (OpenAI shows a prefix; a prefix still leaks).
+        Some(_) => "Incorrect API key provided.",
+    };
+    ApiError(weir::Error::Unauthenticated {
+        message: message.to_owned(),
+    })
+    .into_response()
+}
+
+/// Compares without an early exit, so response timing does not reveal how much of a key matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for (i, x) in a.iter().enumerate() {
+        diff |= usize::from(x ^ b.get(i).copied().unwrap_or(!x));
+    }
+    diff == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_sanitised() {
+        assert!(is_sane_request_id("req_123-abc"));
+        assert!(!is_sane_request_id(""));
+        assert!(!is_sane_request_id("has space"));
+        assert!(!is_sane_request_id("line\nbreak"));
+        assert!(!is_sane_request_id(&"x".repeat(129)));
+    }
+
+    #[test]
+    fn key_comparison() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(!constant_time_eq(b"secret", b""));
+    }
+}

@@ -1,0 +1,237 @@
+//! Routes: the OpenAI-compatible API under `/v1`, and health endpoints.
+
+use std::{convert::Infallible, time::Duration};
+
+use axum::{
+    Extension, Json, Router,
+    body::{Body, to_bytes},
+    extract::{Path, Request, State},
+    middleware,
+    response::{IntoResponse, Response},
+    routing::{any, get, post},
+};
+use bytes::Bytes;
+use futures::StreamExt;
+use http::{HeaderValue, Method, StatusCode, header};
+use serde_json::json;
+use weir::{Endpoint, Error, ProxyBody, ProxyRequest, ProxyResponse, path::ApiPath, sse::GuardItem};
+
+use crate::{
+    AppState,
+    error::ApiError,
+    middleware::{RequestId, authenticate, request_context},
+};
+
+/// How long `/health/upstreams` waits for each upstream.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The whole HTTP surface.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/embeddings", post(embeddings))
+        .route("/v1/images/generations", post(image_generations))
+        .route("/v1/models", get(list_models))
+        .route("/v1/models/{*id}", get(retrieve_model))
+        .route("/v1/{*path}", any(passthrough))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    Router::new()
+        .merge(api)
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/health/upstreams", get(upstreams))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(request_context))
+        .with_state(state)
+}
+
+async fn chat_completions(state: State<AppState>, id: Extension<RequestId>, req: Request) -> Response {
+    proxy(
+        state,
+        id,
+        req,
+        Endpoint::ChatCompletions,
+        ApiPath::parse("chat/completions"),
+    )
+    .await
+}
+
+async fn embeddings(state: State<AppState>, id: Extension<RequestId>, req: Request) -> Response {
+    proxy(state, id, req, Endpoint::Embeddings, ApiPath::parse("embeddings")).await
+}
+
+async fn image_generations(state: State<AppState>, id: Extension<RequestId>, req: Request) -> Response {
+    proxy(
+        state,
+        id,
+        req,
+        Endpoint::ImageGenerations,
+        ApiPath::parse("images/generations"),
+    )
+    .await
+}
+
+async fn passthrough(
+    state: State<AppState>,
+    id: Extension<RequestId>,
+    Path(path): Path<String>,
+    req: Request,
+) -> Response {
+    proxy(state, id, req, Endpoint::Passthrough, ApiPath::parse(&path)).await
+}
+
+async fn proxy(
+    State(state): State<AppState>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    req: Request,
+    endpoint: Endpoint,
+    path: Result<ApiPath, Error>,
+) -> Response {
+    match proxy_inner(&state, request_id, req, endpoint, path).await {
+        Ok(resp) => into_http(resp),
+        Err(err) => ApiError(err).into_response(),
+    }
+}
+
+async fn proxy_inner(
+    state: &AppState,
+    request_id: String,
+    req: Request,
+    endpoint: Endpoint,
+    path: Result<ApiPath, Error>,
+) -> Result<ProxyResponse, Error> {
+    let path = path?;
+    let (parts, body) = req.into_parts();
+    let limit = state.max_body_bytes;
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(Error::PayloadTooLarge { limit });
+    }
+    // `to_bytes` stops reading at the limit, so a body without Content-Length can't exhaust memory.
+    let body = to_bytes(body, limit).await.map_err(|e| {
+        if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) {
+            Error::PayloadTooLarge { limit }
+        } else {
+            Error::InvalidRequest {
+                message: format!("could not read the request body: {e}"),
+                param: None,
+                code: None,
+            }
+        }
+    })?;
+    let content_type = parts.headers.get(header::CONTENT_TYPE).cloned();
+    let proxy_req = ProxyRequest {
+        endpoint,
+        method: parts.method,
+        path,
+        query: parts.uri.query().map(str::to_owned),
+        body,
+        content_type,
+        request_id: Some(request_id),
+    };
+    state.engine.execute(proxy_req).await
+}
+
+fn into_http(resp: ProxyResponse) -> Response {
+    let deployment = HeaderValue::from_str(resp.deployment.id()).ok();
+    let mut out = match resp.body {
+        ProxyBody::Full(bytes) => Response::new(Body::from(bytes)),
+        ProxyBody::Stream(stream) => {
+            let deployment_id = resp.deployment.id().to_owned();
+            let body = stream.map(move |item| {
+                Ok::<Bytes, Infallible>(match item {
+                    GuardItem::Events(bytes) => bytes,
+                    GuardItem::Failed(err, event) => {
+                        // The client already has a 200 and some chunks; the error event is how it learns.
+                        tracing::warn!(deployment = %deployment_id, error = %err, kind = err.kind().as_str(), "stream failed after it started");
+                        event
+                    }
+                })
+            });
+            let mut r = Response::new(Body::from_stream(body));
+            let headers = r.headers_mut();
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            // Tell nginx-style proxies in front of us not to buffer the stream.
+            headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+            r
+        }
+    };
+    *out.status_mut() = resp.status;
+    out.headers_mut().extend(resp.headers);
+    if let Some(dep) = deployment {
+        out.headers_mut().insert("x-weir-deployment", dep);
+    }
+    out
+}
+
+async fn list_models(State(state): State<AppState>) -> Response {
+    Json(state.engine.list_models().await).into_response()
+}
+
+async fn retrieve_model(
+    State(state): State<AppState>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    Path(id): Path<String>,
+) -> Response {
+    match state.engine.retrieve_model(&id, Some(request_id)).await {
+        Ok(bytes) => (
+            [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+            bytes,
+        )
+            .into_response(),
+        Err(err) => ApiError(err).into_response(),
+    }
+}
+
+async fn health() -> Response {
+    Json(json!({"status": "ok"})).into_response()
+}
+
+async fn ready(State(state): State<AppState>) -> Response {
+    if state.is_draining() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "draining"})),
+        )
+            .into_response()
+    } else {
+        Json(json!({"status": "ready", "models": state.engine.config().models.len()})).into_response()
+    }
+}
+
+async fn upstreams(State(state): State<AppState>) -> Response {
+    let reports = state.engine.probe_all(PROBE_TIMEOUT).await;
+    let healthy = reports.iter().filter(|r| r.status == "healthy").count();
+    let status = if healthy == reports.len() {
+        "healthy"
+    } else if healthy == 0 {
+        "unhealthy"
+    } else {
+        "degraded"
+    };
+    let code = if healthy == reports.len() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(json!({"status": status, "deployments": reports}))).into_response()
+}
+
+async fn not_found(method: Method, uri: http::Uri) -> Response {
+    ApiError(Error::NotFound {
+        message: format!("Unknown request URL: {method} {}.", uri.path()),
+    })
+    .into_response()
+}
+
+async fn method_not_allowed(method: Method, uri: http::Uri) -> Response {
+    ApiError(Error::MethodNotAllowed {
+        message: format!("Method {method} is not allowed for {}.", uri.path()),
+    })
+    .into_response()
+}

@@ -1,0 +1,138 @@
+//! Graceful shutdown: in-flight streams finish, new connections are refused, and the binary
+//! handles SIGTERM the same way.
+
+mod common;
+
+use std::{process::Stdio, sync::atomic::Ordering, time::Duration};
+
+use common::*;
+use futures::StreamExt;
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use weir_mock::server::MockServer;
+
+fn slow_stream_body() -> serde_json::Value {
+    chat_body(json!({"stream": true, "x_mock": {"chunks": 8, "chunk_delay_ms": 100}}))
+}
+
+async fn read_to_end(resp: reqwest::Response) -> String {
+    let mut text = String::new();
+    let mut body = resp.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        text.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
+    }
+    text
+}
+
+#[tokio::test]
+async fn in_flight_stream_completes_during_drain() {
+    let mock = MockServer::start().await.unwrap();
+    let mut gw = Gateway::start(&config_for(&mock, "", "")).await;
+    let resp = http()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&slow_stream_body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.bytes_stream();
+    let first = body.next().await.unwrap().unwrap();
+    assert!(!first.is_empty());
+
+    let server = gw.begin_shutdown();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        gw.state.draining.load(Ordering::Relaxed),
+        "readiness reports draining"
+    );
+    // New connections are refused while the old stream goes on.
+    assert!(
+        http().get(gw.url("/health")).send().await.is_err(),
+        "still accepting during drain"
+    );
+
+    let mut rest = String::new();
+    while let Some(chunk) = body.next().await {
+        rest.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
+    }
+    assert!(
+        rest.trim_end().ends_with("data: [DONE]"),
+        "stream was cut: {rest}"
+    );
+    server.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn drain_deadline_cuts_what_is_left() {
+    let mock = MockServer::start().await.unwrap();
+    let mut gw = Gateway::start(&config_for(&mock, "", "server:\n  shutdown_timeout: 200ms")).await;
+    let resp = http()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&chat_body(
+            json!({"stream": true, "x_mock": {"chunks": 50, "chunk_delay_ms": 200}}),
+        ))
+        .send()
+        .await
+        .unwrap();
+    let mut body = resp.bytes_stream();
+    body.next().await.unwrap().unwrap();
+    let started = tokio::time::Instant::now();
+    gw.begin_shutdown().await.unwrap().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the deadline was not enforced"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_lets_the_binary_finish_its_stream_then_exit_zero() {
+    let mock = MockServer::start().await.unwrap();
+    let dir = std::env::temp_dir().join(format!("weir-sigterm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.yaml");
+    std::fs::write(&config, config_for(&mock, "", "")).unwrap();
+
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["serve", "--port", "0", "--config"])
+        .arg(&config)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let base = line.strip_prefix("listening on ").unwrap().to_owned();
+
+    let resp = http()
+        .post(format!("{base}/v1/chat/completions"))
+        .json(&slow_stream_body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let pid = child.id().unwrap().to_string();
+    let killed = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(killed.success());
+
+    let text = read_to_end(resp).await;
+    assert!(
+        text.trim_end().ends_with("data: [DONE]"),
+        "stream was cut at SIGTERM: {text}"
+    );
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "exit status {status}");
+    let _ = std::fs::remove_dir_all(dir);
+}
