@@ -1,0 +1,86 @@
+//! Logs of a real `weir serve` run: one line per request carrying its id, in JSON when asked,
+//! and never a key or a prompt, even at debug level.
+
+mod common;
+
+use std::{process::Stdio, time::Duration};
+
+use common::*;
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use weir_mock::server::MockServer;
+
+#[tokio::test]
+async fn json_logs_carry_request_ids_and_no_secrets() {
+    let mock = MockServer::start().await.unwrap();
+    let dir = std::env::temp_dir().join(format!("weir-logs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.yaml");
+    let yaml = config_for(&mock, "", "server:\n  api_keys: [gw-secret-key-123]").replace("level: warn", "level: debug");
+    std::fs::write(&config, yaml).unwrap();
+
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["serve", "--port", "0", "--log-format", "json", "--config"])
+        .arg(&config)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await.unwrap().unwrap().unwrap();
+    let base = line.strip_prefix("listening on ").unwrap().to_owned();
+    let mut stderr = child.stderr.take().unwrap();
+
+    let prompt = "my-very-private-prompt-text";
+    let c = http();
+    let ok = c
+        .post(format!("{base}/v1/chat/completions"))
+        .bearer_auth("gw-secret-key-123")
+        .header("x-request-id", "log-test-1")
+        .json(&json!({"model": "mock-model", "messages": [{"role": "user", "content": prompt}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    let rejected = c
+        .post(format!("{base}/v1/chat/completions"))
+        .bearer_auth("wrong-secret-key-456")
+        .json(&json!({"model": "mock-model", "messages": [{"role": "user", "content": prompt}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rejected.status(), 401);
+    let upstream_fail = c
+        .post(format!("{base}/v1/chat/completions"))
+        .bearer_auth("gw-secret-key-123")
+        .header("x-request-id", "log-test-2")
+        .json(&json!({"model": "mock-model", "messages": [{"role": "user", "content": prompt}], "x_mock": {"status": 401}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(upstream_fail.status(), 500);
+
+    let pid = child.id().unwrap().to_string();
+    tokio::process::Command::new("kill").args(["-TERM", &pid]).status().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), child.wait()).await.unwrap().unwrap();
+    let mut logs = String::new();
+    stderr.read_to_string(&mut logs).await.unwrap();
+
+    for secret in ["gw-secret-key-123", "wrong-secret-key-456", "upstream-secret-key", prompt] {
+        assert!(!logs.contains(secret), "`{secret}` leaked into the logs:\n{logs}");
+    }
+    let entries: Vec<serde_json::Value> =
+        logs.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect();
+    let served: Vec<&serde_json::Value> = entries.iter().filter(|e| e["message"] == "request served").collect();
+    assert_eq!(served.len(), 1, "{logs}");
+    assert_eq!(served[0]["span"]["request_id"], "log-test-1");
+    assert_eq!(served[0]["status"], 200);
+    let failed = entries.iter().find(|e| e["message"] == "request failed").expect("a line for the failed request");
+    assert_eq!(failed["span"]["request_id"], "log-test-2");
+    assert_eq!(failed["error"], "upstream_auth");
+    // The upstream-level warning is inside the request span too.
+    assert!(entries.iter().any(|e| e["message"] == "upstream answered with an error" && e["span"]["request_id"] == "log-test-2"), "{logs}");
+    let _ = std::fs::remove_dir_all(dir);
+}
