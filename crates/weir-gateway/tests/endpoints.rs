@@ -1,5 +1,8 @@
 //! Every endpoint over real loopback sockets, through the gateway to the mock upstream.
 
+// Test helpers outside #[test] fns too: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::*;

@@ -1,5 +1,8 @@
 //! The error matrix: every failure reaches the client as an OpenAI-shaped error with the right status.
 
+// Test helpers outside #[test] fns too: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::*;

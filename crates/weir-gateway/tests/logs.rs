@@ -1,6 +1,9 @@
 //! Logs of a real `weir serve` run: one line per request carrying its id, in JSON when asked,
 //! and never a key or a prompt, even at debug level.
 
+// Test helpers outside #[test] fns too: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::{process::Stdio, time::Duration};

@@ -1,6 +1,9 @@
 //! Graceful shutdown: in-flight streams finish, new connections are refused, and the binary
 //! handles SIGTERM the same way.
 
+// Test helpers outside #[test] fns too: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::{process::Stdio, sync::atomic::Ordering, time::Duration};

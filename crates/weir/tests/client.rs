@@ -1,5 +1,8 @@
 //! The library's `Client` against the mock upstream over loopback, and offline on the built-in mock.
 
+// Test helpers outside #[test] fns too: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::sync::Arc;
 
 use futures::StreamExt;

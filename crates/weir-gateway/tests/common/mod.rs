@@ -1,5 +1,6 @@
 //! Test harness: the real gateway on 127.0.0.1:0, in front of the real mock upstream.
-#![allow(dead_code)]
+// Test support: a failed unwrap here is a failed test. Not every test file uses every helper.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::SocketAddr;
 

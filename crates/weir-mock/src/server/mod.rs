@@ -1,0 +1,338 @@
+//! The mock upstream as an HTTP server: [`content`] plus faults, pacing, request counters and
+//! recording.
+//!
+//! Use [`MockServer`] in tests, or [`serve`] / [`router`] to embed the mock elsewhere (the
+//! gateway's `weir mock` command, benchmarks). See the [crate docs](crate) for the directives.
+
+mod body;
+mod state;
+mod test_server;
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::Response;
+use axum::serve::ListenerExt;
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CACHE_CONTROL, CONNECTION, CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderMap, HeaderValue, StatusCode, Uri};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::content::{self, DirectiveError, Directives, HEADER_PREFIX, Reply, ReplyBody};
+use body::End;
+pub use state::{MockConfig, MockState, RECORD_LIMIT, RecordedRequest};
+pub use test_server::MockServer;
+
+/// Largest request body read; generous because gateway body-limit tests push large bodies.
+const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+
+/// The API root every modelled route lives under.
+const API_PREFIX: &str = "/v1";
+
+/// Seconds sent in `Retry-After` for 429/503 faults without a `retry_after` directive.
+const DEFAULT_RETRY_AFTER_SECS: f64 = 1.0;
+
+/// Tells handlers that [`serve`] is shutting down, so hung requests and paced streams end
+/// instead of holding graceful shutdown open forever.
+#[derive(Clone)]
+struct Shutdown(watch::Receiver<bool>);
+
+impl Shutdown {
+    /// Resolves once shutdown starts; a dropped sender (the serve future itself was dropped)
+    /// counts as shutdown too.
+    async fn wait(mut self) {
+        let _ = self.0.wait_for(|stopping| *stopping).await;
+    }
+
+    /// [`wait`](Self::wait), or never when there is no signal (a bare [`router`]).
+    async fn wait_opt(signal: Option<Shutdown>) {
+        match signal {
+            Some(signal) => signal.wait().await,
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// The mock's routes: everything under `/v1/...` (other paths get an OpenAI-shaped 404).
+///
+/// Without [`serve`], a `hang` only ends when the client goes away.
+pub fn router(state: Arc<MockState>) -> Router {
+    Router::new().fallback(handle).with_state(state)
+}
+
+/// Serves the mock on `listener` until `shutdown` resolves, then stops accepting, ends hung
+/// requests (503) and paced streams (aborted), and returns once every connection is closed.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<MockState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let app = router(state).layer(axum::Extension(Shutdown(stop_rx)));
+    // SSE events are small writes: without TCP_NODELAY, Nagle would hold them back and blur
+    // both pacing and latency measurements.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!("weir-mock: could not set TCP_NODELAY: {err}");
+        }
+    });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        })
+        .await
+}
+
+/// The one handler: count, record, authenticate, gather directives, apply faults, answer.
+async fn handle(State(state): State<Arc<MockState>>, request: Request) -> Response {
+    let in_flight = state.arrive(request.uri().path());
+    let shutdown = request.extensions().get::<Shutdown>().cloned();
+    let (parts, body) = request.into_parts();
+    let body = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+        Ok(body) => body,
+        Err(_) => {
+            let message = format!("Request body unreadable or larger than {MAX_BODY_BYTES} bytes.");
+            return reply_response(content::error_reply(413, &message, None, None));
+        }
+    };
+    state.record(&parts, &body);
+
+    if let Some(key) = state.config().required_api_key.as_deref()
+        && !authorized(&parts.headers, key)
+    {
+        // Never include the received key: it would end up in logs and snapshots.
+        return reply_response(content::error_reply(
+            401,
+            "Incorrect API key provided.",
+            None,
+            Some("invalid_api_key"),
+        ));
+    }
+    let Some(path) = api_path(&parts.uri) else {
+        let message = format!("Invalid URL ({} {})", parts.method, parts.uri.path());
+        return reply_response(content::error_reply(404, &message, None, None));
+    };
+    let directives = match gather_directives(&parts.headers, &body) {
+        Ok(directives) => directives,
+        Err(err) => {
+            let message = err.to_string();
+            return reply_response(content::error_reply(
+                400,
+                &message,
+                Some("x_mock"),
+                Some("invalid_mock_directive"),
+            ));
+        }
+    };
+
+    // Decided on arrival so `fail_times` follows request order, not completion order.
+    let fault = scripted_status(&state, &directives);
+    if let Some(ms) = directives.latency_ms.filter(|ms| *ms > 0) {
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(ms)) => {}
+            () = Shutdown::wait_opt(shutdown.clone()) => return shutting_down(),
+        }
+    }
+    if directives.hang == Some(true) {
+        tracing::debug!(path = %parts.uri.path(), "weir-mock: hanging request");
+        Shutdown::wait_opt(shutdown).await;
+        return shutting_down();
+    }
+    if let Some(status) = fault {
+        tracing::debug!(status, path = %parts.uri.path(), "weir-mock: scripted status");
+        return fault_response(status, directives.retry_after);
+    }
+
+    let reply = content::respond_with(parts.method.as_str(), &path, &body, &directives);
+    shape_response(reply, &directives, shutdown, in_flight)
+}
+
+/// The path relative to `/v1/` (with its query), or `None` outside the API root.
+fn api_path(uri: &Uri) -> Option<Cow<'_, str>> {
+    let rest = uri.path().strip_prefix(API_PREFIX)?;
+    let rest = match rest {
+        "" => "",
+        _ => rest.strip_prefix('/')?,
+    };
+    Some(match uri.query() {
+        Some(query) => Cow::Owned(format!("{rest}?{query}")),
+        None => Cow::Borrowed(rest),
+    })
+}
+
+fn authorized(headers: &HeaderMap, key: &str) -> bool {
+    headers
+        .get(AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| {
+            value
+                .strip_prefix("Bearer ")
+                .or_else(|| value.strip_prefix("bearer "))
+        })
+        .is_some_and(|given| given.trim() == key)
+}
+
+/// Model name < `x_mock` < `x-mock-*` headers.
+fn gather_directives(headers: &HeaderMap, body: &[u8]) -> Result<Directives, DirectiveError> {
+    let mut directives = Directives::from_body(body)?;
+    let mut from_headers = Directives::default();
+    for (name, value) in headers {
+        let Some(key) = name.as_str().strip_prefix(HEADER_PREFIX) else {
+            continue;
+        };
+        let value = value.to_str().map_err(|_| DirectiveError {
+            key: name.as_str().to_owned(),
+            message: "header value is not visible ASCII".to_owned(),
+        })?;
+        from_headers.set_text(key, value)?;
+    }
+    directives.overlay(&from_headers);
+    Ok(directives)
+}
+
+/// The error status this request must get, if any: `status` (>= 400), limited to the first
+/// `fail_times` requests of its `fail_key` when `fail_times` is given (default status 500).
+fn scripted_status(state: &MockState, directives: &Directives) -> Option<u16> {
+    match directives.fail_times {
+        Some(times) => {
+            let seen = state.bump_fail_count(directives.fail_key.as_deref().unwrap_or(""));
+            (seen <= u64::from(times)).then(|| directives.status.unwrap_or(500))
+        }
+        None => directives.status.filter(|status| *status >= 400),
+    }
+}
+
+fn fault_response(status: u16, retry_after: Option<f64>) -> Response {
+    let mut response = reply_response(content::fault_reply(status));
+    let retry_after = match (status, retry_after) {
+        (_, Some(secs)) => Some(secs),
+        (429 | 503, None) => Some(DEFAULT_RETRY_AFTER_SECS),
+        _ => None,
+    };
+    if let Some(secs) = retry_after {
+        // Retry-After only carries whole seconds; round up so clients never retry too early.
+        let whole = secs.ceil() as u64;
+        let millis = (secs * 1000.0).round() as u64;
+        let headers = response.headers_mut();
+        headers.insert(RETRY_AFTER, HeaderValue::from(whole));
+        headers.insert("retry-after-ms", HeaderValue::from(millis));
+    }
+    response
+}
+
+/// 503 for requests interrupted by shutdown; `Connection: close` so the client does not reuse
+/// a connection to a server that is going away.
+fn shutting_down() -> Response {
+    let mut response = reply_response(content::error_reply(
+        503,
+        "The mock server is shutting down.",
+        None,
+        None,
+    ));
+    response
+        .headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// A plain response for a reply, without body faults.
+fn reply_response(reply: Reply) -> Response {
+    let content_type = reply.content_type();
+    let status = reply.status;
+    let body = match reply.body {
+        ReplyBody::Json(bytes) => Body::from(bytes),
+        ReplyBody::Events(events) => Body::from(Bytes::from(events.concat())),
+    };
+    with_head(body, status, content_type)
+}
+
+/// The response for a generated reply, applying the body-level directives.
+fn shape_response(
+    reply: Reply,
+    directives: &Directives,
+    shutdown: Option<Shutdown>,
+    in_flight: state::InFlight,
+) -> Response {
+    let content_type = reply.content_type();
+    let status = reply.status;
+    let body = match reply.body {
+        ReplyBody::Json(bytes) if directives.drop_mid_body == Some(true) => {
+            let half = bytes.slice(..bytes.len() / 2);
+            body::paced(vec![half], None, None, End::Abort, shutdown, in_flight)
+        }
+        ReplyBody::Json(bytes) => Body::from(bytes),
+        ReplyBody::Events(events) => {
+            let delay = directives.chunk_delay_ms.map(Duration::from_millis);
+            // `drop_after_chunks` wins over `stop_after_chunks`: an abort is the harsher test.
+            let (limit, end) = match (directives.drop_after_chunks, directives.stop_after_chunks) {
+                (Some(n), _) => (Some(n), End::Abort),
+                (None, Some(n)) => (Some(n), End::Clean),
+                (None, None) => (None, End::Clean),
+            };
+            body::paced(events, delay, limit, end, shutdown, in_flight)
+        }
+    };
+    let mut response = with_head(body, status, content_type);
+    if content_type == "text/event-stream" {
+        response
+            .headers_mut()
+            .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    }
+    response
+}
+
+fn with_head(body: Body, status: u16, content_type: &'static str) -> Response {
+    let mut response = Response::new(body);
+    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_paths() {
+        let uri: Uri = "/v1/chat/completions?a=1".parse().unwrap();
+        assert_eq!(api_path(&uri).unwrap(), "chat/completions?a=1");
+        let uri: Uri = "/v1".parse().unwrap();
+        assert_eq!(api_path(&uri).unwrap(), "");
+        assert!(api_path(&"/v10/models".parse().unwrap()).is_none());
+        assert!(api_path(&"/health".parse().unwrap()).is_none());
+    }
+
+    #[test]
+    fn header_directives_override_body() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-mock-latency-ms", HeaderValue::from_static("7"));
+        headers.insert("x-mock-status", HeaderValue::from_static("429"));
+        let body = br#"{"model":"mock:status=500,chunks=2","x_mock":{"status":503,"latency_ms":1}}"#;
+        let d = gather_directives(&headers, body).unwrap();
+        assert_eq!(d.status, Some(429));
+        assert_eq!(d.latency_ms, Some(7));
+        assert_eq!(d.chunks, Some(2));
+        headers.insert("x-mock-bogus", HeaderValue::from_static("1"));
+        assert!(gather_directives(&headers, body).is_err());
+    }
+
+    #[test]
+    fn bearer_auth() {
+        let mut headers = HeaderMap::new();
+        assert!(!authorized(&headers, "k"));
+        headers.insert(AUTHORIZATION, HeaderValue::from_static("Bearer k"));
+        assert!(authorized(&headers, "k"));
+        assert!(!authorized(&headers, "other"));
+        headers.insert(AUTHORIZATION, HeaderValue::from_static("Basic k"));
+        assert!(!authorized(&headers, "k"));
+    }
+}
