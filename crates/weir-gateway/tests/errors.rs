@@ -10,6 +10,9 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 use weir_mock::server::MockServer;
 
+/// These tests check how one failed attempt is reported; retries are tested in `retries.rs`.
+const NO_RETRIES: &str = "        max_retries: 0";
+
 #[tokio::test]
 async fn client_errors_name_the_field() {
     let mock = MockServer::start().await.unwrap();
@@ -117,7 +120,7 @@ async fn status_and_error(gw: &Gateway, x_mock: Value) -> (u16, reqwest::header:
 #[tokio::test]
 async fn upstream_statuses_map_to_the_documented_matrix() {
     let mock = MockServer::start().await.unwrap();
-    let gw = Gateway::start(&config_for(&mock, "", "")).await;
+    let gw = Gateway::start(&config_for(&mock, NO_RETRIES, "")).await;
 
     let (status, _, err) = status_and_error(&gw, json!({"status": 400})).await;
     assert_eq!(status, 400);
@@ -173,7 +176,7 @@ async fn upstream_auth_failure_with_real_key_check_never_leaks_the_key() {
 #[tokio::test]
 async fn timeouts_give_504() {
     let mock = MockServer::start().await.unwrap();
-    let extra = "        timeouts: { total: 300ms, read: 300ms }";
+    let extra = "        timeouts: { total: 300ms, read: 300ms }\n        max_retries: 0";
     let gw = Gateway::start(&config_for(&mock, extra, "")).await;
     let (status, _, err) = status_and_error(&gw, json!({"hang": true})).await;
     assert_eq!(status, 504);
@@ -197,7 +200,7 @@ async fn connection_refused_and_reset_give_502() {
         .local_addr()
         .unwrap();
     let yaml = format!(
-        "models:\n  - name: dead\n    deployments:\n      - provider: openai\n        base_url: http://{dead}/v1\n        api_key: k\n"
+        "models:\n  - name: dead\n    deployments:\n      - provider: openai\n        base_url: http://{dead}/v1\n        api_key: k\n        max_retries: 0\n"
     );
     let gw = Gateway::start(&yaml).await;
     let resp = http()
@@ -215,7 +218,7 @@ async fn connection_refused_and_reset_give_502() {
     );
 
     let mock = MockServer::start().await.unwrap();
-    let gw = Gateway::start(&config_for(&mock, "", "")).await;
+    let gw = Gateway::start(&config_for(&mock, NO_RETRIES, "")).await;
     let (status, _, _) = status_and_error(&gw, json!({"drop_mid_body": true})).await;
     assert_eq!(status, 502);
 }

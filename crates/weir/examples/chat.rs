@@ -30,12 +30,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let request = ChatCompletionRequest::new(
         model,
-        vec![ChatMessage::system("You answer in one sentence."), ChatMessage::user("What is a weir?")],
+        vec![
+            ChatMessage::system("You answer in one sentence."),
+            ChatMessage::user("What is a weir?"),
+        ],
     );
     let reply = client.create_chat_completion(&request).await?;
-    println!("reply: {}", reply.choices.first().and_then(|c| c.message.text()).unwrap_or("<no text>"));
+    println!(
+        "reply: {}",
+        reply
+            .choices
+            .first()
+            .and_then(|c| c.message.text())
+            .unwrap_or("<no text>")
+    );
     if let Some(usage) = reply.usage {
-        println!("usage: {} prompt + {} completion tokens", usage.prompt_tokens, usage.completion_tokens);
+        println!(
+            "usage: {} prompt + {} completion tokens",
+            usage.prompt_tokens, usage.completion_tokens
+        );
     }
 
     print!("streamed: ");

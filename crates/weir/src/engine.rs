@@ -27,6 +27,7 @@ use crate::{
     error::Error,
     path::ApiPath,
     provider::{ByteStream, MockProvider, OpenAiProvider, Provider, UpstreamBody, UpstreamRequest},
+    retry::RetryPolicy,
     sse::{GuardItem, guard},
 };
 
@@ -241,7 +242,8 @@ impl Engine {
             })
     }
 
-    /// Routes and executes one request.
+    /// Routes and executes one request, retrying retryable failures (see [`crate::retry`]). Each
+    /// retry picks a deployment again, so with several deployments it moves on to the next one.
     pub async fn execute(&self, req: ProxyRequest) -> Result<ProxyResponse, Error> {
         let parsed = self.parse(&req)?;
         let group = self
@@ -249,7 +251,41 @@ impl Engine {
             .ok_or_else(|| Error::ModelNotFound {
                 model: parsed.model.clone(),
             })?;
-        let deployment = group.pick()?.clone();
+        let mut retry = 0;
+        loop {
+            let deployment = group.pick()?.clone();
+            let err = match self.attempt(&req, &parsed, group, &deployment).await {
+                Ok(resp) => return Ok(resp),
+                Err(err) => err,
+            };
+            let policy = RetryPolicy {
+                max_retries: deployment.config.max_retries,
+                ..RetryPolicy::default()
+            };
+            let Some(wait) = policy.delay(retry, &err, fastrand::f64()) else {
+                return Err(err);
+            };
+            retry += 1;
+            tracing::warn!(
+                deployment = deployment.id(),
+                retry,
+                max_retries = policy.max_retries,
+                wait_ms = wait.as_millis() as u64,
+                error = err.kind().as_str(),
+                "retrying upstream call"
+            );
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// One upstream call: no retries here.
+    async fn attempt(
+        &self,
+        req: &ProxyRequest,
+        parsed: &Parsed,
+        group: &Group,
+        deployment: &Arc<Deployment>,
+    ) -> Result<ProxyResponse, Error> {
         let body = match (&parsed.object, &deployment.config.model) {
             (Some(obj), Some(upstream)) if *upstream != parsed.model && parsed.model_in_body => {
                 Some(obj.to_bytes_with_str("model", upstream)?)
@@ -268,18 +304,14 @@ impl Engine {
         };
         let started = Instant::now();
         let resp = deployment.provider.send(upstream_req).await;
-        let resp = match resp {
-            Ok(resp) => resp,
-            Err(err) => {
-                tracing::warn!(deployment = deployment.id(), error = %err, kind = err.kind().as_str(), "upstream call failed");
-                return Err(err);
-            }
-        };
+        let resp = resp.inspect_err(|err| {
+            tracing::debug!(deployment = deployment.id(), error = %err, "upstream call failed");
+        })?;
         if !resp.status.is_success() {
             let retry_after = retry_after(&resp.headers);
             let body = resp.body.collect(ERROR_BODY_LIMIT).await.unwrap_or_default();
             let (message, error_type, code, param) = parse_upstream_error(&body);
-            tracing::warn!(
+            tracing::debug!(
                 deployment = deployment.id(),
                 status = resp.status.as_u16(),
                 elapsed_ms = started.elapsed().as_secs_f64() * 1e3,

@@ -17,14 +17,17 @@ use weir_mock::server::MockServer;
 
 fn config(mock: &MockServer) -> Config {
     let yaml = format!(
-        "models:\n  - name: chat\n    deployments:\n      - provider: openai\n        base_url: {}\n        api_key: k\n        model: gpt-4o-mini\n",
+        "models:\n  - name: chat\n    deployments:\n      - provider: openai\n        base_url: {}\n        api_key: k\n        model: gpt-4o-mini\n        max_retries: 0\n",
         mock.base_url()
     );
     Config::from_yaml(&yaml, None).unwrap()
 }
 
 fn hello(model: &str) -> ChatCompletionRequest {
-    ChatCompletionRequest::new(model, vec![ChatMessage::system("Be brief."), ChatMessage::user("Hello")])
+    ChatCompletionRequest::new(
+        model,
+        vec![ChatMessage::system("Be brief."), ChatMessage::user("Hello")],
+    )
 }
 
 #[tokio::test]
@@ -42,22 +45,44 @@ async fn typed_calls_round_trip() {
     assert_eq!(sent["future_param"], json!({"kept": true}));
     assert_eq!(sent["model"], "gpt-4o-mini");
 
-    let emb = client.create_embedding(&EmbeddingRequest::new("chat", vec!["a".to_owned(), "b".to_owned()])).await.unwrap();
+    let emb = client
+        .create_embedding(&EmbeddingRequest::new(
+            "chat",
+            vec!["a".to_owned(), "b".to_owned()],
+        ))
+        .await
+        .unwrap();
     assert_eq!(emb.data.len(), 2);
 
     let img = client
-        .create_image(&ImageRequest { model: "chat".into(), prompt: "a weir".into(), ..Default::default() })
+        .create_image(&ImageRequest {
+            model: "chat".into(),
+            prompt: "a weir".into(),
+            ..Default::default()
+        })
         .await
         .unwrap();
     assert_eq!(img.data.len(), 1);
 
     let models = client.list_models().await.unwrap();
-    assert_eq!(models.data.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), ["chat"]);
+    assert_eq!(
+        models.data.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
+        ["chat"]
+    );
 
-    let echo = client.call_api(Method::GET, "/v1/batches?limit=1", None).await.unwrap();
+    let echo = client
+        .call_api(Method::GET, "/v1/batches?limit=1", None)
+        .await
+        .unwrap();
     assert_eq!(echo["object"], "mock.echo");
-    assert_eq!(mock.state().last_request().unwrap().path_and_query, "/v1/batches?limit=1");
-    let escape = client.call_api(Method::GET, "../secrets", None).await.unwrap_err();
+    assert_eq!(
+        mock.state().last_request().unwrap().path_and_query,
+        "/v1/batches?limit=1"
+    );
+    let escape = client
+        .call_api(Method::GET, "../secrets", None)
+        .await
+        .unwrap_err();
     assert!(matches!(escape, Error::NotFound { .. }), "{escape:?}");
 }
 
@@ -66,7 +91,10 @@ async fn streaming_yields_typed_chunks_then_ends() {
     let mock = MockServer::start().await.unwrap();
     let client = Client::new(config(&mock)).unwrap();
     let mut req = hello("chat");
-    req.stream_options = Some(weir::api::StreamOptions { include_usage: Some(true), ..Default::default() });
+    req.stream_options = Some(weir::api::StreamOptions {
+        include_usage: Some(true),
+        ..Default::default()
+    });
     let mut stream = client.create_chat_completion_stream(&req).await.unwrap();
     let mut text = String::new();
     let mut usage = None;
@@ -105,9 +133,13 @@ async fn errors_are_typed() {
     let err = client.create_chat_completion(&hello("nope")).await.unwrap_err();
     assert!(matches!(err, Error::ModelNotFound { .. }));
     let mut limited = hello("chat");
-    limited.extra.insert("x_mock".into(), json!({"status": 429, "retry_after": 3}));
+    limited
+        .extra
+        .insert("x_mock".into(), json!({"status": 429, "retry_after": 3}));
     match client.create_chat_completion(&limited).await.unwrap_err() {
-        Error::Upstream { status, retry_after, .. } => {
+        Error::Upstream {
+            status, retry_after, ..
+        } => {
             assert_eq!(status, 429);
             assert_eq!(retry_after, Some(std::time::Duration::from_secs(3)));
         }
@@ -122,11 +154,17 @@ async fn clients_with_equal_settings_share_one_pool() {
     let b = config(&mock);
     let pa = OpenAiProvider::new(&a.models[0].deployments[0]).unwrap();
     let pb = OpenAiProvider::new(&b.models[0].deployments[0]).unwrap();
-    assert!(Arc::ptr_eq(pa.pool(), pb.pool()), "equal settings must share a pool");
+    assert!(
+        Arc::ptr_eq(pa.pool(), pb.pool()),
+        "equal settings must share a pool"
+    );
     let mut c = config(&mock);
     c.models[0].deployments[0].timeouts.read = std::time::Duration::from_secs(5);
     let pc = OpenAiProvider::new(&c.models[0].deployments[0]).unwrap();
-    assert!(!Arc::ptr_eq(pa.pool(), pc.pool()), "different timeouts get their own pool");
+    assert!(
+        !Arc::ptr_eq(pa.pool(), pc.pool()),
+        "different timeouts get their own pool"
+    );
 }
 
 #[tokio::test]
@@ -134,7 +172,10 @@ async fn offline_mock_needs_no_network() {
     let client = Client::new(Config::from_env_with(|_| None).unwrap()).unwrap();
     let reply = client.create_chat_completion(&hello("any-model")).await.unwrap();
     assert_eq!(reply.model, "any-model");
-    let mut stream = client.create_chat_completion_stream(&hello("any-model")).await.unwrap();
+    let mut stream = client
+        .create_chat_completion_stream(&hello("any-model"))
+        .await
+        .unwrap();
     let mut n = 0;
     while let Some(chunk) = stream.next().await {
         chunk.unwrap();
