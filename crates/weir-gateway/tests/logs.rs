@@ -19,7 +19,8 @@ async fn json_logs_carry_request_ids_and_no_secrets() {
     let dir = std::env::temp_dir().join(format!("weir-logs-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("config.yaml");
-    let yaml = config_for(&mock, "", "server:\n  api_keys: [gw-secret-key-123]").replace("level: warn", "level: debug");
+    let yaml = config_for(&mock, "", "server:\n  api_keys: [gw-secret-key-123]")
+        .replace("level: warn", "level: debug");
     std::fs::write(&config, yaml).unwrap();
 
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_weir"))
@@ -32,7 +33,11 @@ async fn json_logs_carry_request_ids_and_no_secrets() {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await.unwrap().unwrap().unwrap();
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     let base = line.strip_prefix("listening on ").unwrap().to_owned();
     let mut stderr = child.stderr.take().unwrap();
 
@@ -66,24 +71,50 @@ async fn json_logs_carry_request_ids_and_no_secrets() {
     assert_eq!(upstream_fail.status(), 500);
 
     let pid = child.id().unwrap().to_string();
-    tokio::process::Command::new("kill").args(["-TERM", &pid]).status().await.unwrap();
-    tokio::time::timeout(Duration::from_secs(10), child.wait()).await.unwrap().unwrap();
+    tokio::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
     let mut logs = String::new();
     stderr.read_to_string(&mut logs).await.unwrap();
 
-    for secret in ["gw-secret-key-123", "wrong-secret-key-456", "upstream-secret-key", prompt] {
+    for secret in [
+        "gw-secret-key-123",
+        "wrong-secret-key-456",
+        "upstream-secret-key",
+        prompt,
+    ] {
         assert!(!logs.contains(secret), "`{secret}` leaked into the logs:\n{logs}");
     }
-    let entries: Vec<serde_json::Value> =
-        logs.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect();
-    let served: Vec<&serde_json::Value> = entries.iter().filter(|e| e["message"] == "request served").collect();
+    let entries: Vec<serde_json::Value> = logs
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let served: Vec<&serde_json::Value> = entries
+        .iter()
+        .filter(|e| e["message"] == "request served")
+        .collect();
     assert_eq!(served.len(), 1, "{logs}");
     assert_eq!(served[0]["span"]["request_id"], "log-test-1");
     assert_eq!(served[0]["status"], 200);
-    let failed = entries.iter().find(|e| e["message"] == "request failed").expect("a line for the failed request");
+    let failed = entries
+        .iter()
+        .find(|e| e["message"] == "request failed")
+        .expect("a line for the failed request");
     assert_eq!(failed["span"]["request_id"], "log-test-2");
     assert_eq!(failed["error"], "upstream_auth");
     // The upstream-level warning is inside the request span too.
-    assert!(entries.iter().any(|e| e["message"] == "upstream answered with an error" && e["span"]["request_id"] == "log-test-2"), "{logs}");
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["message"] == "upstream answered with an error"
+                && e["span"]["request_id"] == "log-test-2"),
+        "{logs}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -1,0 +1,242 @@
+//! Command-line flags.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+/// Compare an OpenAI-compatible upstream (`weir mock`) called directly with the same upstream
+/// called through the Weir gateway (`weir serve`).
+///
+/// weir-bench starts both as child processes on 127.0.0.1 (random ports), then for each selected
+/// scenario drives identical load first against the mock directly and then through the gateway,
+/// prints a comparison table and writes the full results as JSON.
+///
+/// The load generator, the mock and the gateway share this machine's cores, so absolute numbers
+/// depend on the host; compare the gateway to direct (added latency, throughput ratio).
+#[derive(Debug, Clone, Parser)]
+#[command(name = "weir-bench", version, after_help = SCENARIO_HELP)]
+pub struct Args {
+    /// Scenario(s) to run; repeat or separate with commas. See "Scenarios" below.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "all")]
+    pub scenario: Vec<ScenarioArg>,
+
+    /// Closed loop: number of concurrent workers, each sending its next request as soon as the
+    /// previous one completes.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub concurrency: u32,
+
+    /// Open loop: offered rate in requests per second, sent on a fixed schedule.
+    #[arg(long, default_value_t = 1000.0, value_parser = parse_rate)]
+    pub rate: f64,
+
+    /// Open loop: maximum requests in flight; requests due while the cap is reached are dropped
+    /// and counted as `dropped`.
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_outstanding: u32,
+
+    /// Measured time per scenario and target (e.g. `10s`, `1m`, `500ms`).
+    #[arg(long, default_value = "10s", value_parser = parse_positive_duration)]
+    pub duration: Duration,
+
+    /// Warmup before each measurement; its samples are discarded (`0s` for none).
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub warmup: Duration,
+
+    /// Delay the mock waits before sending response headers, in ms (sent as `x_mock.latency_ms`
+    /// in the request body, so it reaches the mock through the gateway too).
+    #[arg(long, default_value_t = 0)]
+    pub upstream_latency_ms: u64,
+
+    /// Delay between the mock's stream events, in ms (sent as `x_mock.chunk_delay_ms`).
+    #[arg(long, default_value_t = 0)]
+    pub chunk_delay_ms: u64,
+
+    /// Per-request timeout (whole request including the body); a timed-out request counts as a
+    /// `transport_timeout` error.
+    #[arg(long, default_value = "10s", value_parser = parse_positive_duration)]
+    pub request_timeout: Duration,
+
+    /// Path of the `weir` binary. Default: `weir` next to this executable (build it with
+    /// `cargo build --release -p weir-gateway`).
+    #[arg(long, value_name = "PATH")]
+    pub weir_bin: Option<PathBuf>,
+
+    /// Where to write the JSON results (parent directories are created). The children's stderr
+    /// logs go to the same directory.
+    #[arg(long, value_name = "PATH", default_value = "bench-results/latest.json")]
+    pub json: PathBuf,
+
+    /// Worker threads of the load generator's runtime (default: number of cores).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub threads: Option<u32>,
+
+    /// How long to wait for each child to print its `listening on` line.
+    #[arg(long, default_value = "30s", value_parser = parse_positive_duration)]
+    pub startup_timeout: Duration,
+}
+
+const SCENARIO_HELP: &str = "\
+Scenarios (each is run against the mock directly, then through the gateway):
+  closed-unary   closed loop, non-streaming chat completions
+  closed-stream  closed loop, streaming (SSE read to the end; also records time to first byte)
+  open-unary     open loop at --rate, non-streaming
+  open-stream    open loop at --rate, streaming
+  all            all four (default)
+
+Closed loop measures latency from each request's actual start; it shows peak throughput at a
+fixed concurrency. Open loop sends on a fixed schedule whatever the responses do and measures
+latency from the *scheduled* send time, so stalls show up as latency instead of silently
+lowering the send rate (coordinated omission).
+
+Default run: 4 scenarios x 2 targets x (2s warmup + 10s) = about 100 s.
+Results: a table on stdout and JSON at --json (default bench-results/latest.json).";
+
+/// A scenario selection on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ScenarioArg {
+    /// Closed loop, non-streaming.
+    ClosedUnary,
+    /// Closed loop, streaming.
+    ClosedStream,
+    /// Open loop, non-streaming.
+    OpenUnary,
+    /// Open loop, streaming.
+    OpenStream,
+    /// All four.
+    All,
+}
+
+/// One concrete scenario to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scenario {
+    /// Open loop (fixed rate) rather than closed loop (fixed concurrency).
+    pub open: bool,
+    /// Streaming requests.
+    pub stream: bool,
+}
+
+impl Scenario {
+    /// Every scenario, in run order.
+    pub const ALL: [Self; 4] = [
+        Self {
+            open: false,
+            stream: false,
+        },
+        Self {
+            open: false,
+            stream: true,
+        },
+        Self {
+            open: true,
+            stream: false,
+        },
+        Self {
+            open: true,
+            stream: true,
+        },
+    ];
+
+    /// Name used in the table and JSON.
+    pub fn name(self) -> &'static str {
+        match (self.open, self.stream) {
+            (false, false) => "closed-unary",
+            (false, true) => "closed-stream",
+            (true, false) => "open-unary",
+            (true, true) => "open-stream",
+        }
+    }
+
+    /// `closed` or `open`.
+    pub fn mode(self) -> &'static str {
+        if self.open { "open" } else { "closed" }
+    }
+}
+
+/// Expands the flags into distinct scenarios in canonical order.
+pub fn select_scenarios(args: &[ScenarioArg]) -> Vec<Scenario> {
+    Scenario::ALL
+        .into_iter()
+        .filter(|s| {
+            args.iter().any(|a| match a {
+                ScenarioArg::All => true,
+                ScenarioArg::ClosedUnary => !s.open && !s.stream,
+                ScenarioArg::ClosedStream => !s.open && s.stream,
+                ScenarioArg::OpenUnary => s.open && !s.stream,
+                ScenarioArg::OpenStream => s.open && s.stream,
+            })
+        })
+        .collect()
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if v.is_finite() && v > 0.0 && v <= 1_000_000.0 {
+        Ok(v)
+    } else {
+        Err("rate must be > 0 and <= 1000000".to_owned())
+    }
+}
+
+fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d.is_zero() {
+        Err("must be greater than zero".to_owned())
+    } else {
+        Ok(d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn clap_definition_is_valid() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults() {
+        let a = Args::try_parse_from(["weir-bench"]).unwrap();
+        assert_eq!(a.concurrency, 32);
+        assert!((a.rate - 1000.0).abs() < f64::EPSILON);
+        assert_eq!(a.duration, Duration::from_secs(10));
+        assert_eq!(a.warmup, Duration::from_secs(2));
+        assert_eq!(a.max_outstanding, 4096);
+        assert_eq!(a.json, PathBuf::from("bench-results/latest.json"));
+        assert_eq!(select_scenarios(&a.scenario), Scenario::ALL.to_vec());
+    }
+
+    #[test]
+    fn scenario_selection() {
+        let a = Args::try_parse_from([
+            "weir-bench",
+            "--scenario",
+            "open-stream,closed-unary",
+            "--duration",
+            "3s",
+        ])
+        .unwrap();
+        let names: Vec<_> = select_scenarios(&a.scenario)
+            .into_iter()
+            .map(Scenario::name)
+            .collect();
+        assert_eq!(names, ["closed-unary", "open-stream"]);
+        assert_eq!(a.duration, Duration::from_secs(3));
+        let a = Args::try_parse_from([
+            "weir-bench",
+            "--scenario",
+            "closed-stream",
+            "--scenario",
+            "closed-stream",
+        ])
+        .unwrap();
+        assert_eq!(select_scenarios(&a.scenario).len(), 1);
+        assert!(Args::try_parse_from(["weir-bench", "--scenario", "bogus"]).is_err());
+        assert!(Args::try_parse_from(["weir-bench", "--rate", "0"]).is_err());
+        assert!(Args::try_parse_from(["weir-bench", "--duration", "0s"]).is_err());
+        assert!(Args::try_parse_from(["weir-bench", "--concurrency", "0"]).is_err());
+    }
+}
