@@ -133,6 +133,7 @@ async fn proxy_inner(
         body,
         content_type,
         request_id: Some(request_id),
+        deadline: weir::retry::client_deadline(&parts.headers),
     };
     state.engine.execute(proxy_req).await
 }

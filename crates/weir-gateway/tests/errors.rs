@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use weir_mock::server::MockServer;
 
 /// These tests check how one failed attempt is reported; retries are tested in `retries.rs`.
-const NO_RETRIES: &str = "        max_retries: 0";
+const NO_RETRIES: &str = "        retry: { max_retries: 0 }";
 
 #[tokio::test]
 async fn client_errors_name_the_field() {
@@ -176,7 +176,7 @@ async fn upstream_auth_failure_with_real_key_check_never_leaks_the_key() {
 #[tokio::test]
 async fn timeouts_give_504() {
     let mock = MockServer::start().await.unwrap();
-    let extra = "        timeouts: { total: 300ms, read: 300ms }\n        max_retries: 0";
+    let extra = "        timeouts: { total: 300ms, read: 300ms }\n        retry: { max_retries: 0 }";
     let gw = Gateway::start(&config_for(&mock, extra, "")).await;
     let (status, _, err) = status_and_error(&gw, json!({"hang": true})).await;
     assert_eq!(status, 504);
@@ -200,7 +200,7 @@ async fn connection_refused_and_reset_give_502() {
         .local_addr()
         .unwrap();
     let yaml = format!(
-        "models:\n  - name: dead\n    deployments:\n      - provider: openai\n        base_url: http://{dead}/v1\n        api_key: k\n        max_retries: 0\n"
+        "models:\n  - name: dead\n    deployments:\n      - provider: openai\n        base_url: http://{dead}/v1\n        api_key: k\n        retry: {{ max_retries: 0 }}\n"
     );
     let gw = Gateway::start(&yaml).await;
     let resp = http()

@@ -45,13 +45,13 @@ async fn a_dead_upstream_gets_exactly_max_retries_plus_one_calls() {
     assert_eq!(mock.state().request_count(), 3);
 
     let mock = MockServer::start().await.unwrap();
-    let gw = Gateway::start(&config_for(&mock, "        max_retries: 4", "")).await;
+    let gw = Gateway::start(&config_for(&mock, "        retry: { max_retries: 4 }", "")).await;
     let resp = chat(&gw, json!({"x_mock": {"status": 503, "retry_after": 0.01}})).await;
     assert_eq!(resp.status(), 502);
     assert_eq!(mock.state().request_count(), 5);
 
     let mock = MockServer::start().await.unwrap();
-    let gw = Gateway::start(&config_for(&mock, "        max_retries: 0", "")).await;
+    let gw = Gateway::start(&config_for(&mock, "        retry: { max_retries: 0 }", "")).await;
     assert_eq!(chat(&gw, json!({"x_mock": {"status": 500}})).await.status(), 502);
     assert_eq!(mock.state().request_count(), 1);
 }
@@ -133,4 +133,58 @@ async fn retries_move_to_the_next_deployment() {
         assert_eq!(resp.headers()["x-weir-deployment"], "b");
     }
     assert_eq!(mock_b.state().request_count(), 4);
+}
+
+#[tokio::test]
+async fn a_dead_upstream_under_load_gets_no_more_than_the_retry_budget() {
+    let mock = MockServer::start().await.unwrap();
+    let server = "resilience:\n  retry_budget: { ratio: 0.2, min_per_second: 0, window: 60s }";
+    let gw = Gateway::start(&config_for(&mock, "        retry: { max_retries: 2 }", server)).await;
+    let requests = 50;
+    let calls = futures::future::join_all(
+        (0..requests).map(|_| chat(&gw, json!({"x_mock": {"status": 500, "retry_after": 0.001}}))),
+    )
+    .await;
+    assert!(calls.iter().all(|r| r.status() == 502));
+    let upstream_calls = mock.state().request_count();
+    // Without a budget: 50 × 3 = 150 calls. With 20 %: at most 50 + 10.
+    assert!(
+        upstream_calls <= requests + requests / 5,
+        "{upstream_calls} upstream calls for {requests} requests"
+    );
+    assert!(
+        upstream_calls > requests,
+        "the budget should still allow some retries ({upstream_calls})"
+    );
+}
+
+#[tokio::test]
+async fn the_client_can_shorten_the_deadline() {
+    let mock = MockServer::start().await.unwrap();
+    let gw = Gateway::start(&config_for(&mock, "", "")).await;
+    let started = tokio::time::Instant::now();
+    let resp = http()
+        .post(gw.url("/v1/chat/completions"))
+        .header("x-weir-timeout", "300ms")
+        .json(&chat_body(json!({"x_mock": {"latency_ms": 5000}})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 504);
+    let err = error_of(resp).await;
+    assert!(err["message"].as_str().unwrap().contains("deadline"), "{err}");
+    assert!(
+        started.elapsed().as_secs() < 3,
+        "the client's deadline was ignored"
+    );
+}
+
+#[tokio::test]
+async fn no_retry_is_started_that_would_end_after_the_deadline() {
+    let mock = MockServer::start().await.unwrap();
+    let gw = Gateway::start(&config_for(&mock, "", "resilience:\n  request_deadline: 1s")).await;
+    // The upstream asks for 5 s; the deadline leaves 1 s: fail now with the upstream's error.
+    let resp = chat(&gw, json!({"x_mock": {"status": 503, "retry_after": 5}})).await;
+    assert_eq!(resp.status(), 502);
+    assert_eq!(mock.state().request_count(), 1);
 }

@@ -31,7 +31,7 @@ const SPEC_PATH: &str = concat!(
 );
 
 /// These tests check the shape of one answer; retries are tested in `retries.rs`.
-const NO_RETRIES: &str = "        max_retries: 0";
+const NO_RETRIES: &str = "        retry: { max_retries: 0 }";
 
 /// A `$ref` chain (or `allOf` nesting) deeper than this is treated as a cycle.
 const MAX_SCHEMA_DEPTH: usize = 200;

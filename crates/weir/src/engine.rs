@@ -25,9 +25,10 @@ use crate::{
     body::RawObject,
     config::{Config, DeploymentConfig, ProviderKind},
     error::Error,
+    error::TimeoutPhase,
     path::ApiPath,
     provider::{ByteStream, MockProvider, OpenAiProvider, Provider, UpstreamBody, UpstreamRequest},
-    retry::RetryPolicy,
+    retry::RetryBudget,
     sse::{GuardItem, guard},
 };
 
@@ -73,6 +74,8 @@ pub struct ProxyRequest {
     pub content_type: Option<HeaderValue>,
     /// Correlation id, forwarded upstream.
     pub request_id: Option<String>,
+    /// The client's own deadline for this request, if shorter than the configured one.
+    pub deadline: Option<Duration>,
 }
 
 impl ProxyRequest {
@@ -92,6 +95,7 @@ impl ProxyRequest {
             body,
             content_type: None,
             request_id: None,
+            deadline: None,
         }
     }
 }
@@ -142,6 +146,8 @@ struct Group {
     deployments: Vec<Arc<Deployment>>,
     /// Round-robin cursor (the routing issue brings the other strategies).
     next: AtomicUsize,
+    /// Shared by the group's deployments, since retries move between them.
+    retry_budget: RetryBudget,
 }
 
 impl Group {
@@ -211,6 +217,7 @@ impl Engine {
                 }));
             }
             groups.push(Group {
+                retry_budget: RetryBudget::new(config.resilience.retry_budget),
                 name,
                 wildcard: group.is_wildcard(),
                 deployments,
@@ -251,20 +258,47 @@ impl Engine {
             .ok_or_else(|| Error::ModelNotFound {
                 model: parsed.model.clone(),
             })?;
+        let resilience = &self.config.resilience;
+        let budget_for_request = req.deadline.map_or(resilience.request_deadline, |d| {
+            d.min(resilience.request_deadline)
+        });
+        let deadline = Instant::now() + budget_for_request;
+        let past_deadline = || Error::Timeout {
+            phase: TimeoutPhase::Deadline,
+            after: budget_for_request,
+        };
+        group.retry_budget.deposit();
         let mut retry = 0;
         loop {
             let deployment = group.pick()?.clone();
-            let err = match self.attempt(&req, &parsed, group, &deployment).await {
-                Ok(resp) => return Ok(resp),
-                Err(err) => err,
+            // Every attempt runs inside what is left of the request's deadline.
+            let attempt = self.attempt(&req, &parsed, group, &deployment);
+            let err = match tokio::time::timeout_at(deadline, attempt).await {
+                Ok(Ok(resp)) => return Ok(resp),
+                Ok(Err(err)) => err,
+                Err(_) => return Err(past_deadline()),
             };
-            let policy = RetryPolicy {
-                max_retries: deployment.config.max_retries,
-                ..RetryPolicy::default()
-            };
+            let policy = &deployment.config.retry;
             let Some(wait) = policy.delay(retry, &err, fastrand::f64()) else {
                 return Err(err);
             };
+            if Instant::now() + wait >= deadline {
+                tracing::warn!(
+                    deployment = deployment.id(),
+                    error = err.kind().as_str(),
+                    "no time left for a retry before the deadline"
+                );
+                return Err(err);
+            }
+            if !group.retry_budget.try_withdraw() {
+                tracing::warn!(
+                    deployment = deployment.id(),
+                    model_group = &*group.name,
+                    error = err.kind().as_str(),
+                    "retry budget exhausted: failing without retrying"
+                );
+                return Err(err);
+            }
             retry += 1;
             tracing::warn!(
                 deployment = deployment.id(),

@@ -19,6 +19,8 @@ pub enum TimeoutPhase {
     Total,
     /// Waiting for a free connection slot in the pool took too long.
     PoolWait,
+    /// The request's overall deadline (retries included) passed.
+    Deadline,
 }
 
 impl TimeoutPhase {
@@ -28,6 +30,7 @@ impl TimeoutPhase {
             TimeoutPhase::Read => "read",
             TimeoutPhase::Total => "total",
             TimeoutPhase::PoolWait => "pool wait",
+            TimeoutPhase::Deadline => "request deadline",
         }
     }
 }

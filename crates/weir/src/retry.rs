@@ -20,7 +20,8 @@
 //! ## Deadlines
 //!
 //! Every attempt has its own timeouts (connect/read/total of its deployment), and the request as a
-//! whole has a deadline (`deadline`, default 120 s) that no attempt or backoff wait may cross. A
+//! whole has a deadline (`resilience.request_deadline`, default 120 s) that no attempt or backoff
+//! wait may cross. A
 //! client can shorten it per request with `x-weir-timeout` (seconds or a duration like `30s`), and
 //! OpenAI's SDKs' `x-stainless-timeout` header is honoured the same way.
 
@@ -42,8 +43,6 @@ pub struct RetryPolicy {
     /// Longest `Retry-After` we are willing to wait; a longer one fails the request at once
     /// (with the `Retry-After` passed on to the client) rather than hold it.
     pub max_retry_after: Duration,
-    /// The whole request's time limit, retries and waits included.
-    pub deadline: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -54,7 +53,6 @@ impl Default for RetryPolicy {
             factor: 2.0,
             max_delay: Duration::from_secs(10),
             max_retry_after: Duration::from_secs(60),
-            deadline: Duration::from_secs(120),
         }
     }
 }

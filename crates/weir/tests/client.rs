@@ -17,7 +17,7 @@ use weir_mock::server::MockServer;
 
 fn config(mock: &MockServer) -> Config {
     let yaml = format!(
-        "models:\n  - name: chat\n    deployments:\n      - provider: openai\n        base_url: {}\n        api_key: k\n        model: gpt-4o-mini\n        max_retries: 0\n",
+        "models:\n  - name: chat\n    deployments:\n      - provider: openai\n        base_url: {}\n        api_key: k\n        model: gpt-4o-mini\n        retry: {{ max_retries: 0 }}\n",
         mock.base_url()
     );
     Config::from_yaml(&yaml, None).unwrap()

@@ -12,6 +12,7 @@ use std::{fmt, path::Path, time::Duration};
 
 use url::Url;
 
+use crate::retry::{RetryBudgetConfig, RetryPolicy};
 pub use values::{ByteSize, ConfigDuration, EnvString, Secret, interpolate, parse_byte_size, parse_duration};
 
 /// A validated configuration.
@@ -25,6 +26,8 @@ pub struct Config {
     pub models: Vec<ModelGroupConfig>,
     /// The model group used for pass-through requests that name no model (e.g. `GET /v1/files`).
     pub default_model: Option<String>,
+    /// Request-level resilience: deadline and retry budget.
+    pub resilience: ResilienceConfig,
     /// Where this config came from, for the first log line and `weir check`.
     pub source: ConfigSource,
 }
@@ -172,8 +175,27 @@ pub struct DeploymentConfig {
     pub timeouts: Timeouts,
     /// Connection pool limits.
     pub pool: PoolLimits,
-    /// Retries the upstream call may make after the first attempt (applied by the retry layer).
-    pub max_retries: u32,
+    /// When and how to retry calls to this deployment.
+    pub retry: RetryPolicy,
+}
+
+/// Settings that apply to a whole request rather than one deployment.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ResilienceConfig {
+    /// Longest a request may take, retries and waits included. Clients may shorten it per request
+    /// with `x-weir-timeout` (or OpenAI SDKs' `x-stainless-timeout`).
+    pub request_deadline: Duration,
+    /// Caps retries at a fraction of first attempts, per model group.
+    pub retry_budget: RetryBudgetConfig,
+}
+
+impl Default for ResilienceConfig {
+    fn default() -> Self {
+        ResilienceConfig {
+            request_deadline: Duration::from_secs(120),
+            retry_budget: RetryBudgetConfig::default(),
+        }
+    }
 }
 
 /// Timeouts of upstream calls.
@@ -319,7 +341,10 @@ impl Config {
                         project: var("OPENAI_PROJECT_ID"),
                         timeouts,
                         pool: PoolLimits::default(),
-                        max_retries,
+                        retry: RetryPolicy {
+                            max_retries,
+                            ..RetryPolicy::default()
+                        },
                     },
                     ConfigSource::EnvOpenAi,
                 )
@@ -337,6 +362,7 @@ impl Config {
                 deployments: vec![deployment],
             }],
             default_model: Some("*".to_owned()),
+            resilience: ResilienceConfig::default(),
             source,
         })
     }
@@ -361,6 +387,10 @@ pub(crate) fn mock_deployment(
     timeouts: Timeouts,
     max_retries: u32,
 ) -> Result<DeploymentConfig, ConfigError> {
+    let retry = RetryPolicy {
+        max_retries,
+        ..RetryPolicy::default()
+    };
     Ok(DeploymentConfig {
         id: id.to_owned(),
         provider: ProviderKind::Mock,
@@ -377,7 +407,7 @@ pub(crate) fn mock_deployment(
         project: None,
         timeouts,
         pool: PoolLimits::default(),
-        max_retries,
+        retry,
     })
 }
 

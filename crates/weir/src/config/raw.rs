@@ -6,9 +6,12 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 use url::Url;
 
+use crate::retry::{RetryBudgetConfig, RetryPolicy};
+
 use super::{
     ByteSize, Config, ConfigDuration, ConfigError, ConfigSource, DeploymentConfig, EnvString, LogFormat,
-    LoggingConfig, ModelGroupConfig, PoolLimits, ProviderKind, Secret, ServerConfig, Timeouts,
+    LoggingConfig, ModelGroupConfig, PoolLimits, ProviderKind, ResilienceConfig, Secret, ServerConfig,
+    Timeouts,
 };
 
 #[derive(Debug, Deserialize)]
@@ -24,6 +27,34 @@ struct RawConfig {
     #[serde(default)]
     models: Vec<Spanned<RawModelGroup>>,
     default_model: Option<Spanned<String>>,
+    #[serde(default)]
+    resilience: RawResilience,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawResilience {
+    request_deadline: Option<ConfigDuration>,
+    #[serde(default)]
+    retry_budget: RawRetryBudget,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetryBudget {
+    ratio: Option<f64>,
+    min_per_second: Option<f64>,
+    window: Option<ConfigDuration>,
+}
+
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetry {
+    max_retries: Option<u32>,
+    base_delay: Option<ConfigDuration>,
+    factor: Option<f64>,
+    max_delay: Option<ConfigDuration>,
+    max_retry_after: Option<ConfigDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -51,7 +82,8 @@ struct RawUpstream {
     timeouts: RawTimeouts,
     #[serde(default)]
     pool: RawPool,
-    max_retries: Option<u32>,
+    #[serde(default)]
+    retry: RawRetry,
 }
 
 #[derive(Debug, Default, Clone, Copy, Deserialize)]
@@ -92,7 +124,8 @@ struct RawDeployment {
     timeouts: RawTimeouts,
     #[serde(default)]
     pool: RawPool,
-    max_retries: Option<u32>,
+    #[serde(default)]
+    retry: RawRetry,
 }
 
 pub(super) fn parse(text: &str, file: Option<&str>) -> Result<Config, ConfigError> {
@@ -226,11 +259,13 @@ fn validate(raw: RawConfig, file: Option<&str>) -> Result<Config, ConfigError> {
         None => None,
     };
 
+    let resilience = resilience(&ctx, &raw.resilience)?;
     Ok(Config {
         server,
         logging,
         models,
         default_model,
+        resilience,
         source: ConfigSource::File(file.unwrap_or("<inline>").to_owned()),
     })
 }
@@ -247,7 +282,7 @@ fn deployment(
     let dep = dep.value;
     let timeouts = timeouts(ctx, line, path, &defaults.timeouts, &dep.timeouts)?;
     let pool = pool(ctx, line, path, &defaults.pool, &dep.pool)?;
-    let max_retries = dep.max_retries.or(defaults.max_retries).unwrap_or(2);
+    let retry = retry(ctx, line, path, &defaults.retry, &dep.retry)?;
     let id = match dep.id {
         Some(id) => {
             let value = id.value.trim().to_owned();
@@ -272,7 +307,8 @@ fn deployment(
                 .if_empty("default")
         ),
     };
-    let mut config = super::mock_deployment(&id, timeouts, max_retries)?;
+    let mut config = super::mock_deployment(&id, timeouts, retry.max_retries)?;
+    config.retry = retry;
     config.provider = dep.provider;
     config.model = dep.model.filter(|m| !m.trim().is_empty());
     config.organization = dep.organization.map(|s| s.0).filter(|s| !s.is_empty());
@@ -369,6 +405,76 @@ fn pool(
         ));
     }
     Ok(p)
+}
+
+fn retry(
+    ctx: &Ctx<'_>,
+    line: u64,
+    path: &str,
+    base: &RawRetry,
+    own: &RawRetry,
+) -> Result<RetryPolicy, ConfigError> {
+    let d = RetryPolicy::default();
+    let policy = RetryPolicy {
+        max_retries: own.max_retries.or(base.max_retries).unwrap_or(d.max_retries),
+        base_delay: own.base_delay.or(base.base_delay).map_or(d.base_delay, |v| v.0),
+        factor: own.factor.or(base.factor).unwrap_or(d.factor),
+        max_delay: own.max_delay.or(base.max_delay).map_or(d.max_delay, |v| v.0),
+        max_retry_after: own
+            .max_retry_after
+            .or(base.max_retry_after)
+            .map_or(d.max_retry_after, |v| v.0),
+    };
+    if !(policy.factor.is_finite() && policy.factor >= 1.0) {
+        return Err(ctx.error(
+            line,
+            format!("{path}.retry.factor"),
+            "must be a number of at least 1",
+        ));
+    }
+    if policy.max_delay < policy.base_delay {
+        return Err(ctx.error(
+            line,
+            format!("{path}.retry.max_delay"),
+            "must not be shorter than base_delay",
+        ));
+    }
+    Ok(policy)
+}
+
+fn resilience(ctx: &Ctx<'_>, raw: &RawResilience) -> Result<ResilienceConfig, ConfigError> {
+    let d = ResilienceConfig::default();
+    let b = &raw.retry_budget;
+    let config = ResilienceConfig {
+        request_deadline: raw.request_deadline.map_or(d.request_deadline, |v| v.0),
+        retry_budget: RetryBudgetConfig {
+            ratio: b.ratio.unwrap_or(d.retry_budget.ratio),
+            min_per_second: b.min_per_second.unwrap_or(d.retry_budget.min_per_second),
+            window: b.window.map_or(d.retry_budget.window, |v| v.0),
+        },
+    };
+    if config.request_deadline.is_zero() {
+        return Err(ctx.error(0, "resilience.request_deadline", "must be greater than zero"));
+    }
+    let budget = &config.retry_budget;
+    if !(budget.ratio.is_finite() && budget.ratio >= 0.0) {
+        return Err(ctx.error(
+            0,
+            "resilience.retry_budget.ratio",
+            "must be a number >= 0 (0.2 = 20 % extra calls)",
+        ));
+    }
+    if !(budget.min_per_second.is_finite() && budget.min_per_second >= 0.0) {
+        return Err(ctx.error(
+            0,
+            "resilience.retry_budget.min_per_second",
+            "must be a number >= 0",
+        ));
+    }
+    if budget.window < std::time::Duration::from_millis(100) {
+        return Err(ctx.error(0, "resilience.retry_budget.window", "must be at least 100ms"));
+    }
+    Ok(config)
 }
 
 /// Validates an upstream API root: http(s), a host, no credentials, query or fragment.

@@ -120,7 +120,7 @@ fn zero_config_modes() {
     assert_eq!(d.base_url.as_str(), "http://127.0.0.1:9/v1");
     assert_eq!(d.timeouts.total, Duration::from_secs(12));
     assert_eq!(d.timeouts.read, Duration::from_secs(12));
-    assert_eq!(d.max_retries, 5);
+    assert_eq!(d.retry.max_retries, 5);
 
     let bad = |name: &str| (name == "OPENAI_MAX_RETRIES").then(|| "many".to_owned());
     let err = Config::from_env_with(bad).unwrap_err();
@@ -140,4 +140,38 @@ fn shipped_examples_are_valid() {
         }
     }
     assert!(seen >= 2, "expected example configs in {dir}");
+}
+
+#[test]
+fn retry_and_resilience_sections() {
+    let text = "upstream_defaults:\n  retry: { max_retries: 4, base_delay: 200ms }\nresilience:\n  request_deadline: 30s\n  retry_budget: { ratio: 0.5 }\nmodels:\n  - name: a\n    deployments:\n      - provider: mock\n        retry: { factor: 3 }\n";
+    let c = Config::from_yaml(text, None).unwrap();
+    let r = c.models[0].deployments[0].retry;
+    assert_eq!(
+        (r.max_retries, r.base_delay, r.factor),
+        (4, Duration::from_millis(200), 3.0)
+    );
+    assert_eq!(c.resilience.request_deadline, Duration::from_secs(30));
+    assert_eq!(c.resilience.retry_budget.ratio, 0.5);
+
+    let bad =
+        "models:\n  - name: a\n    deployments:\n      - provider: mock\n        retry: { factor: 0.5 }\n";
+    let err = Config::from_yaml(bad, None).unwrap_err();
+    assert_eq!(
+        err.field.as_deref(),
+        Some("models[0].deployments[0].retry.factor"),
+        "{err}"
+    );
+    let bad = "resilience:\n  retry_budget: { ratio: -1 }\n";
+    assert_eq!(
+        Config::from_yaml(bad, None).unwrap_err().field.as_deref(),
+        Some("resilience.retry_budget.ratio")
+    );
+    let old = "models:\n  - name: a\n    deployments:\n      - provider: mock\n        max_retries: 3\n";
+    assert!(
+        Config::from_yaml(old, None)
+            .unwrap_err()
+            .to_string()
+            .contains("max_retries")
+    );
 }
