@@ -130,13 +130,56 @@ pub struct Deployment {
     /// Model group it belongs to.
     pub model_group: Arc<str>,
     provider: Arc<dyn Provider>,
+    /// Until when it rests after the upstream answered 429 (it is skipped by routing meanwhile).
+    cooldown_until: parking_lot::Mutex<Option<Instant>>,
 }
+
+/// How long a deployment rests after a 429 that came without `Retry-After`.
+const DEFAULT_COOLDOWN: Duration = Duration::from_secs(1);
+/// A sanity cap on an upstream's `Retry-After`, so a bogus value can't bench a deployment for days.
+const MAX_COOLDOWN: Duration = Duration::from_secs(300);
 
 impl Deployment {
     /// The deployment's id.
     pub fn id(&self) -> &str {
         &self.config.id
     }
+
+    /// How long it still rests after a 429, if it does.
+    pub fn cooldown_remaining(&self) -> Option<Duration> {
+        let until = (*self.cooldown_until.lock())?;
+        let now = Instant::now();
+        (until > now).then(|| until - now)
+    }
+
+    /// Takes the deployment out of rotation for `rest` (a 429's `Retry-After`). A 429 means "not
+    /// now", not "broken": it does not count against the circuit breaker.
+    fn start_cooldown(&self, rest: Duration) {
+        let until = Instant::now() + rest;
+        let mut current = self.cooldown_until.lock();
+        if current.is_none_or(|c| c < until) {
+            *current = Some(until);
+        }
+        tracing::warn!(
+            deployment = self.id(),
+            rest_ms = rest.as_millis() as u64,
+            "upstream rate-limited us: cooling down"
+        );
+    }
+
+    /// Why this deployment can't take a request now, and for how long.
+    fn unavailable(&self) -> Option<(Duration, String)> {
+        self.cooldown_remaining()
+            .map(|rest| (rest, format!("`{}` is cooling down after a 429", self.id())))
+    }
+}
+
+/// The outcome of choosing a deployment.
+enum Pick<'a> {
+    /// Use this one.
+    Ready(&'a Arc<Deployment>),
+    /// None is usable; the first becomes usable after this long.
+    Wait(Duration, String),
 }
 
 #[derive(Debug)]
@@ -159,12 +202,50 @@ impl Group {
         }
     }
 
-    fn pick(&self) -> Result<&Arc<Deployment>, Error> {
+    /// Round-robin over the usable deployments: starting from the cursor, the first one that is
+    /// not resting is chosen.
+    fn pick(&self) -> Result<Pick<'_>, Error> {
         let n = self.deployments.len();
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % n.max(1);
-        self.deployments
-            .get(i)
-            .ok_or_else(|| Error::Internal(format!("model group `{}` has no deployments", self.name)))
+        if n == 0 {
+            return Err(Error::Internal(format!(
+                "model group `{}` has no deployments",
+                self.name
+            )));
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut soonest: Option<(Duration, String)> = None;
+        for k in 0..n {
+            let Some(deployment) = self.deployments.get((start + k) % n) else {
+                continue;
+            };
+            match deployment.unavailable() {
+                None => return Ok(Pick::Ready(deployment)),
+                Some((wait, why)) => {
+                    if soonest.as_ref().is_none_or(|(w, _)| wait < *w) {
+                        soonest = Some((wait, why));
+                    }
+                }
+            }
+        }
+        let (wait, why) = soonest.unwrap_or_default();
+        Ok(Pick::Wait(wait, why))
+    }
+
+    /// A usable deployment if there is one, else the first (for calls that can't wait, like model
+    /// listings).
+    fn pick_any(&self) -> Result<&Arc<Deployment>, Error> {
+        match self.pick()? {
+            Pick::Ready(deployment) => Ok(deployment),
+            Pick::Wait(..) => self
+                .deployments
+                .first()
+                .ok_or_else(|| Error::Internal(format!("model group `{}` has no deployments", self.name))),
+        }
+    }
+
+    /// A deployment by id (for manual control and health reports).
+    fn find(&self, id: &str) -> Option<&Arc<Deployment>> {
+        self.deployments.iter().find(|d| d.id() == id)
     }
 }
 
@@ -211,6 +292,7 @@ impl Engine {
                     ProviderKind::Mock => Arc::new(MockProvider),
                 };
                 deployments.push(Arc::new(Deployment {
+                    cooldown_until: parking_lot::Mutex::new(None),
                     config: dep.clone(),
                     model_group: name.clone(),
                     provider,
@@ -230,6 +312,11 @@ impl Engine {
     /// The configuration this engine runs.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// A deployment by id.
+    pub fn deployment(&self, id: &str) -> Option<&Arc<Deployment>> {
+        self.groups.iter().find_map(|g| g.find(id))
     }
 
     /// Every deployment, in config order.
@@ -270,7 +357,24 @@ impl Engine {
         group.retry_budget.deposit();
         let mut retry = 0;
         loop {
-            let deployment = group.pick()?.clone();
+            let deployment = match group.pick()? {
+                Pick::Ready(deployment) => deployment.clone(),
+                Pick::Wait(wait, reason) => {
+                    let max_wait = group
+                        .deployments
+                        .first()
+                        .map_or(Duration::ZERO, |d| d.config.retry.max_retry_after);
+                    if wait > max_wait || Instant::now() + wait >= deadline {
+                        return Err(Error::NoDeploymentAvailable {
+                            model_group: group.name.to_string(),
+                            reason: format!("{reason} (next usable in {:.1}s)", wait.as_secs_f64()),
+                            retry_after: Some(wait),
+                        });
+                    }
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+            };
             // Every attempt runs inside what is left of the request's deadline.
             let attempt = self.attempt(&req, &parsed, group, &deployment);
             let err = match tokio::time::timeout_at(deadline, attempt).await {
@@ -279,9 +383,21 @@ impl Engine {
                 Err(_) => return Err(past_deadline()),
             };
             let policy = &deployment.config.retry;
-            let Some(wait) = policy.delay(retry, &err, fastrand::f64()) else {
+            if let Error::Upstream {
+                status, retry_after, ..
+            } = &err
+                && status.as_u16() == 429
+            {
+                deployment.start_cooldown(retry_after.unwrap_or(DEFAULT_COOLDOWN).min(MAX_COOLDOWN));
+            }
+            let Some(mut wait) = policy.delay(retry, &err, fastrand::f64()) else {
                 return Err(err);
             };
+            if err.kind() == crate::ErrorKind::UpstreamRateLimited {
+                // The cooldown now keeps this deployment out of rotation for the Retry-After; the
+                // next pick takes another deployment at once, or waits for the cooldown to end.
+                wait = Duration::ZERO;
+            }
             if Instant::now() + wait >= deadline {
                 tracing::warn!(
                     deployment = deployment.id(),
@@ -483,7 +599,9 @@ impl Engine {
             })
             .collect();
         for group in self.groups.iter().filter(|g| g.wildcard) {
-            let Ok(deployment) = group.pick() else { continue };
+            let Ok(deployment) = group.pick_any() else {
+                continue;
+            };
             match self.upstream_models(deployment).await {
                 Ok(list) => {
                     for model in list.data {
@@ -524,7 +642,7 @@ impl Engine {
         req.method = Method::GET;
         req.path = path;
         req.request_id = request_id;
-        let deployment = group.pick()?.clone();
+        let deployment = group.pick_any()?.clone();
         let resp = self.send_simple(&deployment, req).await.map_err(|e| match e {
             Error::Upstream {
                 status: StatusCode::NOT_FOUND,

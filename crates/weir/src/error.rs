@@ -124,6 +124,17 @@ pub enum Error {
         /// What was wrong with it.
         message: String,
     },
+    /// Every deployment of the model group is resting (429 cooldown, open breaker) for longer than
+    /// the request can wait.
+    #[error("No deployment of `{model_group}` can take requests right now: {reason}.")]
+    NoDeploymentAvailable {
+        /// The model group.
+        model_group: String,
+        /// Why, for a human: which deployments rest and until when.
+        reason: String,
+        /// When the first one becomes usable again.
+        retry_after: Option<Duration>,
+    },
     /// The gateway is shutting down or otherwise cannot take the request.
     #[error("{message}")]
     Unavailable {
@@ -215,7 +226,7 @@ impl Error {
             Error::Connect { .. } => ErrorKind::Connect,
             Error::Transport { .. } => ErrorKind::Transport,
             Error::BadUpstreamResponse { .. } => ErrorKind::BadUpstreamResponse,
-            Error::Unavailable { .. } => ErrorKind::Unavailable,
+            Error::Unavailable { .. } | Error::NoDeploymentAvailable { .. } => ErrorKind::Unavailable,
             Error::Config(_) | Error::Internal(_) => ErrorKind::Internal,
         }
     }

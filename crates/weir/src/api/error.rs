@@ -143,6 +143,17 @@ impl ErrorResponse {
                 None,
                 Some("upstream_unavailable".to_owned()),
             ),
+            Error::NoDeploymentAvailable { retry_after, .. } => {
+                let mut resp = Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "server_error",
+                    msg,
+                    None,
+                    Some("no_available_deployment".to_owned()),
+                );
+                resp.retry_after = *retry_after;
+                resp
+            }
             Error::Unavailable { .. } => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "server_error",
