@@ -75,8 +75,9 @@ fn is_sane_request_id(id: &str) -> bool {
 
 /// Requires `Authorization: Bearer <key>` with one of the configured gateway keys (if any are
 /// configured). The client's key is never forwarded upstream: deployments use their own keys.
-pub async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     if state.api_keys.is_empty() {
+        req.extensions_mut().insert(ClientIdentity::anonymous());
         return next.run(req).await;
     }
     let presented = req
@@ -87,21 +88,40 @@ pub async fn authenticate(State(state): State<AppState>, req: Request, next: Nex
         .map(str::trim);
     let message = match presented {
         None => "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY'.",
-        Some(key)
-            if state
-                .api_keys
-                .iter()
-                .any(|k| constant_time_eq(k.expose().as_bytes(), key.as_bytes())) =>
-        {
-            return next.run(req).await;
+        Some(key) => {
+            // Compare against every key (no early exit), so timing doesn't tell which one matched.
+            let matched = state.api_keys.iter().enumerate().fold(None, |found, (i, k)| {
+                let equal = constant_time_eq(k.expose().as_bytes(), key.as_bytes());
+                found.or(equal.then_some(i))
+            });
+            match matched {
+                Some(index) => {
+                    req.extensions_mut().insert(ClientIdentity::key(index));
+                    return next.run(req).await;
+                }
+                // Never echo the presented key back (OpenAI shows a prefix; a prefix still leaks).
+                None => "Incorrect API key provided.",
+            }
         }
-        // Never echo the presented key back (OpenAI shows a prefix; a prefix still leaks).
-        Some(_) => "Incorrect API key provided.",
     };
     ApiError(weir::Error::Unauthenticated {
         message: message.to_owned(),
     })
     .into_response()
+}
+
+/// Which client a request comes from, for per-client limits and accounting: the position of the
+/// gateway key it presented (`key-0`, `key-1`...), never the key itself; `anonymous` without auth.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ClientIdentity(pub std::sync::Arc<str>);
+
+impl ClientIdentity {
+    fn anonymous() -> Self {
+        ClientIdentity("anonymous".into())
+    }
+    fn key(index: usize) -> Self {
+        ClientIdentity(format!("key-{index}").into())
+    }
 }
 
 /// Compares without an early exit, so response timing does not reveal how much of a key matched.

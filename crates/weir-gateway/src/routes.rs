@@ -19,7 +19,7 @@ use weir::{Endpoint, Error, ProxyBody, ProxyRequest, ProxyResponse, path::ApiPat
 use crate::{
     AppState,
     error::ApiError,
-    middleware::{RequestId, authenticate, request_context},
+    middleware::{ClientIdentity, RequestId, authenticate, request_context},
 };
 
 /// How long `/health/upstreams` waits for each upstream.
@@ -134,6 +134,7 @@ async fn proxy_inner(
         content_type,
         request_id: Some(request_id),
         deadline: weir::retry::client_deadline(&parts.headers),
+        client: parts.extensions.get::<ClientIdentity>().map(|c| c.0.clone()),
     };
     state.engine.execute(proxy_req).await
 }

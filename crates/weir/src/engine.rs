@@ -28,8 +28,9 @@ use crate::{
     error::TimeoutPhase,
     path::ApiPath,
     provider::{ByteStream, MockProvider, OpenAiProvider, Provider, UpstreamBody, UpstreamRequest},
+    resilience::circuit_breaker::{BreakerPermit, CircuitBreaker, Outcome, classify},
     retry::RetryBudget,
-    sse::{GuardItem, guard},
+    sse::{GuardItem, OnStreamEnd, StreamEnd, guard},
 };
 
 /// Which API a request is for; decides validation and stream handling.
@@ -76,6 +77,8 @@ pub struct ProxyRequest {
     pub request_id: Option<String>,
     /// The client's own deadline for this request, if shorter than the configured one.
     pub deadline: Option<Duration>,
+    /// Which client sent it (an identity such as `key-0`, never a key), for per-client limits.
+    pub client: Option<Arc<str>>,
 }
 
 impl ProxyRequest {
@@ -96,6 +99,7 @@ impl ProxyRequest {
             content_type: None,
             request_id: None,
             deadline: None,
+            client: None,
         }
     }
 }
@@ -132,6 +136,8 @@ pub struct Deployment {
     provider: Arc<dyn Provider>,
     /// Until when it rests after the upstream answered 429 (it is skipped by routing meanwhile).
     cooldown_until: parking_lot::Mutex<Option<Instant>>,
+    /// Stops calls to a failing upstream for a while; `None` when disabled in config.
+    breaker: Option<CircuitBreaker>,
 }
 
 /// How long a deployment rests after a 429 that came without `Retry-After`.
@@ -167,19 +173,52 @@ impl Deployment {
         );
     }
 
-    /// Why this deployment can't take a request now, and for how long.
-    fn unavailable(&self) -> Option<(Duration, String)> {
-        self.cooldown_remaining()
-            .map(|rest| (rest, format!("`{}` is cooling down after a 429", self.id())))
+    /// The deployment's circuit breaker, for inspection and manual control (`force_open`...).
+    pub fn breaker(&self) -> Option<&CircuitBreaker> {
+        self.breaker.as_ref()
     }
+
+    /// Claims the right to call this deployment now: not cooling down after a 429, and admitted by
+    /// its breaker (which may take a half-open probe slot). Otherwise says why and for how long.
+    fn admit(&self) -> Result<Option<BreakerPermit>, Unusable> {
+        if let Some(rest) = self.cooldown_remaining() {
+            return Err(Unusable {
+                wait: rest,
+                waitable: true,
+                reason: format!("`{}` is cooling down after a 429", self.id()),
+            });
+        }
+        match &self.breaker {
+            None => Ok(None),
+            Some(breaker) => breaker.try_acquire().map(Some).map_err(|open| Unusable {
+                wait: open.retry_in,
+                // An open breaker rejects at once: waiting for it would hold requests for
+                // `open_timeout` against an upstream that is failing.
+                waitable: false,
+                reason: format!("`{}` has its circuit breaker open", self.id()),
+            }),
+        }
+    }
+}
+
+/// Why a deployment can't be used right now.
+struct Unusable {
+    /// When it may be usable again.
+    wait: Duration,
+    /// Whether a request should wait for it (cooldowns) or not (open breakers).
+    waitable: bool,
+    /// For the client's error message.
+    reason: String,
 }
 
 /// The outcome of choosing a deployment.
 enum Pick<'a> {
-    /// Use this one.
-    Ready(&'a Arc<Deployment>),
-    /// None is usable; the first becomes usable after this long.
+    /// Use this one (holding its breaker permit, if it has a breaker).
+    Ready(&'a Arc<Deployment>, Option<BreakerPermit>),
+    /// None is usable now; the soonest worth waiting for is usable after this long.
     Wait(Duration, String),
+    /// None is usable and none is worth waiting for.
+    Unavailable(Duration, String),
 }
 
 #[derive(Debug)]
@@ -213,30 +252,36 @@ impl Group {
             )));
         }
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut soonest: Option<(Duration, String)> = None;
+        let mut waitable: Option<Unusable> = None;
+        let mut reasons = Vec::new();
+        let mut soonest = Duration::MAX;
         for k in 0..n {
             let Some(deployment) = self.deployments.get((start + k) % n) else {
                 continue;
             };
-            match deployment.unavailable() {
-                None => return Ok(Pick::Ready(deployment)),
-                Some((wait, why)) => {
-                    if soonest.as_ref().is_none_or(|(w, _)| wait < *w) {
-                        soonest = Some((wait, why));
+            match deployment.admit() {
+                Ok(permit) => return Ok(Pick::Ready(deployment, permit)),
+                Err(unusable) => {
+                    soonest = soonest.min(unusable.wait);
+                    reasons.push(unusable.reason.clone());
+                    if unusable.waitable && waitable.as_ref().is_none_or(|w| unusable.wait < w.wait) {
+                        waitable = Some(unusable);
                     }
                 }
             }
         }
-        let (wait, why) = soonest.unwrap_or_default();
-        Ok(Pick::Wait(wait, why))
+        Ok(match waitable {
+            Some(w) => Pick::Wait(w.wait, reasons.join("; ")),
+            None => Pick::Unavailable(soonest, reasons.join("; ")),
+        })
     }
 
     /// A usable deployment if there is one, else the first (for calls that can't wait, like model
     /// listings).
     fn pick_any(&self) -> Result<&Arc<Deployment>, Error> {
         match self.pick()? {
-            Pick::Ready(deployment) => Ok(deployment),
-            Pick::Wait(..) => self
+            Pick::Ready(deployment, _) => Ok(deployment),
+            Pick::Wait(..) | Pick::Unavailable(..) => self
                 .deployments
                 .first()
                 .ok_or_else(|| Error::Internal(format!("model group `{}` has no deployments", self.name))),
@@ -293,6 +338,9 @@ impl Engine {
                 };
                 deployments.push(Arc::new(Deployment {
                     cooldown_until: parking_lot::Mutex::new(None),
+                    breaker: dep
+                        .circuit_breaker
+                        .map(|c| CircuitBreaker::new(dep.id.clone(), c)),
                     config: dep.clone(),
                     model_group: name.clone(),
                     provider,
@@ -357,26 +405,23 @@ impl Engine {
         group.retry_budget.deposit();
         let mut retry = 0;
         loop {
-            let deployment = match group.pick()? {
-                Pick::Ready(deployment) => deployment.clone(),
+            let (deployment, permit) = match group.pick()? {
+                Pick::Ready(deployment, permit) => (deployment.clone(), permit),
                 Pick::Wait(wait, reason) => {
                     let max_wait = group
                         .deployments
                         .first()
                         .map_or(Duration::ZERO, |d| d.config.retry.max_retry_after);
                     if wait > max_wait || Instant::now() + wait >= deadline {
-                        return Err(Error::NoDeploymentAvailable {
-                            model_group: group.name.to_string(),
-                            reason: format!("{reason} (next usable in {:.1}s)", wait.as_secs_f64()),
-                            retry_after: Some(wait),
-                        });
+                        return Err(no_deployment(group, wait, reason));
                     }
                     tokio::time::sleep(wait).await;
                     continue;
                 }
+                Pick::Unavailable(wait, reason) => return Err(no_deployment(group, wait, reason)),
             };
             // Every attempt runs inside what is left of the request's deadline.
-            let attempt = self.attempt(&req, &parsed, group, &deployment);
+            let attempt = self.attempt(&req, &parsed, group, &deployment, permit);
             let err = match tokio::time::timeout_at(deadline, attempt).await {
                 Ok(Ok(resp)) => return Ok(resp),
                 Ok(Err(err)) => err,
@@ -428,13 +473,33 @@ impl Engine {
         }
     }
 
-    /// One upstream call: no retries here.
+    /// One upstream call, settling its breaker permit: no retries here.
     async fn attempt(
         &self,
         req: &ProxyRequest,
         parsed: &Parsed,
         group: &Group,
         deployment: &Arc<Deployment>,
+        permit: Option<BreakerPermit>,
+    ) -> Result<ProxyResponse, Error> {
+        // A stream settles its permit when it ends (a stream cut mid-way is a failure); anything
+        // else settles here. If this future is dropped (deadline, client gone), the permit is
+        // dropped unrecorded, which the breaker counts as neither success nor failure.
+        let permit = Arc::new(parking_lot::Mutex::new(permit));
+        let result = self.attempt_inner(req, parsed, group, deployment, &permit).await;
+        if let Some(permit) = permit.lock().take() {
+            permit.record(classify(&result));
+        }
+        result
+    }
+
+    async fn attempt_inner(
+        &self,
+        req: &ProxyRequest,
+        parsed: &Parsed,
+        group: &Group,
+        deployment: &Arc<Deployment>,
+        permit: &Arc<parking_lot::Mutex<Option<BreakerPermit>>>,
     ) -> Result<ProxyResponse, Error> {
         let body = match (&parsed.object, &deployment.config.model) {
             (Some(obj), Some(upstream)) if *upstream != parsed.model && parsed.model_in_body => {
@@ -488,7 +553,21 @@ impl Engine {
             UpstreamBody::Stream(stream) if is_sse => {
                 let expect_done =
                     matches!(req.endpoint, Endpoint::ChatCompletions) || req.path.as_str() == "completions";
-                ProxyBody::Stream(first_event_or_error(stream, expect_done).await?)
+                {
+                    // The stream owns the permit from here; it is settled when the stream ends.
+                    let stream_permit = permit.lock().take();
+                    let on_end: OnStreamEnd = Box::new(move |end: StreamEnd| {
+                        if let Some(permit) = stream_permit {
+                            permit.record(match (end.completed, end.error) {
+                                (true, _) => Outcome::Success,
+                                (false, Some(_)) => Outcome::Failure,
+                                // The client went away: says nothing about the upstream.
+                                (false, None) => Outcome::Ignored,
+                            });
+                        }
+                    });
+                    ProxyBody::Stream(first_event_or_error(stream, expect_done, Some(on_end)).await?)
+                }
             }
             // A stream was asked for but the upstream answered plainly (some servers ignore `stream`).
             UpstreamBody::Stream(stream) => {
@@ -739,14 +818,23 @@ struct Parsed {
     stream: bool,
 }
 
+fn no_deployment(group: &Group, wait: Duration, reason: String) -> Error {
+    Error::NoDeploymentAvailable {
+        model_group: group.name.to_string(),
+        reason: format!("{reason} (next usable in {:.1}s)", wait.as_secs_f64()),
+        retry_after: Some(wait),
+    }
+}
+
 /// Waits for the stream's first whole event. If the stream fails before sending anything, that is
 /// an ordinary error (the client gets a proper HTTP status, and the call could be retried); after
 /// the first event, failures can only be reported in-band.
 async fn first_event_or_error(
     stream: ByteStream,
     expect_done: bool,
+    on_end: Option<OnStreamEnd>,
 ) -> Result<futures::stream::BoxStream<'static, GuardItem>, Error> {
-    let mut guarded = guard(stream, expect_done).boxed();
+    let mut guarded = guard(stream, expect_done, on_end).boxed();
     match guarded.next().await {
         Some(GuardItem::Failed(err, _)) => Err(err),
         Some(first) => Ok(futures::stream::once(async move { first }).chain(guarded).boxed()),

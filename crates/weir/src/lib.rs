@@ -19,6 +19,7 @@ mod error;
 pub mod path;
 pub mod pool;
 pub mod provider;
+pub mod resilience;
 pub mod retry;
 pub mod sse;
 

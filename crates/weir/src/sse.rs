@@ -10,7 +10,11 @@
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 
-use crate::{api::ErrorResponse, error::Error, provider::ByteStream};
+use crate::{
+    api::{ErrorResponse, Usage},
+    error::Error,
+    provider::ByteStream,
+};
 
 /// Splits bytes into whole SSE events (each returned with its terminating blank line).
 #[derive(Debug, Default)]
@@ -108,20 +112,59 @@ pub enum GuardItem {
     Failed(Error, Bytes),
 }
 
+/// How a guarded stream ended, reported once through [`guard`]'s `on_end` callback.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StreamEnd {
+    /// The upstream finished normally (`[DONE]`, or a clean end where none is expected).
+    pub completed: bool,
+    /// The stream failed (transport error, idle timeout, cut short); `None` if it completed or the
+    /// client went away first.
+    pub error: Option<crate::ErrorKind>,
+    /// The last `usage` object seen in the stream (the final chunk with `include_usage`).
+    pub usage: Option<Usage>,
+}
+
+/// Called once when a guarded stream ends, however it ends.
+pub type OnStreamEnd = Box<dyn FnOnce(StreamEnd) + Send>;
+
+/// Fires the callback when dropped: at the natural end, or early if the client disconnects.
+struct EndNotifier {
+    on_end: Option<OnStreamEnd>,
+    end: StreamEnd,
+}
+
+impl Drop for EndNotifier {
+    fn drop(&mut self) {
+        if let Some(on_end) = self.on_end.take() {
+            on_end(std::mem::take(&mut self.end));
+        }
+    }
+}
+
 /// Guards an upstream SSE stream (see the module docs). With `expect_done`, a clean end of the
 /// upstream body before `data: [DONE]` counts as a failure (chat and text completions promise it).
-pub fn guard(upstream: ByteStream, expect_done: bool) -> impl Stream<Item = GuardItem> + Send {
+/// `on_end` learns how the stream ended and its usage, for limiter reconciliation and accounting.
+pub fn guard(
+    upstream: ByteStream,
+    expect_done: bool,
+    on_end: Option<OnStreamEnd>,
+) -> impl Stream<Item = GuardItem> + Send {
     struct State {
         upstream: ByteStream,
         framer: SseFramer,
         done_seen: bool,
         finished: bool,
+        notifier: EndNotifier,
     }
     let state = State {
         upstream,
         framer: SseFramer::default(),
         done_seen: false,
         finished: false,
+        notifier: EndNotifier {
+            on_end,
+            end: StreamEnd::default(),
+        },
     };
     futures::stream::unfold(state, move |mut st| async move {
         loop {
@@ -132,8 +175,12 @@ pub fn guard(upstream: ByteStream, expect_done: bool) -> impl Stream<Item = Guar
                 Some(Ok(chunk)) => {
                     st.framer.push(&chunk);
                     if let Some(events) = st.framer.take_complete() {
+                        if let Some(usage) = find_usage(&events) {
+                            st.notifier.end.usage = Some(usage);
+                        }
                         if expect_done && contains_done(&events) {
                             st.done_seen = true;
+                            st.notifier.end.completed = true;
                             // Nothing after [DONE] matters; stop reading so the connection is released.
                             st.finished = true;
                         }
@@ -142,6 +189,7 @@ pub fn guard(upstream: ByteStream, expect_done: bool) -> impl Stream<Item = Guar
                 }
                 Some(Err(err)) => {
                     st.finished = true;
+                    st.notifier.end.error = Some(err.kind());
                     let event = error_event(&err);
                     return Some((GuardItem::Failed(err, event), st));
                 }
@@ -152,9 +200,11 @@ pub fn guard(upstream: ByteStream, expect_done: bool) -> impl Stream<Item = Guar
                             message: "the upstream stream ended before it was complete (no [DONE])"
                                 .to_owned(),
                         };
+                        st.notifier.end.error = Some(err.kind());
                         let event = error_event(&err);
                         return Some((GuardItem::Failed(err, event), st));
                     }
+                    st.notifier.end.completed = true;
                     if !st.framer.pending().iter().all(u8::is_ascii_whitespace) {
                         // A clean end in the middle of an event: forward what we have, terminated, so
                         // streams that legitimately end without a blank line still deliver it.
@@ -167,6 +217,31 @@ pub fn guard(upstream: ByteStream, expect_done: bool) -> impl Stream<Item = Guar
             }
         }
     })
+}
+
+/// The `usage` object of the last event in `events` that has a non-null one. Only events that
+/// mention `"usage":{` are parsed, so ordinary chunks cost a byte scan, not a JSON parse.
+fn find_usage(events: &[u8]) -> Option<Usage> {
+    #[derive(serde::Deserialize)]
+    struct Carrier {
+        usage: Option<Usage>,
+    }
+    const NEEDLE: &[u8] = b"\"usage\":{";
+    if !events.windows(NEEDLE.len()).any(|w| w == NEEDLE) {
+        return None;
+    }
+    let mut found = None;
+    let mut offset = 0;
+    while let Some(end) = first_event_end(&events[offset..]) {
+        let event = &events[offset..offset + end];
+        offset += end;
+        if let Some(data) = event_data(event)
+            && let Ok(Carrier { usage: Some(usage) }) = serde_json::from_str::<Carrier>(&data)
+        {
+            found = Some(usage);
+        }
+    }
+    found
 }
 
 fn contains_done(events: &[u8]) -> bool {
@@ -223,7 +298,7 @@ mod tests {
     #[tokio::test]
     async fn complete_stream_passes_untouched() {
         let s = stream_of(vec![Ok(b"data: {\"a\":1}\n\nda"), Ok(b"ta: [DONE]\n\n")]);
-        let (out, failure) = collect(guard(s, true)).await;
+        let (out, failure) = collect(guard(s, true, None)).await;
         assert_eq!(out, "data: {\"a\":1}\n\ndata: [DONE]\n\n");
         assert!(failure.is_none());
     }
@@ -231,7 +306,7 @@ mod tests {
     #[tokio::test]
     async fn truncated_stream_ends_with_error_event() {
         let s = stream_of(vec![Ok(b"data: {\"a\":1}\n\ndata: {\"half")]);
-        let (out, failure) = collect(guard(s, true)).await;
+        let (out, failure) = collect(guard(s, true, None)).await;
         assert!(out.starts_with("data: {\"a\":1}\n\ndata: {\"error\":"), "{out}");
         assert!(!out.contains("half"), "partial event leaked: {out}");
         assert!(failure.is_some());
@@ -245,15 +320,50 @@ mod tests {
                 message: "reset".into(),
             }),
         ]);
-        let (out, failure) = collect(guard(s, true)).await;
+        let (out, failure) = collect(guard(s, true, None)).await;
         assert!(out.contains("\"error\"") && out.contains("reset"), "{out}");
         assert!(matches!(failure, Some(Error::Transport { .. })));
     }
 
     #[tokio::test]
+    async fn on_end_reports_completion_usage_and_failure_once() {
+        use std::sync::Arc;
+        let seen: Arc<parking_lot::Mutex<Vec<StreamEnd>>> = Arc::default();
+        let record = |seen: &Arc<parking_lot::Mutex<Vec<StreamEnd>>>| -> OnStreamEnd {
+            let seen = seen.clone();
+            Box::new(move |end| seen.lock().push(end))
+        };
+        let ok = stream_of(vec![
+            Ok(b"data: {\"choices\":[],\"usage\":null}\n\n"),
+            Ok(b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":5,\"total_tokens\":8}}\n\ndata: [DONE]\n\n"),
+        ]);
+        collect(guard(ok, true, Some(record(&seen)))).await;
+        let cut = stream_of(vec![Ok(b"data: 1\n\n")]);
+        collect(guard(cut, true, Some(record(&seen)))).await;
+        // A client that goes away after the first event: the callback still fires, on drop.
+        let long = stream_of(vec![Ok(b"data: 1\n\n"), Ok(b"data: 2\n\n")]);
+        let mut dropped = Box::pin(guard(long, true, Some(record(&seen))));
+        dropped.next().await;
+        drop(dropped);
+
+        let seen = seen.lock();
+        assert_eq!(seen.len(), 3);
+        assert!(seen[0].completed && seen[0].error.is_none());
+        assert_eq!(
+            seen[0]
+                .usage
+                .as_ref()
+                .map(|u| (u.prompt_tokens, u.completion_tokens)),
+            Some((3, 5))
+        );
+        assert!(!seen[1].completed && seen[1].error == Some(crate::ErrorKind::Transport));
+        assert!(!seen[2].completed && seen[2].error.is_none() && seen[2].usage.is_none());
+    }
+
+    #[tokio::test]
     async fn streams_without_done_end_cleanly_when_not_expected() {
         let s = stream_of(vec![Ok(b"event: response.completed\ndata: {}\n\n")]);
-        let (out, failure) = collect(guard(s, false)).await;
+        let (out, failure) = collect(guard(s, false, None)).await;
         assert_eq!(out, "event: response.completed\ndata: {}\n\n");
         assert!(failure.is_none());
     }

@@ -12,7 +12,10 @@ use std::{fmt, path::Path, time::Duration};
 
 use url::Url;
 
-use crate::retry::{RetryBudgetConfig, RetryPolicy};
+use crate::{
+    resilience::circuit_breaker::CircuitBreakerConfig,
+    retry::{RetryBudgetConfig, RetryPolicy},
+};
 pub use values::{ByteSize, ConfigDuration, EnvString, Secret, interpolate, parse_byte_size, parse_duration};
 
 /// A validated configuration.
@@ -177,6 +180,8 @@ pub struct DeploymentConfig {
     pub pool: PoolLimits,
     /// When and how to retry calls to this deployment.
     pub retry: RetryPolicy,
+    /// The deployment's circuit breaker; `None` when disabled.
+    pub circuit_breaker: Option<CircuitBreakerConfig>,
 }
 
 /// Settings that apply to a whole request rather than one deployment.
@@ -345,6 +350,7 @@ impl Config {
                             max_retries,
                             ..RetryPolicy::default()
                         },
+                        circuit_breaker: Some(CircuitBreakerConfig::default()),
                     },
                     ConfigSource::EnvOpenAi,
                 )
@@ -408,6 +414,7 @@ pub(crate) fn mock_deployment(
         timeouts,
         pool: PoolLimits::default(),
         retry,
+        circuit_breaker: Some(CircuitBreakerConfig::default()),
     })
 }
 

@@ -6,7 +6,10 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 use url::Url;
 
-use crate::retry::{RetryBudgetConfig, RetryPolicy};
+use crate::{
+    resilience::circuit_breaker::CircuitBreakerConfig,
+    retry::{RetryBudgetConfig, RetryPolicy},
+};
 
 use super::{
     ByteSize, Config, ConfigDuration, ConfigError, ConfigSource, DeploymentConfig, EnvString, LogFormat,
@@ -49,6 +52,20 @@ struct RawRetryBudget {
 
 #[derive(Debug, Default, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawBreaker {
+    enabled: Option<bool>,
+    failure_threshold: Option<u32>,
+    failure_rate_threshold: Option<f64>,
+    min_requests: Option<u32>,
+    window: Option<ConfigDuration>,
+    open_timeout: Option<ConfigDuration>,
+    half_open_max_probes: Option<u32>,
+    success_threshold: Option<u32>,
+    reset_timeout: Option<ConfigDuration>,
+}
+
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawRetry {
     max_retries: Option<u32>,
     base_delay: Option<ConfigDuration>,
@@ -84,6 +101,8 @@ struct RawUpstream {
     pool: RawPool,
     #[serde(default)]
     retry: RawRetry,
+    #[serde(default)]
+    circuit_breaker: RawBreaker,
 }
 
 #[derive(Debug, Default, Clone, Copy, Deserialize)]
@@ -126,6 +145,8 @@ struct RawDeployment {
     pool: RawPool,
     #[serde(default)]
     retry: RawRetry,
+    #[serde(default)]
+    circuit_breaker: RawBreaker,
 }
 
 pub(super) fn parse(text: &str, file: Option<&str>) -> Result<Config, ConfigError> {
@@ -309,6 +330,7 @@ fn deployment(
     };
     let mut config = super::mock_deployment(&id, timeouts, retry.max_retries)?;
     config.retry = retry;
+    config.circuit_breaker = breaker(ctx, line, path, &defaults.circuit_breaker, &dep.circuit_breaker)?;
     config.provider = dep.provider;
     config.model = dep.model.filter(|m| !m.trim().is_empty());
     config.organization = dep.organization.map(|s| s.0).filter(|s| !s.is_empty());
@@ -440,6 +462,49 @@ fn retry(
         ));
     }
     Ok(policy)
+}
+
+fn breaker(
+    ctx: &Ctx<'_>,
+    line: u64,
+    path: &str,
+    base: &RawBreaker,
+    own: &RawBreaker,
+) -> Result<Option<CircuitBreakerConfig>, ConfigError> {
+    if !own.enabled.or(base.enabled).unwrap_or(true) {
+        return Ok(None);
+    }
+    let d = CircuitBreakerConfig::default();
+    let dur = |o: Option<ConfigDuration>, b: Option<ConfigDuration>, d: std::time::Duration| {
+        o.or(b).map_or(d, |v| v.0)
+    };
+    let config = CircuitBreakerConfig {
+        failure_threshold: own
+            .failure_threshold
+            .or(base.failure_threshold)
+            .unwrap_or(d.failure_threshold),
+        failure_rate_threshold: own
+            .failure_rate_threshold
+            .or(base.failure_rate_threshold)
+            .or(d.failure_rate_threshold),
+        min_requests: own.min_requests.or(base.min_requests).unwrap_or(d.min_requests),
+        window: dur(own.window, base.window, d.window),
+        open_timeout: dur(own.open_timeout, base.open_timeout, d.open_timeout),
+        half_open_max_probes: own
+            .half_open_max_probes
+            .or(base.half_open_max_probes)
+            .unwrap_or(d.half_open_max_probes),
+        success_threshold: own
+            .success_threshold
+            .or(base.success_threshold)
+            .unwrap_or(d.success_threshold),
+        reset_timeout: dur(own.reset_timeout, base.reset_timeout, d.reset_timeout),
+    };
+    // The breaker's own validation names the field; we add where it is.
+    config
+        .validate()
+        .map_err(|m| ctx.error(line, format!("{path}.circuit_breaker"), m))?;
+    Ok(Some(config))
 }
 
 fn resilience(ctx: &Ctx<'_>, raw: &RawResilience) -> Result<ResilienceConfig, ConfigError> {
