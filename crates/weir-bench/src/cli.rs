@@ -14,6 +14,9 @@ use clap::{Parser, ValueEnum};
 ///
 /// The load generator, the mock and the gateway share this machine's cores, so absolute numbers
 /// depend on the host; compare the gateway to direct (added latency, throughput ratio).
+///
+/// `--scenario limiter` instead (or as well) runs an in-process micro-benchmark of the rate
+/// limiters (Weir's and the governor crate's), which needs no `weir` binary.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "weir-bench", version, after_help = SCENARIO_HELP)]
 pub struct Args {
@@ -74,7 +77,46 @@ pub struct Args {
     /// How long to wait for each child to print its `listening on` line.
     #[arg(long, default_value = "30s", value_parser = parse_positive_duration)]
     pub startup_timeout: Duration,
+
+    /// Limiter bench: checks per thread in each repetition.
+    #[arg(
+        long,
+        default_value_t = 2_000_000,
+        help_heading = LIMITER_HEADING,
+        value_parser = clap::value_parser!(u64).range(1..=1_000_000_000)
+    )]
+    pub limiter_iterations: u64,
+
+    /// Limiter bench: timed repetitions per case and thread count (the median is reported).
+    #[arg(
+        long,
+        default_value_t = 5,
+        help_heading = LIMITER_HEADING,
+        value_parser = clap::value_parser!(u32).range(1..=1000)
+    )]
+    pub limiter_repetitions: u32,
+
+    /// Limiter bench: thread counts to run every case with, comma-separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1,2",
+        help_heading = LIMITER_HEADING,
+        value_parser = clap::value_parser!(u32).range(1..=1024)
+    )]
+    pub limiter_threads: Vec<u32>,
+
+    /// Limiter bench: keys of the keyed limiters (a random one per check).
+    #[arg(
+        long,
+        default_value_t = 1000,
+        help_heading = LIMITER_HEADING,
+        value_parser = clap::value_parser!(u32).range(1..=10_000_000)
+    )]
+    pub limiter_keys: u32,
 }
+
+const LIMITER_HEADING: &str = "Limiter micro-benchmark (--scenario limiter)";
 
 const SCENARIO_HELP: &str = "\
 Scenarios (each is run against the mock directly, then through the gateway):
@@ -83,6 +125,15 @@ Scenarios (each is run against the mock directly, then through the gateway):
   open-unary     open loop at --rate, non-streaming
   open-stream    open loop at --rate, streaming
   all            all four (default)
+Not part of `all`:
+  limiter        in-process micro-benchmark of the rate limiters, ns per check: Weir's TokenBucket,
+                 RateLimiter (try_reserve, and reserve + reconcile with per-minute token limits),
+                 KeyedLimiter (random key per check) against governor's direct and keyed GCRA, on
+                 1 and 2 OS threads hammering one limiter, plus cases where most checks are
+                 refused. Runs first, before any gateway scenario, and needs no weir binary.
+                 Table on stdout, JSON in limiter.json next to --json (default
+                 bench-results/limiter.json). About 40 s with the defaults:
+                   weir-bench --scenario limiter
 
 Closed loop measures latency from each request's actual start; it shows peak throughput at a
 fixed concurrency. Open loop sends on a fixed schedule whatever the responses do and measures
@@ -105,6 +156,8 @@ pub enum ScenarioArg {
     OpenStream,
     /// All four.
     All,
+    /// The in-process rate limiter micro-benchmark (not part of `all`).
+    Limiter,
 }
 
 /// One concrete scenario to run.
@@ -153,7 +206,13 @@ impl Scenario {
     }
 }
 
-/// Expands the flags into distinct scenarios in canonical order.
+/// Whether the rate limiter micro-benchmark was selected.
+pub fn limiter_selected(args: &[ScenarioArg]) -> bool {
+    args.contains(&ScenarioArg::Limiter)
+}
+
+/// Expands the flags into distinct gateway scenarios in canonical order (the limiter bench is
+/// not one: see [`limiter_selected`]).
 pub fn select_scenarios(args: &[ScenarioArg]) -> Vec<Scenario> {
     Scenario::ALL
         .into_iter()
@@ -164,6 +223,7 @@ pub fn select_scenarios(args: &[ScenarioArg]) -> Vec<Scenario> {
                 ScenarioArg::ClosedStream => !s.open && s.stream,
                 ScenarioArg::OpenUnary => s.open && !s.stream,
                 ScenarioArg::OpenStream => s.open && s.stream,
+                ScenarioArg::Limiter => false,
             })
         })
         .collect()
@@ -238,5 +298,36 @@ mod tests {
         assert!(Args::try_parse_from(["weir-bench", "--rate", "0"]).is_err());
         assert!(Args::try_parse_from(["weir-bench", "--duration", "0s"]).is_err());
         assert!(Args::try_parse_from(["weir-bench", "--concurrency", "0"]).is_err());
+    }
+
+    #[test]
+    fn limiter_scenario() {
+        let a = Args::try_parse_from(["weir-bench"]).unwrap();
+        assert!(!limiter_selected(&a.scenario));
+        assert_eq!(a.limiter_iterations, 2_000_000);
+        assert_eq!(a.limiter_repetitions, 5);
+        assert_eq!(a.limiter_threads, [1, 2]);
+        assert_eq!(a.limiter_keys, 1000);
+
+        let a = Args::try_parse_from(["weir-bench", "--scenario", "limiter"]).unwrap();
+        assert!(limiter_selected(&a.scenario));
+        assert!(select_scenarios(&a.scenario).is_empty());
+
+        let a = Args::try_parse_from([
+            "weir-bench",
+            "--scenario",
+            "all,limiter",
+            "--limiter-threads",
+            "1,2,4",
+            "--limiter-iterations",
+            "1000",
+        ])
+        .unwrap();
+        assert!(limiter_selected(&a.scenario));
+        assert_eq!(select_scenarios(&a.scenario), Scenario::ALL.to_vec());
+        assert_eq!(a.limiter_threads, [1, 2, 4]);
+        assert_eq!(a.limiter_iterations, 1000);
+        assert!(Args::try_parse_from(["weir-bench", "--limiter-threads", "0"]).is_err());
+        assert!(Args::try_parse_from(["weir-bench", "--limiter-iterations", "0"]).is_err());
     }
 }

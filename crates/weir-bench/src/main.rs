@@ -28,11 +28,18 @@
 //!
 //! The load generator, the mock and the gateway share the machine's cores, so absolute numbers
 //! are only meaningful relative to each other: read the added latency and the throughput ratio.
+//!
+//! # Limiter micro-benchmark
+//!
+//! `--scenario limiter` (not part of `all`) measures the rate limiters in-process instead, in ns
+//! per check on 1 and 2 OS threads: see the `limiter` module. It runs before any gateway scenario
+//! and needs no `weir` binary; its JSON goes to `limiter.json` next to `--json`.
 
 // This is a command-line tool whose purpose is to print a report on stdout.
 #![allow(clippy::print_stdout)]
 
 mod cli;
+mod limiter;
 mod load;
 mod process;
 mod report;
@@ -45,7 +52,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context as _, Result, anyhow, bail};
 use clap::Parser as _;
 
-use crate::cli::{Args, Scenario, select_scenarios};
+use crate::cli::{Args, Scenario, limiter_selected, select_scenarios};
+use crate::limiter::LimiterSettings;
 use crate::load::{Phases, RequestTemplate, Target, build_client, preflight, run_closed, run_open};
 use crate::process::Service;
 use crate::report::{
@@ -73,6 +81,27 @@ fn main() -> ExitCode {
 
 fn real_main() -> Result<()> {
     let args = Args::parse();
+    let scenarios = select_scenarios(&args.scenario);
+    // Resolved first, so a missing binary fails before the limiter bench has run.
+    let weir_bin = if scenarios.is_empty() {
+        None
+    } else {
+        Some(resolve_weir_bin(args.weir_bin.clone())?)
+    };
+    if limiter_selected(&args.scenario) {
+        let path = output_dir(&args.json).join(limiter::JSON_FILE);
+        if weir_bin.is_some() && args.json.file_name() == Some(std::ffi::OsStr::new(limiter::JSON_FILE)) {
+            bail!(
+                "--json {} would be overwritten by the limiter bench's {}; choose another file name",
+                args.json.display(),
+                limiter::JSON_FILE
+            );
+        }
+        limiter::run(&limiter_settings(&args), &path)?;
+    }
+    let Some(weir_bin) = weir_bin else {
+        return Ok(());
+    };
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     let threads = args.threads.map_or(cores, |t| t as usize);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -82,11 +111,29 @@ fn real_main() -> Result<()> {
         .context("building tokio runtime")?;
     runtime.block_on(async move {
         tokio::select! {
-            result = run(args, cores, threads) => result,
+            result = run(args, scenarios, weir_bin, cores, threads) => result,
             // Dropping `run` drops the child handles, which kills the children (kill_on_drop).
             _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
         }
     })
+}
+
+/// The limiter bench's settings from its flags.
+fn limiter_settings(args: &Args) -> LimiterSettings {
+    LimiterSettings {
+        iterations_per_thread: args.limiter_iterations,
+        repetitions: args.limiter_repetitions as usize,
+        threads: args.limiter_threads.iter().map(|&t| t as usize).collect(),
+        keys: args.limiter_keys as usize,
+    }
+}
+
+/// The directory of `--json`, where the logs and the limiter report go too.
+fn output_dir(json: &Path) -> PathBuf {
+    match json.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    }
 }
 
 /// The gateway configuration pointing at the mock.
@@ -154,13 +201,14 @@ fn secs(d: Duration) -> String {
     format!("{:.1}s", d.as_secs_f64())
 }
 
-async fn run(args: Args, cores: usize, threads: usize) -> Result<()> {
-    let scenarios = select_scenarios(&args.scenario);
-    let weir_bin = resolve_weir_bin(args.weir_bin.clone())?;
-    let out_dir = match args.json.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-        _ => PathBuf::from("."),
-    };
+async fn run(
+    args: Args,
+    scenarios: Vec<Scenario>,
+    weir_bin: PathBuf,
+    cores: usize,
+    threads: usize,
+) -> Result<()> {
+    let out_dir = output_dir(&args.json);
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let tmp = TempDir::new()?;
     let report = measure(&args, &scenarios, &weir_bin, &out_dir, &tmp.0, cores, threads).await?;

@@ -30,6 +30,11 @@ impl IntoResponse for ApiError {
         {
             resp.headers_mut().insert(header::RETRY_AFTER, secs);
         }
+        for (name, value) in &mapped.headers {
+            if let Ok(value) = HeaderValue::from_str(value) {
+                resp.headers_mut().insert(*name, value);
+            }
+        }
         // The middleware's end-of-request log line reads this to say what kind of failure it was.
         resp.extensions_mut().insert(self.0.kind());
         resp

@@ -48,6 +48,11 @@ impl RawObject {
         self.get_typed(key, "a boolean")
     }
 
+    /// `key` as a non-negative integer; a 400 naming `key` if it has another type.
+    pub fn get_u64(&self, key: &str) -> Result<Option<u64>, Error> {
+        self.get_typed(key, "a non-negative integer")
+    }
+
     fn get_typed<T: serde::de::DeserializeOwned>(&self, key: &str, what: &str) -> Result<Option<T>, Error> {
         match self.get(key) {
             None => Ok(None),

@@ -21,16 +21,19 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::{
-    api::{Model, ModelList, parse_upstream_error},
+    api::{Model, ModelList, Usage, parse_upstream_error},
     body::RawObject,
     config::{Config, DeploymentConfig, ProviderKind},
     error::Error,
     error::TimeoutPhase,
     path::ApiPath,
     provider::{ByteStream, MockProvider, OpenAiProvider, Provider, UpstreamBody, UpstreamRequest},
-    resilience::circuit_breaker::{BreakerPermit, CircuitBreaker, Outcome, classify},
+    resilience::{
+        circuit_breaker::{BreakerPermit, CircuitBreaker, Outcome},
+        rate_limit::{Demand, KeyedLimiter, RateLimitError, RateLimiter, Reservation},
+    },
     retry::RetryBudget,
-    sse::{GuardItem, OnStreamEnd, StreamEnd, guard},
+    sse::{GuardItem, OnStreamEnd, StreamEnd, guard, usage_in},
 };
 
 /// Which API a request is for; decides validation and stream handling.
@@ -138,6 +141,8 @@ pub struct Deployment {
     cooldown_until: parking_lot::Mutex<Option<Instant>>,
     /// Stops calls to a failing upstream for a while; `None` when disabled in config.
     breaker: Option<CircuitBreaker>,
+    /// This deployment's (this upstream key's) rate limits; `None` when unlimited.
+    limiter: Option<RateLimiter>,
 }
 
 /// How long a deployment rests after a 429 that came without `Retry-After`.
@@ -178,47 +183,161 @@ impl Deployment {
         self.breaker.as_ref()
     }
 
-    /// Claims the right to call this deployment now: not cooling down after a 429, and admitted by
-    /// its breaker (which may take a half-open probe slot). Otherwise says why and for how long.
-    fn admit(&self) -> Result<Option<BreakerPermit>, Unusable> {
+    /// This deployment's rate limiter, for inspection (`snapshot()`).
+    pub fn limiter(&self) -> Option<&RateLimiter> {
+        self.limiter.as_ref()
+    }
+
+    /// Claims the right to call this deployment now for `demand`: not cooling down after a 429,
+    /// its breaker admitting (which may take a half-open probe slot), and its rate limits having
+    /// room (a reservation). Otherwise says why and for how long.
+    fn admit(&self, demand: Demand) -> Result<Settlement, Unusable> {
+        let unusable = |kind, wait, reason: String| Unusable { kind, wait, reason };
         if let Some(rest) = self.cooldown_remaining() {
-            return Err(Unusable {
-                wait: rest,
-                waitable: true,
-                reason: format!("`{}` is cooling down after a 429", self.id()),
+            let reason = format!("`{}` is cooling down after a 429", self.id());
+            return Err(unusable(UnusableKind::Cooldown, rest, reason));
+        }
+        if let Some(breaker) = &self.breaker
+            && !breaker.is_call_permitted()
+        {
+            let wait = match breaker.state() {
+                crate::resilience::circuit_breaker::BreakerState::Open { remaining } => remaining,
+                _ => breaker.config().open_timeout,
+            };
+            let reason = format!("`{}` has its circuit breaker open", self.id());
+            return Err(unusable(UnusableKind::BreakerOpen, wait, reason));
+        }
+        let reservation = match &self.limiter {
+            None => None,
+            Some(limiter) => match limiter.try_reserve(demand) {
+                Ok(reservation) => Some(reservation),
+                Err(RateLimitError::Limited(limited)) => {
+                    let reason = format!("`{}` is at its rate limit ({limited})", self.id());
+                    return Err(unusable(UnusableKind::RateLimited, limited.retry_after, reason));
+                }
+                Err(RateLimitError::TooLarge(too_large)) => {
+                    let reason = format!("`{}`: {too_large}", self.id());
+                    return Err(unusable(UnusableKind::TooLarge, Duration::MAX, reason));
+                }
+            },
+        };
+        self.acquire_breaker(reservation)
+    }
+
+    /// Takes the breaker permit for a call that already holds its rate-limit reservation (which
+    /// is given back if the breaker refuses).
+    fn acquire_breaker(&self, reservation: Option<Reservation>) -> Result<Settlement, Unusable> {
+        let permit = match &self.breaker {
+            None => None,
+            Some(breaker) => match breaker.try_acquire() {
+                Ok(permit) => Some(permit),
+                Err(open) => {
+                    if let Some(reservation) = reservation {
+                        reservation.refund();
+                    }
+                    return Err(Unusable {
+                        kind: UnusableKind::BreakerOpen,
+                        wait: open.retry_in,
+                        reason: format!("`{}` has its circuit breaker open", self.id()),
+                    });
+                }
+            },
+        };
+        Ok(Settlement {
+            permit,
+            reservations: reservation.into_iter().collect(),
+        })
+    }
+}
+
+/// What one attempt holds until its outcome is known: the breaker permit and rate-limit
+/// reservations. Settling records the outcome with the breaker and gives back what the limits
+/// over-reserved; dropping it unsettled counts for neither (the call never finished).
+#[derive(Default)]
+struct Settlement {
+    permit: Option<BreakerPermit>,
+    reservations: Vec<Reservation>,
+}
+
+impl Settlement {
+    fn succeeded(self, usage: Option<&Usage>) {
+        if let Some(permit) = self.permit {
+            permit.record(Outcome::Success);
+        }
+        for reservation in self.reservations {
+            match usage {
+                Some(u) => reservation.reconcile(u.prompt_tokens, u.completion_tokens),
+                // No usage reported: keep the estimate charged (it is an upper bound for output).
+                None => drop(reservation),
+            }
+        }
+    }
+
+    fn failed(self, err: &Error) {
+        if let Some(permit) = self.permit {
+            permit.record(Outcome::from_error(err));
+        }
+        for reservation in self.reservations {
+            if matches!(err, Error::Connect { .. }) {
+                // The request never reached the upstream.
+                reservation.refund();
+            } else {
+                // It did, and generated nothing: the request counts, the tokens go back.
+                reservation.reconcile(0, 0);
+            }
+        }
+    }
+
+    fn stream_ended(self, end: &StreamEnd) {
+        if let Some(permit) = self.permit {
+            permit.record(match (end.completed, end.error) {
+                (true, _) => Outcome::Success,
+                (false, Some(_)) => Outcome::Failure,
+                // The client went away: that says nothing about the upstream.
+                (false, None) => Outcome::Ignored,
             });
         }
-        match &self.breaker {
-            None => Ok(None),
-            Some(breaker) => breaker.try_acquire().map(Some).map_err(|open| Unusable {
-                wait: open.retry_in,
-                // An open breaker rejects at once: waiting for it would hold requests for
-                // `open_timeout` against an upstream that is failing.
-                waitable: false,
-                reason: format!("`{}` has its circuit breaker open", self.id()),
-            }),
+        for reservation in self.reservations {
+            if let Some(u) = &end.usage {
+                reservation.reconcile(u.prompt_tokens, u.completion_tokens);
+            }
         }
     }
 }
 
 /// Why a deployment can't be used right now.
 struct Unusable {
+    kind: UnusableKind,
     /// When it may be usable again.
     wait: Duration,
-    /// Whether a request should wait for it (cooldowns) or not (open breakers).
-    waitable: bool,
     /// For the client's error message.
     reason: String,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UnusableKind {
+    /// Resting after a 429: worth waiting for, within limits.
+    Cooldown,
+    /// Its own rate limits are full: worth queueing for (in arrival order, up to `max_wait`).
+    RateLimited,
+    /// Breaker open: rejects at once; waiting would hold requests against a failing upstream.
+    BreakerOpen,
+    /// The request alone exceeds one of its limits.
+    TooLarge,
+}
+
 /// The outcome of choosing a deployment.
 enum Pick<'a> {
-    /// Use this one (holding its breaker permit, if it has a breaker).
-    Ready(&'a Arc<Deployment>, Option<BreakerPermit>),
+    /// Use this one (holding its breaker permit and reservation).
+    Ready(&'a Arc<Deployment>, Settlement),
+    /// Every usable one is at its rate limit: queue on this one's limiter.
+    Queue(&'a Arc<Deployment>),
     /// None is usable now; the soonest worth waiting for is usable after this long.
     Wait(Duration, String),
     /// None is usable and none is worth waiting for.
     Unavailable(Duration, String),
+    /// The request exceeds the limits of every deployment.
+    TooLarge(String),
 }
 
 #[derive(Debug)]
@@ -243,7 +362,7 @@ impl Group {
 
     /// Round-robin over the usable deployments: starting from the cursor, the first one that is
     /// not resting is chosen.
-    fn pick(&self) -> Result<Pick<'_>, Error> {
+    fn pick(&self, demand: Demand) -> Result<Pick<'_>, Error> {
         let n = self.deployments.len();
         if n == 0 {
             return Err(Error::Internal(format!(
@@ -252,36 +371,49 @@ impl Group {
             )));
         }
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut waitable: Option<Unusable> = None;
-        let mut reasons = Vec::new();
-        let mut soonest = Duration::MAX;
+        let mut unusable = Vec::new();
         for k in 0..n {
             let Some(deployment) = self.deployments.get((start + k) % n) else {
                 continue;
             };
-            match deployment.admit() {
-                Ok(permit) => return Ok(Pick::Ready(deployment, permit)),
-                Err(unusable) => {
-                    soonest = soonest.min(unusable.wait);
-                    reasons.push(unusable.reason.clone());
-                    if unusable.waitable && waitable.as_ref().is_none_or(|w| unusable.wait < w.wait) {
-                        waitable = Some(unusable);
-                    }
-                }
+            match deployment.admit(demand) {
+                Ok(settlement) => return Ok(Pick::Ready(deployment, settlement)),
+                Err(why) => unusable.push((deployment, why)),
             }
         }
-        Ok(match waitable {
-            Some(w) => Pick::Wait(w.wait, reasons.join("; ")),
-            None => Pick::Unavailable(soonest, reasons.join("; ")),
-        })
+        let soonest = |kind: UnusableKind| {
+            unusable
+                .iter()
+                .filter(|(_, u)| u.kind == kind)
+                .min_by_key(|(_, u)| u.wait)
+        };
+        let reasons = || {
+            unusable
+                .iter()
+                .map(|(_, u)| u.reason.as_str())
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        Ok(
+            if let Some((deployment, _)) = soonest(UnusableKind::RateLimited) {
+                Pick::Queue(deployment)
+            } else if let Some((_, u)) = soonest(UnusableKind::Cooldown) {
+                Pick::Wait(u.wait, reasons())
+            } else if let Some((_, u)) = soonest(UnusableKind::BreakerOpen) {
+                Pick::Unavailable(u.wait, reasons())
+            } else {
+                Pick::TooLarge(reasons())
+            },
+        )
     }
 
     /// A usable deployment if there is one, else the first (for calls that can't wait, like model
     /// listings).
     fn pick_any(&self) -> Result<&Arc<Deployment>, Error> {
-        match self.pick()? {
-            Pick::Ready(deployment, _) => Ok(deployment),
-            Pick::Wait(..) | Pick::Unavailable(..) => self
+        // A listing reserves nothing against rate limits.
+        match self.pick(Demand::default())? {
+            Pick::Ready(deployment, _) | Pick::Queue(deployment) => Ok(deployment),
+            Pick::Wait(..) | Pick::Unavailable(..) | Pick::TooLarge(..) => self
                 .deployments
                 .first()
                 .ok_or_else(|| Error::Internal(format!("model group `{}` has no deployments", self.name))),
@@ -298,6 +430,8 @@ impl Group {
 #[derive(Debug)]
 pub struct Engine {
     config: Config,
+    /// Per-client-key limits (`server.client_rate_limits`), keyed by client identity.
+    client_limiter: Option<KeyedLimiter<Arc<str>>>,
     groups: Vec<Group>,
 }
 
@@ -341,6 +475,12 @@ impl Engine {
                     breaker: dep
                         .circuit_breaker
                         .map(|c| CircuitBreaker::new(dep.id.clone(), c)),
+                    limiter: dep
+                        .rate_limits
+                        .clone()
+                        .map(RateLimiter::new)
+                        .transpose()
+                        .map_err(|m| Error::Config(format!("deployment `{}`: rate_limits: {m}", dep.id)))?,
                     config: dep.clone(),
                     model_group: name.clone(),
                     provider,
@@ -354,7 +494,18 @@ impl Engine {
                 next: AtomicUsize::new(0),
             });
         }
-        Ok(Engine { config, groups })
+        let client_limiter = config
+            .server
+            .client_rate_limits
+            .clone()
+            .map(KeyedLimiter::new)
+            .transpose()
+            .map_err(|m| Error::Config(format!("server.client_rate_limits: {m}")))?;
+        Ok(Engine {
+            config,
+            client_limiter,
+            groups,
+        })
     }
 
     /// The configuration this engine runs.
@@ -394,19 +545,83 @@ impl Engine {
                 model: parsed.model.clone(),
             })?;
         let resilience = &self.config.resilience;
-        let budget_for_request = req.deadline.map_or(resilience.request_deadline, |d| {
+        let time_allowed = req.deadline.map_or(resilience.request_deadline, |d| {
             d.min(resilience.request_deadline)
         });
-        let deadline = Instant::now() + budget_for_request;
+        let deadline = Instant::now() + time_allowed;
+
+        // The client's own limits are taken once per request, before any routing.
+        let mut limit_headers = Vec::new();
+        let client_reservation = match (&self.client_limiter, &req.client) {
+            (Some(limiter), Some(client)) => {
+                let reserved = tokio::time::timeout_at(deadline, limiter.reserve(client, parsed.demand))
+                    .await
+                    .map_err(|_| Error::Timeout {
+                        phase: TimeoutPhase::Deadline,
+                        after: time_allowed,
+                    })?
+                    .map_err(|e| rate_limit_error(format!("client {client}"), e))?;
+                limit_headers = reserved.headers();
+                Some(reserved)
+            }
+            _ => None,
+        };
+        let client_reservation = parking_lot::Mutex::new(client_reservation);
+        let result = self
+            .route(&req, &parsed, group, deadline, time_allowed, &client_reservation)
+            .await;
+        // Whatever the attempts did not hand on: a failed request counts, its tokens go back.
+        if let Some(reservation) = client_reservation.lock().take() {
+            match &result {
+                Ok(_) => drop(reservation),
+                Err(Error::RateLimited { .. } | Error::RequestTooLarge { .. }) => reservation.refund(),
+                Err(_) => reservation.reconcile(0, 0),
+            }
+        }
+        let mut resp = result?;
+        for (name, value) in limit_headers {
+            if let Ok(value) = http::HeaderValue::from_str(&value) {
+                resp.headers.insert(name, value);
+            }
+        }
+        Ok(resp)
+    }
+
+    /// Picks deployments and calls them until one answers, a failure is final, or the deadline,
+    /// the retry policy or the retry budget says stop.
+    async fn route(
+        &self,
+        req: &ProxyRequest,
+        parsed: &Parsed,
+        group: &Group,
+        deadline: Instant,
+        time_allowed: Duration,
+        client_reservation: &parking_lot::Mutex<Option<Reservation>>,
+    ) -> Result<ProxyResponse, Error> {
         let past_deadline = || Error::Timeout {
             phase: TimeoutPhase::Deadline,
-            after: budget_for_request,
+            after: time_allowed,
         };
         group.retry_budget.deposit();
         let mut retry = 0;
         loop {
-            let (deployment, permit) = match group.pick()? {
-                Pick::Ready(deployment, permit) => (deployment.clone(), permit),
+            let (deployment, settlement) = match group.pick(parsed.demand)? {
+                Pick::Ready(deployment, settlement) => (deployment.clone(), settlement),
+                Pick::Queue(deployment) => {
+                    let Some(limiter) = deployment.limiter() else {
+                        continue;
+                    };
+                    // Waits in arrival order (up to the limiter's max_wait, or not at all in
+                    // fail_fast mode) for this deployment's limits to have room.
+                    let reservation = tokio::time::timeout_at(deadline, limiter.reserve(parsed.demand))
+                        .await
+                        .map_err(|_| past_deadline())?
+                        .map_err(|e| rate_limit_error(format!("deployment `{}`", deployment.id()), e))?;
+                    match deployment.acquire_breaker(Some(reservation)) {
+                        Ok(settlement) => (deployment.clone(), settlement),
+                        Err(why) => return Err(no_deployment(group, why.wait, why.reason)),
+                    }
+                }
                 Pick::Wait(wait, reason) => {
                     let max_wait = group
                         .deployments
@@ -419,9 +634,15 @@ impl Engine {
                     continue;
                 }
                 Pick::Unavailable(wait, reason) => return Err(no_deployment(group, wait, reason)),
+                Pick::TooLarge(reason) => {
+                    return Err(Error::RequestTooLarge {
+                        scope: format!("model `{}`", group.name),
+                        detail: reason,
+                    });
+                }
             };
             // Every attempt runs inside what is left of the request's deadline.
-            let attempt = self.attempt(&req, &parsed, group, &deployment, permit);
+            let attempt = self.attempt(req, parsed, group, &deployment, settlement, client_reservation);
             let err = match tokio::time::timeout_at(deadline, attempt).await {
                 Ok(Ok(resp)) => return Ok(resp),
                 Ok(Err(err)) => err,
@@ -473,22 +694,38 @@ impl Engine {
         }
     }
 
-    /// One upstream call, settling its breaker permit: no retries here.
+    /// One upstream call, settling its breaker permit and reservations: no retries here.
+    ///
+    /// A stream settles when it ends (a stream cut mid-way is a failure, its usage reconciles the
+    /// limits); anything else settles here. If this future is dropped (deadline, client gone), the
+    /// settlement is dropped unsettled: the breaker counts it as neither success nor failure, and
+    /// the reservations stay charged.
     async fn attempt(
         &self,
         req: &ProxyRequest,
         parsed: &Parsed,
         group: &Group,
         deployment: &Arc<Deployment>,
-        permit: Option<BreakerPermit>,
+        settlement: Settlement,
+        client_reservation: &parking_lot::Mutex<Option<Reservation>>,
     ) -> Result<ProxyResponse, Error> {
-        // A stream settles its permit when it ends (a stream cut mid-way is a failure); anything
-        // else settles here. If this future is dropped (deadline, client gone), the permit is
-        // dropped unrecorded, which the breaker counts as neither success nor failure.
-        let permit = Arc::new(parking_lot::Mutex::new(permit));
-        let result = self.attempt_inner(req, parsed, group, deployment, &permit).await;
-        if let Some(permit) = permit.lock().take() {
-            permit.record(classify(&result));
+        let pending = parking_lot::Mutex::new(Some(settlement));
+        let result = self
+            .attempt_inner(req, parsed, group, deployment, &pending, client_reservation)
+            .await;
+        if let Some(mut settlement) = pending.lock().take() {
+            match &result {
+                Ok(resp) => {
+                    // This attempt answers the request: the client's reservation settles with it.
+                    settlement.reservations.extend(client_reservation.lock().take());
+                    let usage = match &resp.body {
+                        ProxyBody::Full(bytes) if !settlement.reservations.is_empty() => usage_in(bytes),
+                        _ => None,
+                    };
+                    settlement.succeeded(usage.as_ref());
+                }
+                Err(err) => settlement.failed(err),
+            }
         }
         result
     }
@@ -499,7 +736,8 @@ impl Engine {
         parsed: &Parsed,
         group: &Group,
         deployment: &Arc<Deployment>,
-        permit: &Arc<parking_lot::Mutex<Option<BreakerPermit>>>,
+        pending: &parking_lot::Mutex<Option<Settlement>>,
+        client_reservation: &parking_lot::Mutex<Option<Reservation>>,
     ) -> Result<ProxyResponse, Error> {
         let body = match (&parsed.object, &deployment.config.model) {
             (Some(obj), Some(upstream)) if *upstream != parsed.model && parsed.model_in_body => {
@@ -554,18 +792,11 @@ impl Engine {
                 let expect_done =
                     matches!(req.endpoint, Endpoint::ChatCompletions) || req.path.as_str() == "completions";
                 {
-                    // The stream owns the permit from here; it is settled when the stream ends.
-                    let stream_permit = permit.lock().take();
-                    let on_end: OnStreamEnd = Box::new(move |end: StreamEnd| {
-                        if let Some(permit) = stream_permit {
-                            permit.record(match (end.completed, end.error) {
-                                (true, _) => Outcome::Success,
-                                (false, Some(_)) => Outcome::Failure,
-                                // The client went away: says nothing about the upstream.
-                                (false, None) => Outcome::Ignored,
-                            });
-                        }
-                    });
+                    // The stream owns the settlement from here (the client's reservation too, since
+                    // this attempt answers); it is settled when the stream ends.
+                    let mut settlement = pending.lock().take().unwrap_or_default();
+                    settlement.reservations.extend(client_reservation.lock().take());
+                    let on_end: OnStreamEnd = Box::new(move |end: StreamEnd| settlement.stream_ended(&end));
                     ProxyBody::Stream(first_event_or_error(stream, expect_done, Some(on_end)).await?)
                 }
             }
@@ -656,12 +887,42 @@ impl Engine {
                 Some("invalid_value"),
             ));
         }
+        let demand = self.estimate_demand(req, object.as_ref())?;
         Ok(Parsed {
             object,
             model,
             model_in_body,
             stream,
+            demand,
         })
+    }
+
+    /// What a request is counted as against token limits before its real usage is known.
+    ///
+    /// Input: the body's size / 4 (about a token per four bytes of English JSON), an upper-ish
+    /// bound until exact counting lands. Output: the request's own cap (`max_completion_tokens`,
+    /// `max_tokens`, times `n` choices) so a stream can't overshoot, else `resilience.default_output_tokens`; none for
+    /// embeddings and images. Reconciled with the upstream's `usage` when the call ends.
+    fn estimate_demand(&self, req: &ProxyRequest, object: Option<&RawObject>) -> Result<Demand, Error> {
+        let input = (req.body.len() as u64).div_ceil(4);
+        let output = match req.endpoint {
+            Endpoint::Embeddings | Endpoint::ImageGenerations => 0,
+            Endpoint::ChatCompletions | Endpoint::Passthrough => {
+                let (cap, choices) = match object {
+                    Some(obj) => {
+                        let cap = match obj.get_u64("max_completion_tokens")? {
+                            Some(n) => Some(n),
+                            None => obj.get_u64("max_tokens")?,
+                        };
+                        (cap, obj.get_u64("n")?.unwrap_or(1).max(1))
+                    }
+                    None => (None, 1),
+                };
+                cap.unwrap_or(self.config.resilience.default_output_tokens)
+                    .saturating_mul(choices)
+            }
+        };
+        Ok(Demand::request(input, output))
     }
 
     /// The models clients can ask for: every named group, plus what wildcard groups' upstreams list.
@@ -816,6 +1077,24 @@ struct Parsed {
     /// Whether `model` came from the body (only then is there something to rewrite).
     model_in_body: bool,
     stream: bool,
+    /// Estimated cost against rate limits.
+    demand: Demand,
+}
+
+/// A refusal by one of the gateway's own limits, as the client sees it.
+fn rate_limit_error(scope: String, err: RateLimitError) -> Error {
+    match err {
+        RateLimitError::Limited(limited) => Error::RateLimited {
+            scope,
+            detail: limited.to_string(),
+            retry_after: limited.retry_after,
+            headers: limited.headers(),
+        },
+        RateLimitError::TooLarge(too_large) => Error::RequestTooLarge {
+            scope,
+            detail: too_large.to_string(),
+        },
+    }
 }
 
 fn no_deployment(group: &Group, wait: Duration, reason: String) -> Error {

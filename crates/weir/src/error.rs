@@ -124,6 +124,26 @@ pub enum Error {
         /// What was wrong with it.
         message: String,
     },
+    /// A rate limit configured in the gateway (per client key or per deployment) refused the request.
+    #[error("Rate limit reached for {scope}: {detail}.")]
+    RateLimited {
+        /// Whose limit: `client key-0`, `deployment openai-a`...
+        scope: String,
+        /// Which limit and until when.
+        detail: String,
+        /// When the request would fit.
+        retry_after: Duration,
+        /// OpenAI-style `x-ratelimit-*` headers describing the limit.
+        headers: Vec<(&'static str, String)>,
+    },
+    /// The request alone needs more than a configured limit allows: it can never be admitted.
+    #[error("Request too large for {scope}: {detail}. Lower max_tokens or shorten the prompt.")]
+    RequestTooLarge {
+        /// Whose limit.
+        scope: String,
+        /// Which limit, what it allows and what was asked.
+        detail: String,
+    },
     /// Every deployment of the model group is resting (429 cooldown, open breaker) for longer than
     /// the request can wait.
     #[error("No deployment of `{model_group}` can take requests right now: {reason}.")]
@@ -162,6 +182,8 @@ pub enum ErrorKind {
     Unauthenticated,
     /// Unknown route.
     NotFound,
+    /// A rate limit of the gateway's own refused the request.
+    RateLimited,
     /// The upstream rejected the request as invalid (4xx other than auth and rate limits).
     UpstreamClientError,
     /// The upstream rejected our credentials (401/403).
@@ -193,6 +215,7 @@ impl ErrorKind {
             ErrorKind::PayloadTooLarge => "payload_too_large",
             ErrorKind::Unauthenticated => "unauthenticated",
             ErrorKind::NotFound => "not_found",
+            ErrorKind::RateLimited => "rate_limited",
             ErrorKind::UpstreamClientError => "upstream_client_error",
             ErrorKind::UpstreamAuth => "upstream_auth",
             ErrorKind::UpstreamRateLimited => "upstream_rate_limited",
@@ -211,7 +234,8 @@ impl Error {
     /// The metric/log label of this error.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::InvalidRequest { .. } => ErrorKind::InvalidRequest,
+            Error::InvalidRequest { .. } | Error::RequestTooLarge { .. } => ErrorKind::InvalidRequest,
+            Error::RateLimited { .. } => ErrorKind::RateLimited,
             Error::ModelNotFound { .. } => ErrorKind::ModelNotFound,
             Error::PayloadTooLarge { .. } => ErrorKind::PayloadTooLarge,
             Error::Unauthenticated { .. } => ErrorKind::Unauthenticated,

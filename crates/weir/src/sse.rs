@@ -219,13 +219,18 @@ pub fn guard(
     })
 }
 
-/// The `usage` object of the last event in `events` that has a non-null one. Only events that
-/// mention `"usage":{` are parsed, so ordinary chunks cost a byte scan, not a JSON parse.
-fn find_usage(events: &[u8]) -> Option<Usage> {
+/// The `usage` object of a JSON response or chunk, if it has a non-null one.
+pub fn usage_in(json: &[u8]) -> Option<Usage> {
     #[derive(serde::Deserialize)]
     struct Carrier {
         usage: Option<Usage>,
     }
+    serde_json::from_slice::<Carrier>(json).ok()?.usage
+}
+
+/// The `usage` object of the last event in `events` that has a non-null one. Only events that
+/// mention `"usage":{` are parsed, so ordinary chunks cost a byte scan, not a JSON parse.
+fn find_usage(events: &[u8]) -> Option<Usage> {
     const NEEDLE: &[u8] = b"\"usage\":{";
     if !events.windows(NEEDLE.len()).any(|w| w == NEEDLE) {
         return None;
@@ -235,9 +240,7 @@ fn find_usage(events: &[u8]) -> Option<Usage> {
     while let Some(end) = first_event_end(&events[offset..]) {
         let event = &events[offset..offset + end];
         offset += end;
-        if let Some(data) = event_data(event)
-            && let Ok(Carrier { usage: Some(usage) }) = serde_json::from_str::<Carrier>(&data)
-        {
+        if let Some(usage) = event_data(event).and_then(|data| usage_in(data.as_bytes())) {
             found = Some(usage);
         }
     }

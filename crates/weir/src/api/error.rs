@@ -37,6 +37,8 @@ pub struct ErrorResponse {
     pub body: ErrorBody,
     /// Passed on as `Retry-After` (whole seconds, rounded up) when set.
     pub retry_after: Option<Duration>,
+    /// More headers for the client, e.g. `x-ratelimit-*` on a local rate-limit refusal.
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl ErrorResponse {
@@ -58,6 +60,7 @@ impl ErrorResponse {
                 },
             },
             retry_after: None,
+            headers: Vec::new(),
         }
     }
 
@@ -103,6 +106,40 @@ impl ErrorResponse {
                 msg,
                 None,
                 Some("not_found".to_owned()),
+            ),
+            Error::RateLimited {
+                retry_after,
+                headers,
+                detail,
+                ..
+            } => {
+                let error_type = if detail.contains("token") {
+                    "tokens"
+                } else {
+                    "requests"
+                };
+                let mut resp = Self::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    error_type,
+                    msg,
+                    None,
+                    Some("rate_limit_exceeded".to_owned()),
+                );
+                resp.retry_after = Some(*retry_after);
+                // Retry-After itself is set from `retry_after`; the rest describe the limit.
+                resp.headers = headers
+                    .iter()
+                    .filter(|(name, _)| *name != "retry-after")
+                    .cloned()
+                    .collect();
+                resp
+            }
+            Error::RequestTooLarge { .. } => Self::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                msg,
+                Some("max_tokens".to_owned()),
+                Some("request_too_large_for_limit".to_owned()),
             ),
             Error::MethodNotAllowed { .. } => Self::new(
                 StatusCode::METHOD_NOT_ALLOWED,

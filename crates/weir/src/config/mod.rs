@@ -13,7 +13,7 @@ use std::{fmt, path::Path, time::Duration};
 use url::Url;
 
 use crate::{
-    resilience::circuit_breaker::CircuitBreakerConfig,
+    resilience::{circuit_breaker::CircuitBreakerConfig, rate_limit::RateLimitConfig},
     retry::{RetryBudgetConfig, RetryPolicy},
 };
 pub use values::{ByteSize, ConfigDuration, EnvString, Secret, interpolate, parse_byte_size, parse_duration};
@@ -72,6 +72,8 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
     /// Keys clients must present as `Authorization: Bearer <key>`. Empty: no authentication.
     pub api_keys: Vec<Secret>,
+    /// Limits applied to each gateway key separately (all unauthenticated traffic shares one).
+    pub client_rate_limits: Option<RateLimitConfig>,
 }
 
 impl Default for ServerConfig {
@@ -82,6 +84,7 @@ impl Default for ServerConfig {
             max_body_bytes: 16 << 20,
             shutdown_timeout: Duration::from_secs(30),
             api_keys: Vec::new(),
+            client_rate_limits: None,
         }
     }
 }
@@ -182,6 +185,8 @@ pub struct DeploymentConfig {
     pub retry: RetryPolicy,
     /// The deployment's circuit breaker; `None` when disabled.
     pub circuit_breaker: Option<CircuitBreakerConfig>,
+    /// Limits for calls to this deployment (one upstream key); `None`: unlimited.
+    pub rate_limits: Option<RateLimitConfig>,
 }
 
 /// Settings that apply to a whole request rather than one deployment.
@@ -192,6 +197,9 @@ pub struct ResilienceConfig {
     pub request_deadline: Duration,
     /// Caps retries at a fraction of first attempts, per model group.
     pub retry_budget: RetryBudgetConfig,
+    /// Output tokens reserved against token limits for a request without `max_tokens`
+    /// (reconciled with real usage afterwards).
+    pub default_output_tokens: u64,
 }
 
 impl Default for ResilienceConfig {
@@ -199,6 +207,7 @@ impl Default for ResilienceConfig {
         ResilienceConfig {
             request_deadline: Duration::from_secs(120),
             retry_budget: RetryBudgetConfig::default(),
+            default_output_tokens: 1024,
         }
     }
 }
@@ -351,6 +360,7 @@ impl Config {
                             ..RetryPolicy::default()
                         },
                         circuit_breaker: Some(CircuitBreakerConfig::default()),
+                        rate_limits: None,
                     },
                     ConfigSource::EnvOpenAi,
                 )
@@ -415,6 +425,7 @@ pub(crate) fn mock_deployment(
         pool: PoolLimits::default(),
         retry,
         circuit_breaker: Some(CircuitBreakerConfig::default()),
+        rate_limits: None,
     })
 }
 

@@ -7,7 +7,10 @@ use serde_saphyr::Spanned;
 use url::Url;
 
 use crate::{
-    resilience::circuit_breaker::CircuitBreakerConfig,
+    resilience::{
+        circuit_breaker::CircuitBreakerConfig,
+        rate_limit::{LimitMode, RateLimitConfig},
+    },
     retry::{RetryBudgetConfig, RetryPolicy},
 };
 
@@ -38,6 +41,7 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawResilience {
     request_deadline: Option<ConfigDuration>,
+    default_output_tokens: Option<u64>,
     #[serde(default)]
     retry_budget: RawRetryBudget,
 }
@@ -48,6 +52,26 @@ struct RawRetryBudget {
     ratio: Option<f64>,
     min_per_second: Option<f64>,
     window: Option<ConfigDuration>,
+}
+
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRateLimits {
+    requests_per_second: Option<f64>,
+    burst: Option<u32>,
+    mode: Option<RawLimitMode>,
+    max_wait: Option<ConfigDuration>,
+    max_queue: Option<usize>,
+    requests_per_minute: Option<u64>,
+    input_tokens_per_minute: Option<u64>,
+    output_tokens_per_minute: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum RawLimitMode {
+    Wait,
+    FailFast,
 }
 
 #[derive(Debug, Default, Clone, Copy, Deserialize)]
@@ -83,6 +107,8 @@ struct RawServer {
     shutdown_timeout: Option<ConfigDuration>,
     #[serde(default)]
     api_keys: Vec<Spanned<Secret>>,
+    #[serde(default)]
+    client_rate_limits: RawRateLimits,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -103,6 +129,8 @@ struct RawUpstream {
     retry: RawRetry,
     #[serde(default)]
     circuit_breaker: RawBreaker,
+    #[serde(default)]
+    rate_limits: RawRateLimits,
 }
 
 #[derive(Debug, Default, Clone, Copy, Deserialize)]
@@ -147,6 +175,8 @@ struct RawDeployment {
     retry: RawRetry,
     #[serde(default)]
     circuit_breaker: RawBreaker,
+    #[serde(default)]
+    rate_limits: RawRateLimits,
 }
 
 pub(super) fn parse(text: &str, file: Option<&str>) -> Result<Config, ConfigError> {
@@ -203,6 +233,13 @@ fn validate(raw: RawConfig, file: Option<&str>) -> Result<Config, ConfigError> {
             .shutdown_timeout
             .map_or(defaults.shutdown_timeout, |d| d.0),
         api_keys,
+        client_rate_limits: rate_limits(
+            &ctx,
+            0,
+            "server.client_rate_limits",
+            &RawRateLimits::default(),
+            &raw.server.client_rate_limits,
+        )?,
     };
     if server.max_body_bytes == 0 {
         return Err(ctx.error(0, "server.max_body_size", "must be greater than zero"));
@@ -331,6 +368,13 @@ fn deployment(
     let mut config = super::mock_deployment(&id, timeouts, retry.max_retries)?;
     config.retry = retry;
     config.circuit_breaker = breaker(ctx, line, path, &defaults.circuit_breaker, &dep.circuit_breaker)?;
+    config.rate_limits = rate_limits(
+        ctx,
+        line,
+        &format!("{path}.rate_limits"),
+        &defaults.rate_limits,
+        &dep.rate_limits,
+    )?;
     config.provider = dep.provider;
     config.model = dep.model.filter(|m| !m.trim().is_empty());
     config.organization = dep.organization.map(|s| s.0).filter(|s| !s.is_empty());
@@ -507,10 +551,43 @@ fn breaker(
     Ok(Some(config))
 }
 
+/// Merges a rate-limit section over its defaults, key by key; `None` when no limit is set.
+fn rate_limits(
+    ctx: &Ctx<'_>,
+    line: u64,
+    path: &str,
+    base: &RawRateLimits,
+    own: &RawRateLimits,
+) -> Result<Option<RateLimitConfig>, ConfigError> {
+    let d = RateLimitConfig::default();
+    let mode = match own.mode.or(base.mode) {
+        Some(RawLimitMode::FailFast) => LimitMode::FailFast,
+        Some(RawLimitMode::Wait) | None => match own.max_wait.or(base.max_wait) {
+            Some(max_wait) => LimitMode::Wait { max_wait: max_wait.0 },
+            None => d.mode,
+        },
+    };
+    let config = RateLimitConfig {
+        requests_per_second: own.requests_per_second.or(base.requests_per_second),
+        burst: own.burst.or(base.burst),
+        mode,
+        max_queue: own.max_queue.or(base.max_queue).unwrap_or(d.max_queue),
+        requests_per_minute: own.requests_per_minute.or(base.requests_per_minute),
+        input_tokens_per_minute: own.input_tokens_per_minute.or(base.input_tokens_per_minute),
+        output_tokens_per_minute: own.output_tokens_per_minute.or(base.output_tokens_per_minute),
+    };
+    if !config.is_limited() {
+        return Ok(None);
+    }
+    config.validate().map_err(|m| ctx.error(line, path, m))?;
+    Ok(Some(config))
+}
+
 fn resilience(ctx: &Ctx<'_>, raw: &RawResilience) -> Result<ResilienceConfig, ConfigError> {
     let d = ResilienceConfig::default();
     let b = &raw.retry_budget;
     let config = ResilienceConfig {
+        default_output_tokens: raw.default_output_tokens.unwrap_or(d.default_output_tokens),
         request_deadline: raw.request_deadline.map_or(d.request_deadline, |v| v.0),
         retry_budget: RetryBudgetConfig {
             ratio: b.ratio.unwrap_or(d.retry_budget.ratio),

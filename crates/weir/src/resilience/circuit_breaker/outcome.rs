@@ -43,6 +43,7 @@ impl Outcome {
             | ErrorKind::UpstreamClientError
             | ErrorKind::UpstreamAuth
             // Failures on the gateway's side: the upstream never saw the request.
+            | ErrorKind::RateLimited
             | ErrorKind::InvalidRequest
             | ErrorKind::ModelNotFound
             | ErrorKind::PayloadTooLarge
