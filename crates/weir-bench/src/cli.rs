@@ -132,7 +132,7 @@ Not part of `all`:
                  1 and 2 OS threads hammering one limiter, plus cases where most checks are
                  refused. Runs first, before any gateway scenario, and needs no weir binary.
                  Table on stdout, JSON in limiter.json next to --json (default
-                 bench-results/limiter.json). About 40 s with the defaults:
+                 bench-results/limiter.json). About 30 s with the defaults:
                    weir-bench --scenario limiter
 
 Closed loop measures latency from each request's actual start; it shows peak throughput at a

@@ -191,7 +191,7 @@ const CASES: &[Case] = &[
     },
     Case {
         group: "weir",
-        name: "RateLimiter try_reserve",
+        name: "RateLimiter reserve+reconcile",
         limits: "in tpm 1000, est 800",
         keyed: false,
         expect: Expect::Refuse,

@@ -5,7 +5,7 @@ use std::{convert::Infallible, time::Duration};
 use axum::{
     Extension, Json, Router,
     body::{Body, to_bytes},
-    extract::{Path, Request, State},
+    extract::{Request, State},
     middleware,
     response::{IntoResponse, Response},
     routing::{any, get, post},
@@ -22,6 +22,9 @@ use crate::{
     middleware::{ClientIdentity, RequestId, authenticate, request_context},
 };
 
+/// How long a client may take to send its request body.
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// How long `/health/upstreams` waits for each upstream.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -32,14 +35,15 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/images/generations", post(image_generations))
         .route("/v1/models", get(list_models))
-        .route("/v1/models/{*id}", get(retrieve_model))
+        .route("/v1/models/{*id}", get(retrieve_model).delete(passthrough))
         .route("/v1/{*path}", any(passthrough))
+        // It calls every upstream and shows their errors: not for anonymous callers.
+        .route("/health/upstreams", get(upstreams))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .merge(api)
         .route("/health", get(health))
         .route("/ready", get(ready))
-        .route("/health/upstreams", get(upstreams))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(request_context))
@@ -72,13 +76,17 @@ async fn image_generations(state: State<AppState>, id: Extension<RequestId>, req
     .await
 }
 
-async fn passthrough(
-    state: State<AppState>,
-    id: Extension<RequestId>,
-    Path(path): Path<String>,
-    req: Request,
-) -> Response {
-    proxy(state, id, req, Endpoint::Passthrough, ApiPath::parse(&path)).await
+async fn passthrough(state: State<AppState>, id: Extension<RequestId>, req: Request) -> Response {
+    let path = api_path(req.uri());
+    proxy(state, id, req, Endpoint::Passthrough, path).await
+}
+
+/// The path after `/v1/`, validated as it arrived on the wire. Axum's `Path` extractor would
+/// percent-decode first (turning `chat%2Fcompletions` into another route's path, or rejecting bad
+/// UTF-8 with a plain-text error); `ApiPath` refuses `%` outright instead.
+fn api_path(uri: &http::Uri) -> Result<ApiPath, Error> {
+    let rest = uri.path().strip_prefix("/v1/").unwrap_or_default();
+    ApiPath::parse(rest)
 }
 
 async fn proxy(
@@ -113,7 +121,13 @@ async fn proxy_inner(
         return Err(Error::PayloadTooLarge { limit });
     }
     // `to_bytes` stops reading at the limit, so a body without Content-Length can't exhaust memory.
-    let body = to_bytes(body, limit).await.map_err(|e| {
+    // A client trickling its body must not hold a task (and the drain) forever.
+    let body = tokio::time::timeout(BODY_READ_TIMEOUT, to_bytes(body, limit))
+        .await
+        .map_err(|_| Error::ClientTimeout {
+            after: BODY_READ_TIMEOUT,
+        })?;
+    let body = body.map_err(|e| {
         if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) {
             Error::PayloadTooLarge { limit }
         } else {
@@ -178,8 +192,16 @@ async fn list_models(State(state): State<AppState>) -> Response {
 async fn retrieve_model(
     State(state): State<AppState>,
     Extension(RequestId(request_id)): Extension<RequestId>,
-    Path(id): Path<String>,
+    uri: http::Uri,
 ) -> Response {
+    let id = match api_path(&uri) {
+        Ok(path) => path
+            .as_str()
+            .strip_prefix("models/")
+            .unwrap_or_default()
+            .to_owned(),
+        Err(err) => return ApiError(err).into_response(),
+    };
     match state.engine.retrieve_model(&id, Some(request_id)).await {
         Ok(bytes) => (
             [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],

@@ -225,9 +225,17 @@ async fn passthrough_paths_cannot_escape_the_upstream_root() {
         "/v1//evil.example/x",
         "/v1/http://evil.example/x",
         "/v1/files/..%5csecret",
+        "/v1/chat%2Fcompletions",
+        "/v1/files/..;/secret",
+        "/v1/%FF",
+        "/v1/models/%C0",
     ] {
-        let status = raw_get_status(gw.addr, path).await;
+        let (status, body) = raw_get(gw.addr, path).await;
         assert!(status == 404 || status == 400, "{path} gave {status}");
+        assert!(
+            body.contains("\"error\""),
+            "{path}: not an OpenAI-shaped error: {body}"
+        );
     }
     // Absolute-form request target naming another host.
     let status = raw_get_status(gw.addr, "http://evil.example/v1/models").await;
@@ -240,17 +248,61 @@ async fn passthrough_paths_cannot_escape_the_upstream_root() {
 }
 
 async fn raw_get_status(addr: std::net::SocketAddr, target: &str) -> u16 {
+    raw_get(addr, target).await.0
+}
+
+async fn raw_get(addr: std::net::SocketAddr, target: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let req = format!("GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await.unwrap();
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await.unwrap();
-    let text = String::from_utf8_lossy(&buf);
-    text.split_whitespace()
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
+        .unwrap_or(0);
+    (status, text)
+}
+
+#[tokio::test]
+async fn duplicate_keys_are_refused_before_reaching_the_upstream() {
+    let mock = MockServer::start().await.unwrap();
+    let gw = Gateway::start(&config_for(&mock, "", "")).await;
+    // Routed as the first `model`, an upstream would run the last one.
+    let body = r#"{"model":"mock-model","messages":[{"role":"user","content":"x"}],"model":"gpt-4o"}"#;
+    let resp = http()
+        .post(gw.url("/v1/chat/completions"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let err = error_of(resp).await;
+    assert!(
+        err["message"].as_str().unwrap().contains("duplicate key `model`"),
+        "{err}"
+    );
+    assert_eq!(mock.state().request_count(), 0);
+}
+
+#[tokio::test]
+async fn model_deletion_passes_through() {
+    let mock = MockServer::start().await.unwrap();
+    let gw = Gateway::start(&config_for(&mock, "", "default_model: mock-model")).await;
+    let resp = http()
+        .delete(gw.url("/v1/models/ft:gpt-4o-mini:acme:x:1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let seen = mock.state().last_request().unwrap();
+    assert_eq!(
+        (seen.method.as_str(), seen.path_and_query.as_str()),
+        ("DELETE", "/v1/models/ft:gpt-4o-mini:acme:x:1")
+    );
 }
 
 #[tokio::test]
@@ -361,6 +413,20 @@ async fn gateway_keys_are_required_when_configured_and_never_forwarded() {
         mock.state().last_request().unwrap().headers["authorization"],
         "Bearer upstream-secret-key"
     );
-    // Health endpoints stay open for probes.
+    // Liveness and readiness stay open for probes; the upstream probe (it calls every upstream) does not.
     assert_eq!(c.get(gw.url("/health")).send().await.unwrap().status(), 200);
+    assert_eq!(c.get(gw.url("/ready")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        c.get(gw.url("/health/upstreams")).send().await.unwrap().status(),
+        401
+    );
+    assert_eq!(
+        c.get(gw.url("/health/upstreams"))
+            .bearer_auth("gw-key-1")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 }

@@ -14,7 +14,9 @@ use serde_json::{Value, json};
 use weir_mock::server::MockServer;
 
 async fn chat_as(gw: &Gateway, key: Option<&str>, extra: Value) -> reqwest::Response {
-    let mut req = http().post(gw.url("/v1/chat/completions")).json(&chat_body(extra));
+    let mut req = http()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&chat_body(extra));
     if let Some(key) = key {
         req = req.bearer_auth(key);
     }
@@ -40,23 +42,38 @@ async fn a_deployment_limit_refuses_with_openai_style_429() {
     let err = error_of(refused).await;
     assert_eq!(err["code"], "rate_limit_exceeded");
     assert!(err["message"].as_str().unwrap().contains("mock-a"), "{err}");
-    assert_eq!(mock.state().request_count(), 3, "a refused request reached the upstream");
+    assert_eq!(
+        mock.state().request_count(),
+        3,
+        "a refused request reached the upstream"
+    );
 }
 
 #[tokio::test]
 async fn full_keys_are_skipped_for_keys_with_room() {
-    let (mock_a, mock_b) = (MockServer::start().await.unwrap(), MockServer::start().await.unwrap());
+    let (mock_a, mock_b) = (
+        MockServer::start().await.unwrap(),
+        MockServer::start().await.unwrap(),
+    );
     let yaml = format!(
         "models:\n  - name: m\n    deployments:\n      - id: a\n        provider: openai\n        base_url: {}\n        rate_limits: {{ requests_per_minute: 2, mode: fail_fast }}\n      - id: b\n        provider: openai\n        base_url: {}\n        rate_limits: {{ requests_per_minute: 3, mode: fail_fast }}\n",
         mock_a.base_url(),
         mock_b.base_url()
     );
     let gw = Gateway::start(&yaml).await;
-    let ask = || http().post(gw.url("/v1/chat/completions")).json(&json!({"model": "m", "messages": [{"role": "user", "content": "x"}]})).send();
+    let ask = || {
+        http()
+            .post(gw.url("/v1/chat/completions"))
+            .json(&json!({"model": "m", "messages": [{"role": "user", "content": "x"}]}))
+            .send()
+    };
     for _ in 0..5 {
         assert_eq!(ask().await.unwrap().status(), 200);
     }
-    assert_eq!((mock_a.state().request_count(), mock_b.state().request_count()), (2, 3));
+    assert_eq!(
+        (mock_a.state().request_count(), mock_b.state().request_count()),
+        (2, 3)
+    );
     assert_eq!(ask().await.unwrap().status(), 429, "both keys are full");
 }
 
@@ -74,7 +91,10 @@ async fn each_client_key_has_its_own_limit() {
     assert_eq!(refused.status(), 429);
     let err = error_of(refused).await;
     assert!(err["message"].as_str().unwrap().contains("client key-0"), "{err}");
-    assert!(!err["message"].as_str().unwrap().contains("tenant-a-key"), "the key leaked: {err}");
+    assert!(
+        !err["message"].as_str().unwrap().contains("tenant-a-key"),
+        "the key leaked: {err}"
+    );
     // The other tenant is untouched.
     assert_eq!(chat_as(&gw, Some("tenant-b-key"), json!({})).await.status(), 200);
     assert_eq!(mock.state().request_count(), 3);
@@ -88,17 +108,36 @@ async fn output_reservations_are_reconciled_with_real_usage() {
     let limits = "        rate_limits: { output_tokens_per_minute: 100, mode: fail_fast }";
     let gw = Gateway::start(&config_for(&mock, limits, "")).await;
     assert_eq!(chat_as(&gw, None, json!({"max_tokens": 60})).await.status(), 200);
-    assert_eq!(chat_as(&gw, None, json!({"max_tokens": 60})).await.status(), 200, "the reservation was not reconciled");
+    assert_eq!(
+        chat_as(&gw, None, json!({"max_tokens": 60})).await.status(),
+        200,
+        "the reservation was not reconciled"
+    );
 
     // Streams reconcile from their final usage chunk.
-    let resp = chat_as(&gw, None, json!({"max_tokens": 60, "stream": true, "stream_options": {"include_usage": true}})).await;
+    let resp = chat_as(
+        &gw,
+        None,
+        json!({"max_tokens": 60, "stream": true, "stream_options": {"include_usage": true}}),
+    )
+    .await;
     assert_eq!(resp.status(), 200);
     let mut body = resp.bytes_stream();
     while body.next().await.is_some() {}
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let snapshot = gw.state.engine.deployment("mock-a").unwrap().limiter().unwrap().snapshot();
+    let snapshot = gw
+        .state
+        .engine
+        .deployment("mock-a")
+        .unwrap()
+        .limiter()
+        .unwrap()
+        .snapshot();
     let used = 100 - snapshot.output_tokens.unwrap().remaining;
-    assert!(used < 60, "three requests should have used ~27 output tokens, not {used}");
+    assert!(
+        used < 60,
+        "three requests should have used ~27 output tokens, not {used}"
+    );
 
     // A request that could never fit is a 400, not a 429 to retry forever.
     let too_big = chat_as(&gw, None, json!({"max_tokens": 1000})).await;
@@ -115,6 +154,10 @@ async fn in_wait_mode_requests_queue_for_the_bucket_instead_of_failing() {
     let all = futures::future::join_all((0..4).map(|_| chat_as(&gw, None, json!({})))).await;
     assert!(all.iter().all(|r| r.status() == 200));
     // 1 at once, then one every 200 ms: the last waits about 600 ms.
-    assert!(started.elapsed() >= Duration::from_millis(500), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(mock.state().request_count(), 4);
 }

@@ -110,8 +110,14 @@ impl<'de> Deserialize<'de> for RawObject {
                 f.write_str("a JSON object")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawObject, A::Error> {
-                let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(8));
+                let mut fields: Vec<(String, Box<RawValue>)> =
+                    Vec::with_capacity(map.size_hint().unwrap_or(8));
                 while let Some((k, v)) = map.next_entry::<String, Box<RawValue>>()? {
+                    // We route on the first `model`, an upstream would run the last: a duplicate
+                    // key would let a client reach a model the gateway never allowed.
+                    if fields.iter().any(|(seen, _)| *seen == k) {
+                        return Err(serde::de::Error::custom(format!("duplicate key `{k}`")));
+                    }
                     fields.push((k, v));
                 }
                 Ok(RawObject { fields })
@@ -146,5 +152,7 @@ mod tests {
         assert!(!obj.is_non_empty_array("messages"));
         assert!(RawObject::parse(b"[1]").is_err());
         assert!(RawObject::parse(b"{\"a\":").is_err());
+        let dup = RawObject::parse(br#"{"model":"cheap","messages":[],"model":"expensive"}"#).unwrap_err();
+        assert!(dup.to_string().contains("duplicate key `model`"), "{dup}");
     }
 }

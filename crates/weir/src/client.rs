@@ -11,6 +11,7 @@ use futures::{Stream, StreamExt, stream::BoxStream};
 use http::Method;
 use serde::{Serialize, de::DeserializeOwned};
 
+use crate::api::{ChatDelta, ChunkChoice};
 use crate::{
     api::{
         ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, EmbeddingRequest,
@@ -100,8 +101,10 @@ impl Client {
             ProxyBody::Stream(stream) => stream,
             ProxyBody::Full(bytes) => {
                 // The upstream ignored `stream`: present its whole answer as one chunk.
-                let chunk = Bytes::from([b"data: ".as_slice(), &bytes, b"\n\ndata: [DONE]\n\n"].concat());
-                futures::stream::once(async move { GuardItem::Events(chunk) }).boxed()
+                let chunk = serde_json::to_vec(&as_single_chunk(parse_json(&bytes)?))
+                    .map_err(|e| Error::Internal(e.to_string()))?;
+                let event = Bytes::from([b"data: ".as_slice(), &chunk, b"\n\ndata: [DONE]\n\n"].concat());
+                futures::stream::once(async move { GuardItem::Events(event) }).boxed()
             }
         };
         Ok(ChatCompletionStream {
@@ -170,6 +173,33 @@ impl Client {
             .execute(ProxyRequest::json(endpoint, to_body(request)?))
             .await?;
         parse_json(&collect(resp.body).await?)
+    }
+}
+
+/// A complete answer as the one chunk a stream of it would have had.
+fn as_single_chunk(reply: ChatCompletionResponse) -> ChatCompletionChunk {
+    ChatCompletionChunk {
+        id: reply.id,
+        object: "chat.completion.chunk".to_owned(),
+        created: reply.created,
+        model: reply.model,
+        choices: reply
+            .choices
+            .into_iter()
+            .map(|choice| ChunkChoice {
+                index: choice.index,
+                delta: ChatDelta {
+                    role: Some(choice.message.role),
+                    content: choice.message.content.and_then(|c| c.as_str().map(str::to_owned)),
+                    tool_calls: choice.message.tool_calls,
+                    extra: Default::default(),
+                },
+                finish_reason: choice.finish_reason,
+                extra: Default::default(),
+            })
+            .collect(),
+        usage: reply.usage,
+        extra: reply.extra,
     }
 }
 

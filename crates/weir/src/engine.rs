@@ -353,11 +353,7 @@ struct Group {
 
 impl Group {
     fn matches(&self, model: &str) -> bool {
-        if self.wildcard {
-            model.starts_with(self.name.trim_end_matches('*'))
-        } else {
-            &*self.name == model
-        }
+        crate::config::model_matches(&self.name, model)
     }
 
     /// Round-robin over the usable deployments: starting from the cursor, the first one that is
@@ -524,15 +520,8 @@ impl Engine {
     }
 
     fn group_for(&self, model: &str) -> Option<&Group> {
-        self.groups
-            .iter()
-            .find(|g| !g.wildcard && g.matches(model))
-            .or_else(|| {
-                self.groups
-                    .iter()
-                    .filter(|g| g.wildcard && g.matches(model))
-                    .max_by_key(|g| g.name.len())
-            })
+        // Groups are built in config order, so the config's choice indexes them.
+        self.config.group_index(model).and_then(|i| self.groups.get(i))
     }
 
     /// Routes and executes one request, retrying retryable failures (see [`crate::retry`]). Each
@@ -630,7 +619,9 @@ impl Engine {
                     if wait > max_wait || Instant::now() + wait >= deadline {
                         return Err(no_deployment(group, wait, reason));
                     }
-                    tokio::time::sleep(wait).await;
+                    // Up to 10 % jitter, so requests parked on the same cooldown don't all hit
+                    // the upstream in the same millisecond when it ends.
+                    tokio::time::sleep(wait.mul_f64(1.0 + 0.1 * fastrand::f64())).await;
                     continue;
                 }
                 Pick::Unavailable(wait, reason) => return Err(no_deployment(group, wait, reason)),
@@ -751,7 +742,12 @@ impl Engine {
             path: req.path.clone(),
             query: req.query.clone(),
             body,
-            content_type: req.content_type.clone(),
+            // The typed endpoints are JSON whatever the client labelled them (`curl -d` says
+            // form-urlencoded); only pass-through keeps the client's type (multipart uploads).
+            content_type: match req.endpoint {
+                Endpoint::Passthrough => req.content_type.clone(),
+                _ => None,
+            },
             stream: parsed.stream,
             request_id: req.request_id.clone(),
         };
@@ -1144,15 +1140,45 @@ fn pass_on_headers(upstream: &HeaderMap) -> HeaderMap {
 /// `retry-after-ms` (OpenAI's, more precise) or `Retry-After` in seconds.
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let parse = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|s| s.trim().parse::<f64>().ok())
+        let value = headers.get(name)?.to_str().ok()?.trim().parse::<f64>().ok()?;
+        // `try_from`: a finite but huge value (1e30) must not panic the request.
+        Duration::try_from_secs_f64(value).ok()
     };
-    if let Some(ms) = parse("retry-after-ms").filter(|ms| ms.is_finite() && *ms >= 0.0) {
-        return Some(Duration::from_secs_f64(ms / 1000.0));
+    parse("retry-after-ms")
+        .map(|ms| ms / 1000)
+        .or_else(|| parse("retry-after"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_headers_parse_safely() {
+        let headers = |pairs: &[(&'static str, &str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.insert(*k, v.parse().unwrap());
+            }
+            h
+        };
+        assert_eq!(
+            retry_after(&headers(&[("retry-after", "2")])),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(
+            retry_after(&headers(&[("retry-after", "2"), ("retry-after-ms", "1500")])),
+            Some(Duration::from_millis(1500)),
+            "the precise header wins"
+        );
+        // Finite but absurd values must not panic; they are ignored.
+        assert_eq!(retry_after(&headers(&[("retry-after-ms", "1e30")])), None);
+        assert_eq!(retry_after(&headers(&[("retry-after", "1e20")])), None);
+        assert_eq!(retry_after(&headers(&[("retry-after", "-1")])), None);
+        assert_eq!(retry_after(&headers(&[("retry-after", "NaN")])), None);
+        assert_eq!(
+            retry_after(&headers(&[("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT")])),
+            None
+        );
     }
-    parse("retry-after")
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .map(Duration::from_secs_f64)
 }

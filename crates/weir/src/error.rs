@@ -58,6 +58,12 @@ pub enum Error {
         /// The model name the client asked for.
         model: String,
     },
+    /// The client took too long to send its request body.
+    #[error("The request body did not arrive within {}s.", .after.as_secs())]
+    ClientTimeout {
+        /// How long we waited.
+        after: Duration,
+    },
     /// The request body exceeds the configured limit.
     #[error("Request body is larger than the limit of {limit} bytes.")]
     PayloadTooLarge {
@@ -237,7 +243,7 @@ impl Error {
             Error::InvalidRequest { .. } | Error::RequestTooLarge { .. } => ErrorKind::InvalidRequest,
             Error::RateLimited { .. } => ErrorKind::RateLimited,
             Error::ModelNotFound { .. } => ErrorKind::ModelNotFound,
-            Error::PayloadTooLarge { .. } => ErrorKind::PayloadTooLarge,
+            Error::PayloadTooLarge { .. } | Error::ClientTimeout { .. } => ErrorKind::PayloadTooLarge,
             Error::Unauthenticated { .. } => ErrorKind::Unauthenticated,
             Error::NotFound { .. } | Error::MethodNotAllowed { .. } => ErrorKind::NotFound,
             Error::Upstream { status, .. } => match status.as_u16() {
@@ -253,18 +259,6 @@ impl Error {
             Error::Unavailable { .. } | Error::NoDeploymentAvailable { .. } => ErrorKind::Unavailable,
             Error::Config(_) | Error::Internal(_) => ErrorKind::Internal,
         }
-    }
-
-    /// Whether trying again (later, or on another deployment) could succeed. Used by the retry layer.
-    pub fn is_retryable(&self) -> bool {
-        matches!(
-            self.kind(),
-            ErrorKind::UpstreamRateLimited
-                | ErrorKind::UpstreamServerError
-                | ErrorKind::Timeout
-                | ErrorKind::Connect
-                | ErrorKind::Transport
-        )
     }
 
     /// A 400 naming the offending field.

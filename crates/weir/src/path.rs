@@ -28,16 +28,19 @@ impl ApiPath {
             if segment.is_empty() {
                 return Err(invalid("empty path segment"));
             }
-            if segment == "." || segment == ".." {
+            // `..;` and friends are normalised to `..` by some servers and proxies.
+            if segment == "." || segment.starts_with("..") {
                 return Err(invalid("dot segments are not allowed"));
             }
-            // Percent-encoding could smuggle `/`, `\` or dots past the checks above; upstream
-            // IDs never need it, so any `%` is refused.
+            // Percent-encoding could smuggle `/`, `\` or dots past the checks above, and sub-delims
+            // (`;`, `,`, `=`...) mean things to some servers; upstream IDs need neither.
             if !segment
                 .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-._~:@!$&'()*+,;=".contains(&b))
+                .all(|b| b.is_ascii_alphanumeric() || b"-._~:@".contains(&b))
             {
-                return Err(invalid("only unreserved characters are allowed in path segments"));
+                return Err(invalid(
+                    "only letters, digits and - . _ ~ : @ are allowed in path segments",
+                ));
             }
         }
         Ok(ApiPath(rel.to_owned()))
@@ -105,6 +108,9 @@ mod tests {
             "//evil.example/x",
             "http://evil.example/x",
             "/files",
+            "files/..;/admin",
+            "a;b",
+            "..x",
             "a b",
             "",
             "/",

@@ -123,8 +123,10 @@ impl HttpPool {
             after: wait,
         };
         let acquire = async {
-            let pool = self.permits.clone().acquire_owned().await;
+            // Host first: waiting for a busy host while holding a global slot would starve
+            // requests to other hosts.
             let host = host_sem.acquire_owned().await;
+            let pool = self.permits.clone().acquire_owned().await;
             match (pool, host) {
                 (Ok(p), Ok(h)) => Ok(PoolPermit { _pool: p, _host: h }),
                 _ => Err(Error::Unavailable {

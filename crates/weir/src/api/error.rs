@@ -134,6 +134,13 @@ impl ErrorResponse {
                     .collect();
                 resp
             }
+            Error::ClientTimeout { .. } => Self::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "invalid_request_error",
+                msg,
+                None,
+                Some("request_timeout".to_owned()),
+            ),
             Error::RequestTooLarge { .. } => Self::new(
                 StatusCode::BAD_REQUEST,
                 "invalid_request_error",

@@ -129,10 +129,7 @@ pub struct ModelGroupConfig {
 impl ModelGroupConfig {
     /// Whether `model` belongs to this group.
     pub fn matches(&self, model: &str) -> bool {
-        match self.name.strip_suffix('*') {
-            Some(prefix) => model.starts_with(prefix),
-            None => self.name == model,
-        }
+        model_matches(&self.name, model)
     }
     /// Whether the name is a pattern rather than one model.
     pub fn is_wildcard(&self) -> bool {
@@ -385,15 +382,33 @@ impl Config {
 
     /// The group serving `model`: an exact name wins over patterns, the longest pattern over shorter ones.
     pub fn group_for(&self, model: &str) -> Option<&ModelGroupConfig> {
-        self.models
-            .iter()
-            .find(|g| !g.is_wildcard() && g.name == model)
-            .or_else(|| {
-                self.models
-                    .iter()
-                    .filter(|g| g.is_wildcard() && g.matches(model))
-                    .max_by_key(|g| g.name.len())
-            })
+        self.group_index(model).and_then(|i| self.models.get(i))
+    }
+
+    /// The position in `models` of the group serving `model` (see [`Config::group_for`]).
+    pub fn group_index(&self, model: &str) -> Option<usize> {
+        let mut best: Option<(usize, usize)> = None;
+        for (i, group) in self.models.iter().enumerate() {
+            if !model_matches(&group.name, model) {
+                continue;
+            }
+            if !group.is_wildcard() {
+                return Some(i);
+            }
+            if best.is_none_or(|(_, len)| group.name.len() > len) {
+                best = Some((i, group.name.len()));
+            }
+        }
+        best.map(|(i, _)| i)
+    }
+}
+
+/// Whether `model` is served by a group named `pattern`: the exact name, or with a trailing `*`,
+/// any model starting with what precedes it.
+pub fn model_matches(pattern: &str, model: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => model.starts_with(prefix),
+        None => pattern == model,
     }
 }
 
