@@ -39,6 +39,8 @@ pub struct AppState {
     pub api_keys: Arc<[Secret]>,
     /// How long in-flight work may continue after shutdown starts.
     pub shutdown_timeout: Duration,
+    /// Fired when the drain deadline passes: streams still running end with an error event.
+    pub cut_off: tokio_util::sync::CancellationToken,
 }
 
 impl AppState {
@@ -53,6 +55,7 @@ impl AppState {
             max_body_bytes,
             api_keys,
             shutdown_timeout,
+            cut_off: tokio_util::sync::CancellationToken::new(),
         })
     }
 
@@ -79,6 +82,7 @@ pub async fn serve(
         tracing::info!(deadline = %humantime_secs(grace), "shutting down: no new connections, finishing in-flight requests");
         let _ = started_tx.send(());
     };
+    let cut_off = state.cut_off.clone();
     let app = router(state);
     // Without TCP_NODELAY, Nagle's algorithm holds the last small write of a response (the end of
     // an SSE stream, say) until the client's delayed ACK: ~40 ms added to every stream.
@@ -95,14 +99,21 @@ pub async fn serve(
         }
         tokio::time::sleep(grace).await;
     };
+    let server = std::future::IntoFuture::into_future(server);
+    tokio::pin!(server);
     tokio::select! {
-        result = server => {
+        result = &mut server => {
             tracing::info!("all in-flight requests finished");
             result
         }
         () = deadline => {
-            tracing::warn!("shutdown deadline reached: cutting the requests still in flight");
-            Ok(())
+            tracing::warn!("shutdown deadline reached: ending the streams still in flight");
+            cut_off.cancel();
+            // Streams now end with an error event; give their connections a moment to flush it.
+            match tokio::time::timeout(Duration::from_secs(1), &mut server).await {
+                Ok(result) => result,
+                Err(_) => Ok(()),
+            }
         }
     }
 }

@@ -97,7 +97,7 @@ async fn proxy(
     path: Result<ApiPath, Error>,
 ) -> Response {
     match proxy_inner(&state, request_id, req, endpoint, path).await {
-        Ok(resp) => into_http(resp),
+        Ok(resp) => into_http(resp, &state.cut_off),
         Err(err) => ApiError(err).into_response(),
     }
 }
@@ -153,7 +153,7 @@ async fn proxy_inner(
     state.engine.execute(proxy_req).await
 }
 
-fn into_http(resp: ProxyResponse) -> Response {
+fn into_http(resp: ProxyResponse, cut_off: &tokio_util::sync::CancellationToken) -> Response {
     let deployment = HeaderValue::from_str(resp.deployment.id()).ok();
     let mut out = match resp.body {
         ProxyBody::Full(bytes) => Response::new(Body::from(bytes)),
@@ -169,7 +169,17 @@ fn into_http(resp: ProxyResponse) -> Response {
                     }
                 })
             });
-            let mut r = Response::new(Body::from_stream(body));
+            // At the drain deadline a stream ends, visibly, with an error event.
+            let cut = cut_off.clone();
+            let body = body
+                .take_until(cut_off.clone().cancelled_owned())
+                .chain(futures::stream::iter(
+                    std::iter::once(()).filter_map(move |()| cut.is_cancelled().then(shutdown_event)),
+                ));
+            let mut r = Response::new(Body::from_stream(InSpan::new(
+                body.boxed(),
+                tracing::Span::current(),
+            )));
             let headers = r.headers_mut();
             headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
             // Tell nginx-style proxies in front of us not to buffer the stream.
@@ -258,4 +268,53 @@ async fn method_not_allowed(method: Method, uri: http::Uri) -> Response {
         message: format!("Method {method} is not allowed for {}.", uri.path()),
     })
     .into_response()
+}
+
+/// The event that ends a stream cut off by the drain deadline.
+fn shutdown_event() -> Result<Bytes, Infallible> {
+    let err = Error::Unavailable {
+        message: "The gateway is shutting down; the stream was cut off.".to_owned(),
+    };
+    Ok(weir::sse::error_event(&err))
+}
+
+/// A response body stream that runs inside the request's span. Hyper polls bodies outside the
+/// handler, so without this, what is logged while streaming (a stream failing mid-way, the breaker
+/// settling at stream end) would lose the request id.
+struct InSpan<S> {
+    /// `None` once dropped, so the drop itself can run inside the span.
+    inner: Option<S>,
+    span: tracing::Span,
+}
+
+impl<S> InSpan<S> {
+    fn new(inner: S, span: tracing::Span) -> Self {
+        InSpan {
+            inner: Some(inner),
+            span,
+        }
+    }
+}
+
+impl<S: futures::Stream + Unpin> futures::Stream for InSpan<S> {
+    type Item = S::Item;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        let _entered = this.span.enter();
+        match this.inner.as_mut() {
+            Some(inner) => inner.poll_next_unpin(cx),
+            None => std::task::Poll::Ready(None),
+        }
+    }
+}
+
+impl<S> Drop for InSpan<S> {
+    fn drop(&mut self) {
+        let _entered = self.span.enter();
+        self.inner.take();
+    }
 }

@@ -70,6 +70,20 @@ async fn json_logs_carry_request_ids_and_no_secrets() {
         .unwrap();
     assert_eq!(upstream_fail.status(), 500);
 
+    let cut = c
+        .post(format!("{base}/v1/chat/completions"))
+        .bearer_auth("gw-secret-key-123")
+        .header("x-request-id", "log-test-3")
+        .json(
+            &json!({"model": "mock-model", "messages": [{"role": "user", "content": prompt}],
+                      "stream": true, "x_mock": {"drop_after_chunks": 2}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cut.status(), 200);
+    let _ = cut.text().await;
+
     let pid = child.id().unwrap().to_string();
     tokio::process::Command::new("kill")
         .args(["-TERM", &pid])
@@ -97,10 +111,13 @@ async fn json_logs_carry_request_ids_and_no_secrets() {
         .collect();
     let served: Vec<&serde_json::Value> = entries
         .iter()
-        .filter(|e| e["message"] == "request served")
+        .filter(|e| e["message"] == "request served" && e["span"]["request_id"] == "log-test-1")
         .collect();
-    assert_eq!(served.len(), 1, "{logs}");
-    assert_eq!(served[0]["span"]["request_id"], "log-test-1");
+    assert_eq!(
+        served.len(),
+        1,
+        "exactly one end-of-request line per request: {logs}"
+    );
     assert_eq!(served[0]["status"], 200);
     let failed = entries
         .iter()
@@ -116,5 +133,11 @@ async fn json_logs_carry_request_ids_and_no_secrets() {
                 && e["span"]["request_id"] == "log-test-2"),
         "{logs}"
     );
+    // Lines logged while the body streams (after the handler returned) keep the request's id.
+    let midway = entries
+        .iter()
+        .find(|e| e["message"] == "stream failed after it started")
+        .unwrap_or_else(|| panic!("no line for the cut stream:\n{logs}"));
+    assert_eq!(midway["span"]["request_id"], "log-test-3", "{logs}");
     let _ = std::fs::remove_dir_all(dir);
 }

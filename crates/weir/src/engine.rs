@@ -797,9 +797,11 @@ impl Engine {
                 }
             }
             // A stream was asked for but the upstream answered plainly (some servers ignore `stream`).
-            UpstreamBody::Stream(stream) => {
-                ProxyBody::Full(UpstreamBody::Stream(stream).collect(usize::MAX).await?)
-            }
+            UpstreamBody::Stream(stream) => ProxyBody::Full(
+                UpstreamBody::Stream(stream)
+                    .collect(crate::provider::MAX_RESPONSE_BYTES)
+                    .await?,
+            ),
         };
         Ok(ProxyResponse {
             status: resp.status,
@@ -1014,7 +1016,7 @@ impl Engine {
             .await?;
         let status = resp.status;
         let retry_after = retry_after(&resp.headers);
-        let body = resp.body.collect(usize::MAX).await?;
+        let body = resp.body.collect(crate::provider::MAX_RESPONSE_BYTES).await?;
         if !status.is_success() {
             let (message, error_type, code, param) = parse_upstream_error(&body);
             return Err(Error::Upstream {

@@ -20,7 +20,14 @@ use crate::{
 #[derive(Debug, Default)]
 pub struct SseFramer {
     buf: BytesMut,
+    /// How far `buf` is known to hold no event boundary, so each push scans only new bytes
+    /// (a slow upstream sending a huge event byte by byte must not cost quadratic time).
+    scanned: usize,
 }
+
+/// The largest single event the guard accepts; a longer one (an upstream that never sends the
+/// blank line) fails the stream instead of growing memory.
+pub const MAX_EVENT_BYTES: usize = 8 << 20;
 
 impl SseFramer {
     /// Appends received bytes.
@@ -30,14 +37,38 @@ impl SseFramer {
 
     /// Removes and returns all complete events buffered so far, as one contiguous slice.
     pub fn take_complete(&mut self) -> Option<Bytes> {
-        let end = last_event_end(&self.buf)?;
-        Some(self.buf.split_to(end).freeze())
+        let mut end = None;
+        let mut offset = self.resume_from();
+        while let Some(e) = first_event_end(&self.buf[offset..]) {
+            offset += e;
+            end = Some(offset);
+        }
+        self.split(end)
     }
 
     /// Removes and returns the next complete event.
     pub fn next_event(&mut self) -> Option<Bytes> {
-        let end = first_event_end(&self.buf)?;
-        Some(self.buf.split_to(end).freeze())
+        let from = self.resume_from();
+        let end = first_event_end(&self.buf[from..]).map(|e| from + e);
+        self.split(end)
+    }
+
+    /// Where to resume scanning: a boundary (up to 3 bytes) may straddle the old end.
+    fn resume_from(&self) -> usize {
+        self.scanned.saturating_sub(2).min(self.buf.len())
+    }
+
+    fn split(&mut self, end: Option<usize>) -> Option<Bytes> {
+        match end {
+            Some(end) => {
+                self.scanned = 0;
+                Some(self.buf.split_to(end).freeze())
+            }
+            None => {
+                self.scanned = self.buf.len();
+                None
+            }
+        }
     }
 
     /// Bytes of an event that has not been terminated yet.
@@ -61,16 +92,6 @@ fn first_event_end(buf: &[u8]) -> Option<usize> {
         i += 1;
     }
     None
-}
-
-fn last_event_end(buf: &[u8]) -> Option<usize> {
-    let mut end = None;
-    let mut offset = 0;
-    while let Some(e) = first_event_end(&buf[offset..]) {
-        offset += e;
-        end = Some(offset);
-    }
-    end
 }
 
 /// The `data:` payload of one event (multiple data lines joined by `\n`), if it has one.
@@ -174,6 +195,17 @@ pub fn guard(
             match st.upstream.next().await {
                 Some(Ok(chunk)) => {
                     st.framer.push(&chunk);
+                    if st.framer.pending().len() > MAX_EVENT_BYTES {
+                        let err = Error::BadUpstreamResponse {
+                            message: format!(
+                                "an event of the upstream stream exceeded {MAX_EVENT_BYTES} bytes"
+                            ),
+                        };
+                        st.finished = true;
+                        st.notifier.end.error = Some(err.kind());
+                        let event = error_event(&err);
+                        return Some((GuardItem::Failed(err, event), st));
+                    }
                     if let Some(events) = st.framer.take_complete() {
                         if let Some(usage) = find_usage(&events) {
                             st.notifier.end.usage = Some(usage);
@@ -296,6 +328,33 @@ mod tests {
             Bytes::from_static(b"data: b\r\n\r\ndata: c\n\n")
         );
         assert_eq!(event_data(b"event: x\ndata: 1\ndata: 2\n\n").unwrap(), "1\n2");
+    }
+
+    #[test]
+    fn framer_finds_boundaries_split_across_pushes() {
+        let mut f = SseFramer::default();
+        for b in b"data: x\r\n\r\ndata: y\n\n" {
+            f.push(&[*b]);
+            if let Some(e) = f.take_complete() {
+                assert!(
+                    e.as_ref() == b"data: x\r\n\r\n" || e.as_ref() == b"data: y\n\n",
+                    "{e:?}"
+                );
+            }
+        }
+        assert!(f.pending().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_endless_event_fails_the_stream() {
+        let big: &'static [u8] = Box::leak(vec![b'x'; MAX_EVENT_BYTES / 4].into_boxed_slice());
+        let s = stream_of(vec![Ok(b"data: "), Ok(big), Ok(big), Ok(big), Ok(big), Ok(big)]);
+        let (out, failure) = collect(guard(s, true, None)).await;
+        assert!(
+            matches!(failure, Some(Error::BadUpstreamResponse { .. })),
+            "{failure:?}"
+        );
+        assert!(out.len() < 1000, "the oversized event must not be forwarded");
     }
 
     #[tokio::test]

@@ -16,7 +16,7 @@ use futures::{Stream, future::BoxFuture};
 use http::{HeaderMap, Method, StatusCode};
 
 pub use mock::MockProvider;
-pub use openai::OpenAiProvider;
+pub use openai::{MAX_RESPONSE_BYTES, OpenAiProvider};
 
 use crate::{config::ProviderKind, error::Error};
 
@@ -69,7 +69,7 @@ pub enum UpstreamBody {
 }
 
 impl UpstreamBody {
-    /// Reads the whole body (for a stream, until it ends or `limit` bytes are read).
+    /// Reads the whole body; an error if it is longer than `limit` bytes.
     pub async fn collect(self, limit: usize) -> Result<Bytes, Error> {
         use futures::StreamExt;
         match self {
@@ -77,11 +77,14 @@ impl UpstreamBody {
             UpstreamBody::Stream(mut stream) => {
                 let mut out = bytes::BytesMut::new();
                 while let Some(chunk) = stream.next().await {
-                    out.extend_from_slice(&chunk?);
-                    if out.len() >= limit {
-                        out.truncate(limit);
-                        break;
+                    let chunk = chunk?;
+                    // Refuse rather than truncate: a cut-off body must never pass for a whole one.
+                    if out.len() + chunk.len() > limit {
+                        return Err(Error::BadUpstreamResponse {
+                            message: format!("the upstream response exceeded {limit} bytes"),
+                        });
                     }
+                    out.extend_from_slice(&chunk);
                 }
                 Ok(out.freeze())
             }

@@ -114,7 +114,12 @@ impl OpenAiProvider {
                 let resp = builder.send().await.map_err(map_err)?;
                 let status = resp.status();
                 let headers = resp.headers().clone();
-                let body = resp.bytes().await.map_err(map_err)?;
+                let body = read_limited(resp, MAX_RESPONSE_BYTES)
+                    .await
+                    .map_err(|e| match e {
+                        ReadError::Http(e) => map_err(e),
+                        ReadError::TooLarge => too_large(),
+                    })?;
                 Ok(UpstreamResponse {
                     status,
                     headers,
@@ -147,10 +152,13 @@ impl OpenAiProvider {
         let headers = resp.headers().clone();
         if !status.is_success() {
             // Error bodies are small; read them whole so the engine can parse the message.
-            let body = tokio::time::timeout(read, resp.bytes())
+            let body = tokio::time::timeout(read, read_limited(resp, MAX_RESPONSE_BYTES))
                 .await
                 .map_err(|_| idle())?
-                .map_err(map_err)?;
+                .map_err(|e| match e {
+                    ReadError::Http(e) => map_err(e),
+                    ReadError::TooLarge => too_large(),
+                })?;
             return Ok(UpstreamResponse {
                 status,
                 headers,
@@ -193,6 +201,36 @@ fn idle_guarded(
             }
         },
     ))
+}
+
+/// The largest non-streamed upstream body accepted (a few base64 images fit easily); a larger one
+/// is refused rather than buffered.
+pub const MAX_RESPONSE_BYTES: usize = 128 << 20;
+
+fn too_large() -> Error {
+    Error::BadUpstreamResponse {
+        message: format!("the upstream response exceeded {MAX_RESPONSE_BYTES} bytes"),
+    }
+}
+
+enum ReadError {
+    Http(reqwest::Error),
+    TooLarge,
+}
+
+/// Reads a response body, refusing to buffer more than `limit` bytes.
+async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Result<Bytes, ReadError> {
+    if resp.content_length().is_some_and(|len| len > limit as u64) {
+        return Err(ReadError::TooLarge);
+    }
+    let mut out = bytes::BytesMut::new();
+    while let Some(chunk) = resp.chunk().await.map_err(ReadError::Http)? {
+        if out.len() + chunk.len() > limit {
+            return Err(ReadError::TooLarge);
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out.freeze())
 }
 
 impl Provider for OpenAiProvider {
