@@ -153,3 +153,55 @@ async fn with_two_deployments_traffic_moves_off_the_broken_one() {
     assert_eq!(mock_a.state().request_count(), 2);
     assert_eq!(served_by_b, 18);
 }
+
+#[tokio::test]
+async fn a_hung_upstream_trips_it_but_a_client_shortened_deadline_does_not() {
+    let mock = MockServer::start().await.unwrap();
+    let extra = "        retry: { max_retries: 0 }\n        circuit_breaker: { failure_threshold: 2 }";
+    let gw = Gateway::start(&config_for(
+        &mock,
+        extra,
+        "resilience:\n  request_deadline: 300ms",
+    ))
+    .await;
+    // A client's own short deadline: not evidence against the upstream.
+    for _ in 0..3 {
+        let resp = http()
+            .post(gw.url("/v1/chat/completions"))
+            .header("x-weir-timeout", "100ms")
+            .json(&chat_body(json!({"x_mock": {"hang": true}})))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 504);
+    }
+    assert_eq!(breaker_state(&gw), StateKind::Closed);
+    // The configured deadline passing on a hung upstream is.
+    for _ in 0..2 {
+        assert_eq!(chat(&gw, json!({"x_mock": {"hang": true}})).await.status(), 504);
+    }
+    assert_eq!(breaker_state(&gw), StateKind::Open);
+}
+
+#[tokio::test]
+async fn a_streaming_probe_frees_the_half_open_slot_at_its_first_event() {
+    let mock = MockServer::start().await.unwrap();
+    let extra = "        retry: { max_retries: 0 }\n        circuit_breaker: { failure_threshold: 1, open_timeout: 200ms, success_threshold: 2, half_open_max_probes: 1 }";
+    let gw = Gateway::start(&config_for(&mock, extra, "")).await;
+    assert_eq!(chat(&gw, json!({"x_mock": {"status": 500}})).await.status(), 502);
+    assert_eq!(breaker_state(&gw), StateKind::Open);
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    // The probe: a slow stream (about 2 s).
+    let probe = chat(
+        &gw,
+        json!({"stream": true, "x_mock": {"chunks": 10, "chunk_delay_ms": 200}}),
+    )
+    .await;
+    assert_eq!(probe.status(), 200);
+    let mut body = probe.bytes_stream();
+    body.next().await.unwrap().unwrap();
+    // While it still streams, the next request is admitted as the second probe and closes it.
+    assert_eq!(chat(&gw, json!({})).await.status(), 200);
+    assert_eq!(breaker_state(&gw), StateKind::Closed);
+    while body.next().await.is_some() {}
+}

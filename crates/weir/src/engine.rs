@@ -633,11 +633,23 @@ impl Engine {
                 }
             };
             // Every attempt runs inside what is left of the request's deadline.
-            let attempt = self.attempt(req, parsed, group, &deployment, settlement, client_reservation);
+            let pending = parking_lot::Mutex::new(Some(settlement));
+            let attempt = self.attempt(req, parsed, group, &deployment, &pending, client_reservation);
             let err = match tokio::time::timeout_at(deadline, attempt).await {
                 Ok(Ok(resp)) => return Ok(resp),
                 Ok(Err(err)) => err,
-                Err(_) => return Err(past_deadline()),
+                Err(_) => {
+                    let err = past_deadline();
+                    if let Some(settlement) = pending.lock().take() {
+                        // An upstream that outlived the configured deadline is failing. One that
+                        // outlived a deadline the client shortened says nothing: counting it would
+                        // let any client open the breaker for everyone with a tiny timeout.
+                        if req.deadline.is_none() {
+                            settlement.failed(&err);
+                        }
+                    }
+                    return Err(err);
+                }
             };
             let policy = &deployment.config.retry;
             if let Error::Upstream {
@@ -688,21 +700,20 @@ impl Engine {
     /// One upstream call, settling its breaker permit and reservations: no retries here.
     ///
     /// A stream settles when it ends (a stream cut mid-way is a failure, its usage reconciles the
-    /// limits); anything else settles here. If this future is dropped (deadline, client gone), the
+    /// limits); anything else settles here. If this future is dropped (client gone), the
     /// settlement is dropped unsettled: the breaker counts it as neither success nor failure, and
-    /// the reservations stay charged.
+    /// the reservations stay charged; past the request deadline, `route` settles it.
     async fn attempt(
         &self,
         req: &ProxyRequest,
         parsed: &Parsed,
         group: &Group,
         deployment: &Arc<Deployment>,
-        settlement: Settlement,
+        pending: &parking_lot::Mutex<Option<Settlement>>,
         client_reservation: &parking_lot::Mutex<Option<Reservation>>,
     ) -> Result<ProxyResponse, Error> {
-        let pending = parking_lot::Mutex::new(Some(settlement));
         let result = self
-            .attempt_inner(req, parsed, group, deployment, &pending, client_reservation)
+            .attempt_inner(req, parsed, group, deployment, pending, client_reservation)
             .await;
         if let Some(mut settlement) = pending.lock().take() {
             match &result {
@@ -792,8 +803,24 @@ impl Engine {
                     // this attempt answers); it is settled when the stream ends.
                     let mut settlement = pending.lock().take().unwrap_or_default();
                     settlement.reservations.extend(client_reservation.lock().take());
+                    // A half-open breaker's probe proves the upstream alive with its first event:
+                    // holding the (often only) probe slot for the whole stream would turn every
+                    // other request away for minutes.
+                    let probe = settlement.permit.take_if(|p| {
+                        matches!(
+                            p.breaker().state(),
+                            crate::resilience::circuit_breaker::BreakerState::HalfOpen
+                        )
+                    });
                     let on_end: OnStreamEnd = Box::new(move |end: StreamEnd| settlement.stream_ended(&end));
-                    ProxyBody::Stream(first_event_or_error(stream, expect_done, Some(on_end)).await?)
+                    let stream = first_event_or_error(stream, expect_done, Some(on_end)).await;
+                    if let Some(probe) = probe {
+                        probe.record(match &stream {
+                            Ok(_) => Outcome::Success,
+                            Err(err) => Outcome::from_error(err),
+                        });
+                    }
+                    ProxyBody::Stream(stream?)
                 }
             }
             // A stream was asked for but the upstream answered plainly (some servers ignore `stream`).
