@@ -7,7 +7,10 @@
 //! limiter's aggregate throughput, so a limiter that scaled perfectly over two cores would show
 //! half its one-thread figure, and one serialised by a lock shows the same or more. Each case runs
 //! once untimed (a tenth of the iterations, on its own fresh limiter) and then `repetitions`
-//! times; the table reports the median.
+//! times; the table reports the median. Repetitions are interleaved across cases, so load from
+//! elsewhere on the machine that comes and goes spoils single repetitions rather than whole cases.
+//! On a shared machine the two-thread rows are the sensitive ones: the `clock` baseline's should
+//! be about half its one-thread figure when both cores were free.
 //!
 //! Limits are generous (checks are admitted; this measures overhead) except in the `[refused]`
 //! cases, which are configured so that all but the first check or two are refused: a refusal
@@ -286,17 +289,7 @@ pub fn run(settings: &LimiterSettings, json_path: &Path) -> Result<()> {
     );
     let keys = make_keys(settings.keys);
     let started = Instant::now();
-    let mut results = Vec::new();
-    for case in CASES {
-        for &threads in &settings.threads {
-            let result = measure_case(case, threads, settings, &keys)?;
-            eprintln!(
-                "  {:<9} {:<32} {} thr {:>9.1} ns/op  admitted {:.3}",
-                case.group, case.name, threads, result.ns_per_op, result.admitted_fraction
-            );
-            results.push(result);
-        }
-    }
+    let results = measure_all(settings, &keys)?;
     let total = started.elapsed();
     let report = LimiterReport {
         schema_version: LIMITER_SCHEMA_VERSION,
@@ -326,28 +319,45 @@ fn make_keys(n: usize) -> Vec<Arc<str>> {
     (0..n).map(|i| Arc::from(format!("key-{i}"))).collect()
 }
 
-fn measure_case(
-    case: &Case,
-    threads: usize,
-    settings: &LimiterSettings,
-    keys: &[Arc<str>],
-) -> Result<LimiterResult> {
-    let warmup = Params {
-        threads,
-        iterations: (settings.iterations_per_thread / 10).max(1),
-        keys,
-    };
-    (case.run)(&warmup).with_context(|| format!("{} {} (warmup)", case.group, case.name))?;
-    let params = Params {
-        threads,
-        iterations: settings.iterations_per_thread,
-        keys,
-    };
-    let mut samples = Vec::with_capacity(settings.repetitions);
-    for _ in 0..settings.repetitions {
-        samples.push((case.run)(&params).with_context(|| format!("{} {}", case.group, case.name))?);
+/// Runs every case at every thread count: one warmup round (a tenth of the iterations), then
+/// `repetitions` timed rounds. Rounds are interleaved (each runs every case once) so that a burst
+/// of load from elsewhere on the machine lands on one repetition of several cases, which the
+/// median discards, rather than on every repetition of one case.
+fn measure_all(settings: &LimiterSettings, keys: &[Arc<str>]) -> Result<Vec<LimiterResult>> {
+    let combos: Vec<(&Case, usize)> = CASES
+        .iter()
+        .flat_map(|case| settings.threads.iter().map(move |&threads| (case, threads)))
+        .collect();
+    let mut samples: Vec<Vec<Sample>> = vec![Vec::with_capacity(settings.repetitions); combos.len()];
+    for round in 0..=settings.repetitions {
+        let round_start = Instant::now();
+        let iterations = match round {
+            0 => (settings.iterations_per_thread / 10).max(1),
+            _ => settings.iterations_per_thread,
+        };
+        for (&(case, threads), samples) in combos.iter().zip(&mut samples) {
+            let params = Params {
+                threads,
+                iterations,
+                keys,
+            };
+            let sample = (case.run)(&params)
+                .with_context(|| format!("{} {}, {} threads", case.group, case.name, threads))?;
+            if round > 0 {
+                samples.push(sample);
+            }
+        }
+        let what = match round {
+            0 => "warmup".to_owned(),
+            _ => format!("repetition {}/{}", round, settings.repetitions),
+        };
+        eprintln!("  {what} done in {:.1}s", round_start.elapsed().as_secs_f64());
     }
-    Ok(summarize(case, threads, keys.len(), &samples))
+    Ok(combos
+        .iter()
+        .zip(&samples)
+        .map(|(&(case, threads), samples)| summarize(case, threads, keys.len(), samples))
+        .collect())
 }
 
 fn summarize(case: &Case, threads: usize, keys: usize, samples: &[Sample]) -> LimiterResult {
@@ -695,6 +705,25 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn measure_all_reports_every_case_and_thread_count() {
+        let settings = LimiterSettings {
+            iterations_per_thread: 100,
+            repetitions: 3,
+            threads: vec![1, 2],
+            keys: 10,
+        };
+        let results = measure_all(&settings, &make_keys(settings.keys)).unwrap();
+        assert_eq!(results.len(), CASES.len() * 2);
+        for (i, r) in results.iter().enumerate() {
+            assert_eq!(r.threads, [1, 2][i % 2]);
+            assert_eq!(r.ops, 100 * r.threads as u64);
+            assert_eq!(r.ns_per_op_reps.len(), 3);
+            assert!(r.ns_per_op_min <= r.ns_per_op && r.ns_per_op <= r.ns_per_op_max);
+        }
+        assert!(results.iter().any(|r| r.limits.ends_with("; 10 keys")));
     }
 
     #[test]

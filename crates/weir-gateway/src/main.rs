@@ -228,6 +228,27 @@ fn init_logging(logging: &LoggingConfig) -> anyhow::Result<()> {
     result.map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
 }
 
+fn describe_limits(l: &weir::resilience::rate_limit::RateLimitConfig) -> String {
+    let mut parts = Vec::new();
+    if let Some(rps) = l.requests_per_second {
+        parts.push(format!("{rps}/s (burst {})", l.burst_or_default()));
+    }
+    for (value, unit) in [
+        (l.requests_per_minute, "requests/min"),
+        (l.input_tokens_per_minute, "input tokens/min"),
+        (l.output_tokens_per_minute, "output tokens/min"),
+    ] {
+        if let Some(v) = value {
+            parts.push(format!("{v} {unit}"));
+        }
+    }
+    let mode = match l.mode {
+        weir::resilience::rate_limit::LimitMode::FailFast => "fail fast".to_owned(),
+        weir::resilience::rate_limit::LimitMode::Wait { max_wait } => format!("wait up to {max_wait:?}"),
+    };
+    format!("{} ({mode})", parts.join(", "))
+}
+
 fn check(path: &PathBuf) -> anyhow::Result<()> {
     let config = Config::load(path).map_err(anyhow::Error::msg)?;
     let s = &config.server;
@@ -269,7 +290,36 @@ fn check(path: &PathBuf) -> anyhow::Result<()> {
                 d.pool.max_connections,
                 d.pool.max_connections_per_host,
             );
+            let breaker = match &d.circuit_breaker {
+                Some(b) => format!(
+                    "opens after {} failures for {:?}",
+                    b.failure_threshold, b.open_timeout
+                ),
+                None => "off".to_owned(),
+            };
+            let limits = d
+                .rate_limits
+                .as_ref()
+                .map_or_else(|| "none".to_owned(), describe_limits);
+            println!(
+                "      retries {} (backoff {:?}..{:?}); breaker {breaker}; rate limits {limits}",
+                d.retry.max_retries, d.retry.base_delay, d.retry.max_delay
+            );
         }
+    }
+    let r = &config.resilience;
+    println!(
+        "resilience: request deadline {:?}; retry budget {}% of first attempts over {:?} (+{}/s)",
+        r.request_deadline,
+        r.retry_budget.ratio * 100.0,
+        r.retry_budget.window,
+        r.retry_budget.min_per_second
+    );
+    if let Some(limits) = &s.client_rate_limits {
+        println!(
+            "client rate limits (each gateway key): {}",
+            describe_limits(limits)
+        );
     }
     match &config.default_model {
         Some(m) => println!("default model (for requests without one): {m}"),

@@ -187,11 +187,14 @@ pub(super) fn parse(text: &str, file: Option<&str>) -> Result<Config, ConfigErro
 /// serde-saphyr renders a snippet with the location; we keep its message and pull out the line.
 fn syntax_error(err: &serde_saphyr::Error, file: Option<&str>) -> ConfigError {
     let line = err.location().map(|loc| loc.line() as usize).filter(|l| *l > 0);
+    let text = err.to_string();
+    // The parser's message starts with its own "error: "; ours adds the location before it.
+    let message = text.strip_prefix("error: ").unwrap_or(&text).to_owned();
     ConfigError {
         file: file.map(str::to_owned),
         line,
         field: None,
-        message: err.to_string(),
+        message,
     }
 }
 
