@@ -768,23 +768,14 @@ impl Engine {
             tracing::debug!(deployment = deployment.id(), error = %err, "upstream call failed");
         })?;
         if !resp.status.is_success() {
-            let retry_after = retry_after(&resp.headers);
-            let body = resp.body.collect(ERROR_BODY_LIMIT).await.unwrap_or_default();
-            let (message, error_type, code, param) = parse_upstream_error(&body);
             tracing::debug!(
                 deployment = deployment.id(),
                 status = resp.status.as_u16(),
                 elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
                 "upstream answered with an error"
             );
-            return Err(Error::Upstream {
-                status: resp.status,
-                message,
-                error_type,
-                code,
-                param,
-                retry_after,
-            });
+            let body = resp.body.collect(ERROR_BODY_LIMIT).await.unwrap_or_default();
+            return Err(upstream_error(resp.status, &resp.headers, &body));
         }
 
         let headers = pass_on_headers(&resp.headers);
@@ -1041,19 +1032,10 @@ impl Engine {
                 request_id: req.request_id,
             })
             .await?;
-        let status = resp.status;
-        let retry_after = retry_after(&resp.headers);
+        let (status, headers) = (resp.status, resp.headers);
         let body = resp.body.collect(crate::provider::MAX_RESPONSE_BYTES).await?;
         if !status.is_success() {
-            let (message, error_type, code, param) = parse_upstream_error(&body);
-            return Err(Error::Upstream {
-                status,
-                message,
-                error_type,
-                code,
-                param,
-                retry_after,
-            });
+            return Err(upstream_error(status, &headers, &body));
         }
         Ok(body)
     }
@@ -1104,6 +1086,20 @@ struct Parsed {
     stream: bool,
     /// Estimated cost against rate limits.
     demand: Demand,
+}
+
+/// A non-success upstream answer as an error: its message, type, code and param, and how long
+/// it asked us to wait. The one place every provider's error answers are interpreted.
+fn upstream_error(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Error {
+    let (message, error_type, code, param) = parse_upstream_error(body);
+    Error::Upstream {
+        status,
+        message,
+        error_type,
+        code,
+        param,
+        retry_after: retry_after(headers),
+    }
 }
 
 /// A refusal by one of the gateway's own limits, as the client sees it.
