@@ -6,11 +6,11 @@
 
 mod common;
 
-use std::{process::Stdio, time::Duration};
+use std::time::Duration;
 
 use common::*;
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::io::AsyncReadExt;
 use weir_mock::server::MockServer;
 
 #[tokio::test]
@@ -23,22 +23,7 @@ async fn json_logs_carry_request_ids_and_no_secrets() {
         .replace("level: warn", "level: debug");
     std::fs::write(&config, yaml).unwrap();
 
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args(["serve", "--port", "0", "--log-format", "json", "--config"])
-        .arg(&config)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let base = line.strip_prefix("listening on ").unwrap().to_owned();
+    let (mut child, base) = spawn_weir(&config, &["--log-format", "json"], true).await;
     let mut stderr = child.stderr.take().unwrap();
 
     let prompt = "my-very-private-prompt-text";

@@ -6,12 +6,11 @@
 
 mod common;
 
-use std::{process::Stdio, sync::atomic::Ordering, time::Duration};
+use std::{sync::atomic::Ordering, time::Duration};
 
 use common::*;
 use futures::StreamExt;
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use weir_mock::server::MockServer;
 
 fn slow_stream_body() -> serde_json::Value {
@@ -108,22 +107,7 @@ async fn sigterm_lets_the_binary_finish_its_stream_then_exit_zero() {
     let config = dir.join("config.yaml");
     std::fs::write(&config, config_for(&mock, "", "")).unwrap();
 
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args(["serve", "--port", "0", "--config"])
-        .arg(&config)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let base = line.strip_prefix("listening on ").unwrap().to_owned();
+    let (mut child, base) = spawn_weir(&config, &[], false).await;
 
     let resp = http()
         .post(format!("{base}/v1/chat/completions"))

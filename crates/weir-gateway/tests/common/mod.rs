@@ -108,3 +108,37 @@ pub async fn error_of(resp: reqwest::Response) -> serde_json::Value {
     }
     err
 }
+
+/// Runs the real `weir serve` binary on port 0 with a config file and extra flags; returns the
+/// child (killed on drop) and its base URL, read from the `listening on` line. Stderr is piped
+/// when `capture_stderr`, else discarded.
+pub async fn spawn_weir(
+    config: &std::path::Path,
+    extra_args: &[&str],
+    capture_stderr: bool,
+) -> (tokio::process::Child, String) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["serve", "--port", "0"])
+        .args(extra_args)
+        .arg("--config")
+        .arg(config)
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(if capture_stderr {
+            std::process::Stdio::piped()
+        } else {
+            std::process::Stdio::null()
+        })
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("weir serve did not print its address")
+        .unwrap()
+        .unwrap();
+    let base = line.strip_prefix("listening on ").unwrap().to_owned();
+    (child, base)
+}
