@@ -239,6 +239,15 @@ pub struct LimiterResult {
     pub admitted_fraction: f64,
 }
 
+/// The parallelism the `clock` baseline reached at one thread count.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClockSpeedup {
+    /// Threads.
+    pub threads: usize,
+    /// Throughput over the one-thread throughput (ideal: `threads`).
+    pub speedup: f64,
+}
+
 /// The limiter bench's JSON document.
 #[derive(Debug, Clone, Serialize)]
 pub struct LimiterReport {
@@ -256,6 +265,11 @@ pub struct LimiterReport {
     pub results: Vec<LimiterResult>,
     /// Wall time of the whole limiter bench, seconds.
     pub total_s: f64,
+    /// For each thread count above 1: the `clock` baseline's throughput with that many threads
+    /// over its one-thread throughput. Clock reads share nothing, so this is the parallelism the
+    /// run really got: about the thread count when the cores were free, less when something
+    /// else on the machine was using them (then the multi-thread rows are pessimistic).
+    pub clock_speedup: Vec<ClockSpeedup>,
     /// How to read the numbers.
     pub note: String,
 }
@@ -303,8 +317,9 @@ pub fn run(settings: &LimiterSettings, json_path: &Path) -> Result<()> {
             arch: std::env::consts::ARCH.to_owned(),
         },
         settings: settings.clone(),
-        results,
         total_s: total.as_secs_f64(),
+        clock_speedup: clock_speedup(&results),
+        results,
         note: NOTE.to_owned(),
     };
     println!("{}", render_table(&report));
@@ -312,6 +327,22 @@ pub fn run(settings: &LimiterSettings, json_path: &Path) -> Result<()> {
     std::fs::write(json_path, json + "\n").with_context(|| format!("writing {}", json_path.display()))?;
     println!("JSON written to {}", json_path.display());
     Ok(())
+}
+
+/// The `clock` baseline's multi-thread throughput relative to one thread.
+fn clock_speedup(results: &[LimiterResult]) -> Vec<ClockSpeedup> {
+    let clock: Vec<&LimiterResult> = results.iter().filter(|r| r.group == "baseline").collect();
+    let Some(single) = clock.iter().find(|r| r.threads == 1) else {
+        return Vec::new();
+    };
+    clock
+        .iter()
+        .filter(|r| r.threads > 1 && r.ns_per_op > 0.0)
+        .map(|r| ClockSpeedup {
+            threads: r.threads,
+            speedup: single.ns_per_op / r.ns_per_op,
+        })
+        .collect()
 }
 
 /// Keys like the gateway's client identities (`key-<n>` as `Arc<str>`).
@@ -412,6 +443,14 @@ pub fn render_table(report: &LimiterReport) -> String {
         out,
         "ns/op = wall time / checks of all threads (2 threads: inverse of aggregate throughput)."
     );
+    for c in &report.clock_speedup {
+        let _ = writeln!(
+            out,
+            "parallelism check: the clock baseline ran {:.2}x faster on {} threads than on 1 (ideal {}x; less means \
+             the cores were busy with something else and the {}-thread rows are pessimistic).",
+            c.speedup, c.threads, c.threads, c.threads
+        );
+    }
     let _ = writeln!(out);
     let _ = writeln!(
         out,
@@ -724,6 +763,10 @@ mod tests {
             assert!(r.ns_per_op_min <= r.ns_per_op && r.ns_per_op <= r.ns_per_op_max);
         }
         assert!(results.iter().any(|r| r.limits.ends_with("; 10 keys")));
+        let speedup = clock_speedup(&results);
+        assert_eq!(speedup.len(), 1);
+        assert_eq!(speedup[0].threads, 2);
+        assert!(speedup[0].speedup > 0.0);
     }
 
     #[test]
@@ -754,11 +797,16 @@ mod tests {
             },
             results: vec![result],
             total_s: 1.0,
+            clock_speedup: vec![ClockSpeedup {
+                threads: 2,
+                speedup: 1.97,
+            }],
             note: NOTE.to_owned(),
         };
         let table = render_table(&report);
         assert!(table.contains("TokenBucket::try_acquire"), "{table}");
         assert!(table.contains("20.0"), "{table}");
+        assert!(table.contains("1.97x faster on 2 threads"), "{table}");
         let json = serde_json::to_value(&report).unwrap();
         assert_eq!(json["results"][0]["expect"], "admit");
         assert_eq!(json["results"][0]["threads"], 2);
