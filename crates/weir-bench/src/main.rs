@@ -137,9 +137,14 @@ fn output_dir(json: &Path) -> PathBuf {
 }
 
 /// The gateway configuration pointing at the mock.
+///
+/// The pool caps are raised above any concurrency the bench uses: with the defaults (30 per host),
+/// requests beyond 30 in flight queue for a connection slot, and the bench would measure that cap
+/// (a whole upstream round trip at the tail) rather than the gateway's own cost.
 fn gateway_config(mock_base_url: &str) -> String {
     format!(
-        "logging:\n  level: warn\nmodels:\n  - name: {model}\n    deployments:\n      - provider: openai\n        \
+        "logging:\n  level: warn\nupstream_defaults:\n  pool: {{ max_connections: 4096, max_connections_per_host: 4096 }}\n\
+         models:\n  - name: {model}\n    deployments:\n      - provider: openai\n        \
          base_url: {mock_base_url}/v1\n        api_key: {key}\n        model: {model}\n",
         model = load::MODEL,
         key = load::API_KEY,
@@ -385,7 +390,8 @@ mod tests {
         let yaml = gateway_config("http://127.0.0.1:4242");
         assert_eq!(
             yaml,
-            "logging:\n  level: warn\nmodels:\n  - name: mock-model\n    deployments:\n      - provider: openai\n        \
+            "logging:\n  level: warn\nupstream_defaults:\n  pool: { max_connections: 4096, max_connections_per_host: 4096 }\n\
+             models:\n  - name: mock-model\n    deployments:\n      - provider: openai\n        \
              base_url: http://127.0.0.1:4242/v1\n        api_key: bench-key\n        model: mock-model\n"
         );
     }

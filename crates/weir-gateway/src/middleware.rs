@@ -75,7 +75,11 @@ fn is_sane_request_id(id: &str) -> bool {
 
 /// Requires `Authorization: Bearer <key>` with one of the configured gateway keys (if any are
 /// configured). The client's key is never forwarded upstream: deployments use their own keys.
-pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+pub async fn authenticate(
+    State(state): State<std::sync::Arc<AppState>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     if state.api_keys.is_empty() {
         req.extensions_mut().insert(ClientIdentity::anonymous());
         return next.run(req).await;

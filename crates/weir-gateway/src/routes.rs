@@ -30,6 +30,8 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The whole HTTP surface.
 pub fn router(state: AppState) -> Router {
+    // One Arc per request clone instead of one per field (a cancellation token clone takes a lock).
+    let state = std::sync::Arc::new(state);
     let api = Router::new()
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/embeddings", post(embeddings))
@@ -50,7 +52,11 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn chat_completions(state: State<AppState>, id: Extension<RequestId>, req: Request) -> Response {
+async fn chat_completions(
+    state: State<std::sync::Arc<AppState>>,
+    id: Extension<RequestId>,
+    req: Request,
+) -> Response {
     proxy(
         state,
         id,
@@ -61,11 +67,19 @@ async fn chat_completions(state: State<AppState>, id: Extension<RequestId>, req:
     .await
 }
 
-async fn embeddings(state: State<AppState>, id: Extension<RequestId>, req: Request) -> Response {
+async fn embeddings(
+    state: State<std::sync::Arc<AppState>>,
+    id: Extension<RequestId>,
+    req: Request,
+) -> Response {
     proxy(state, id, req, Endpoint::Embeddings, ApiPath::parse("embeddings")).await
 }
 
-async fn image_generations(state: State<AppState>, id: Extension<RequestId>, req: Request) -> Response {
+async fn image_generations(
+    state: State<std::sync::Arc<AppState>>,
+    id: Extension<RequestId>,
+    req: Request,
+) -> Response {
     proxy(
         state,
         id,
@@ -76,7 +90,11 @@ async fn image_generations(state: State<AppState>, id: Extension<RequestId>, req
     .await
 }
 
-async fn passthrough(state: State<AppState>, id: Extension<RequestId>, req: Request) -> Response {
+async fn passthrough(
+    state: State<std::sync::Arc<AppState>>,
+    id: Extension<RequestId>,
+    req: Request,
+) -> Response {
     let path = api_path(req.uri());
     proxy(state, id, req, Endpoint::Passthrough, path).await
 }
@@ -90,7 +108,7 @@ fn api_path(uri: &http::Uri) -> Result<ApiPath, Error> {
 }
 
 async fn proxy(
-    State(state): State<AppState>,
+    State(state): State<std::sync::Arc<AppState>>,
     Extension(RequestId(request_id)): Extension<RequestId>,
     req: Request,
     endpoint: Endpoint,
@@ -103,7 +121,7 @@ async fn proxy(
 }
 
 async fn proxy_inner(
-    state: &AppState,
+    state: &std::sync::Arc<AppState>,
     request_id: String,
     req: Request,
     endpoint: Endpoint,
@@ -195,12 +213,12 @@ fn into_http(resp: ProxyResponse, cut_off: &tokio_util::sync::CancellationToken)
     out
 }
 
-async fn list_models(State(state): State<AppState>) -> Response {
+async fn list_models(State(state): State<std::sync::Arc<AppState>>) -> Response {
     Json(state.engine.list_models().await).into_response()
 }
 
 async fn retrieve_model(
-    State(state): State<AppState>,
+    State(state): State<std::sync::Arc<AppState>>,
     Extension(RequestId(request_id)): Extension<RequestId>,
     uri: http::Uri,
 ) -> Response {
@@ -226,7 +244,7 @@ async fn health() -> Response {
     Json(json!({"status": "ok"})).into_response()
 }
 
-async fn ready(State(state): State<AppState>) -> Response {
+async fn ready(State(state): State<std::sync::Arc<AppState>>) -> Response {
     if state.is_draining() {
         (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -238,7 +256,7 @@ async fn ready(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn upstreams(State(state): State<AppState>) -> Response {
+async fn upstreams(State(state): State<std::sync::Arc<AppState>>) -> Response {
     let reports = state.engine.probe_all(PROBE_TIMEOUT).await;
     let healthy = reports.iter().filter(|r| r.status == "healthy").count();
     let status = if healthy == reports.len() {

@@ -117,6 +117,15 @@ impl HttpPool {
                 .or_insert_with(|| Arc::new(Semaphore::new(self.settings.limits.max_connections_per_host)))
                 .clone()
         };
+        // Fast path: free slots are taken without arming a timer.
+        if let Ok(host) = host_sem.clone().try_acquire_owned() {
+            if let Ok(pool) = self.permits.clone().try_acquire_owned() {
+                return Ok(PoolPermit {
+                    _pool: pool,
+                    _host: host,
+                });
+            }
+        }
         let wait = self.settings.timeouts.connect;
         let exhausted = || Error::Timeout {
             phase: TimeoutPhase::PoolWait,
