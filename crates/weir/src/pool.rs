@@ -118,13 +118,13 @@ impl HttpPool {
                 .clone()
         };
         // Fast path: free slots are taken without arming a timer.
-        if let Ok(host) = host_sem.clone().try_acquire_owned() {
-            if let Ok(pool) = self.permits.clone().try_acquire_owned() {
-                return Ok(PoolPermit {
-                    _pool: pool,
-                    _host: host,
-                });
-            }
+        if let Ok(host) = host_sem.clone().try_acquire_owned()
+            && let Ok(pool) = self.permits.clone().try_acquire_owned()
+        {
+            return Ok(PoolPermit {
+                _pool: pool,
+                _host: host,
+            });
         }
         let wait = self.settings.timeouts.connect;
         let exhausted = || Error::Timeout {
