@@ -167,6 +167,68 @@ impl RetryBudget {
     }
 }
 
+/// [`RetryPolicy`] and [`RetryBudget`] as a `tower::retry::Policy`, so the same retry rules can wrap
+/// any tower service whose error is [`crate::Error`]:
+///
+/// ```
+/// use std::sync::Arc;
+/// use tower::{ServiceBuilder, service_fn};
+/// use weir::retry::{RetryBudget, RetryBudgetConfig, RetryPolicy, Retrying};
+///
+/// let budget = Arc::new(RetryBudget::new(RetryBudgetConfig::default()));
+/// let service = ServiceBuilder::new()
+///     .layer(tower::retry::RetryLayer::new(Retrying::new(RetryPolicy::default(), budget)))
+///     .service(service_fn(|req: String| async move { Ok::<_, weir::Error>(req.len()) }));
+/// # drop(service);
+/// ```
+///
+/// The engine runs the same policy in its own loop, because between attempts it also re-routes
+/// (another deployment, cooldowns, breakers); this adapter is for users' own services.
+#[derive(Debug, Clone)]
+pub struct Retrying {
+    policy: RetryPolicy,
+    budget: std::sync::Arc<RetryBudget>,
+    /// Retries made so far for the current request (the policy is cloned per request).
+    retries: u32,
+    /// Whether this request's first attempt was already counted in the budget.
+    deposited: bool,
+}
+
+impl Retrying {
+    /// Retries by `policy`, within `budget` (shared by every request through the service).
+    pub fn new(policy: RetryPolicy, budget: std::sync::Arc<RetryBudget>) -> Self {
+        Retrying {
+            policy,
+            budget,
+            retries: 0,
+            deposited: false,
+        }
+    }
+}
+
+impl<Req: Clone, Res> tower::retry::Policy<Req, Res, Error> for Retrying {
+    type Future = tokio::time::Sleep;
+
+    fn retry(&mut self, _req: &mut Req, result: &mut Result<Res, Error>) -> Option<Self::Future> {
+        let Err(err) = result else { return None };
+        let wait = self.policy.delay(self.retries, err, fastrand::f64())?;
+        if !self.budget.try_withdraw() {
+            return None;
+        }
+        self.retries += 1;
+        Some(tokio::time::sleep(wait))
+    }
+
+    fn clone_request(&mut self, req: &Req) -> Option<Req> {
+        // Called before every attempt; the first one earns the budget its share of retries.
+        if !self.deposited {
+            self.budget.deposit();
+            self.deposited = true;
+        }
+        Some(req.clone())
+    }
+}
+
 /// Reads a client's deadline header (`x-weir-timeout`, else OpenAI SDKs' `x-stainless-timeout`):
 /// seconds (`30`, `2.5`) or a duration (`30s`, `500ms`). Invalid or non-positive values are ignored.
 pub fn client_deadline(headers: &http::HeaderMap) -> Option<Duration> {
@@ -316,6 +378,57 @@ mod tests {
         });
         let granted = (0..50).filter(|_| budget.try_withdraw()).count();
         assert_eq!(granted, 10, "1 per second over a 10 s window");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn as_a_tower_layer_it_retries_only_what_it_should() {
+        use std::sync::{
+            Arc,
+            atomic::{AtomicU32, Ordering},
+        };
+        use tower::{Service, ServiceExt};
+
+        let calls = Arc::new(AtomicU32::new(0));
+        let failures_before_success = Arc::new(AtomicU32::new(2));
+        let make = |status: u16| {
+            let calls = calls.clone();
+            let failures = failures_before_success.clone();
+            tower::service_fn(move |_req: &'static str| {
+                let calls = calls.clone();
+                let failures = failures.clone();
+                async move {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    if failures.load(Ordering::SeqCst) > 0 {
+                        failures.fetch_sub(1, Ordering::SeqCst);
+                        return Err(upstream(status, None));
+                    }
+                    Ok::<_, Error>("ok")
+                }
+            })
+        };
+        let budget = Arc::new(RetryBudget::new(RetryBudgetConfig::default()));
+        let layer = tower::retry::RetryLayer::new(Retrying::new(RetryPolicy::default(), budget.clone()));
+
+        // Two 503s then success: three calls, waits taken in paused time.
+        let mut svc = tower::ServiceBuilder::new()
+            .layer(layer.clone())
+            .service(make(503));
+        assert_eq!(svc.ready().await.unwrap().call("req").await.unwrap(), "ok");
+        assert_eq!(calls.swap(0, Ordering::SeqCst), 3);
+
+        // A 400 is never retried.
+        failures_before_success.store(1, Ordering::SeqCst);
+        let mut svc = tower::ServiceBuilder::new()
+            .layer(layer.clone())
+            .service(make(400));
+        assert!(svc.ready().await.unwrap().call("req").await.is_err());
+        assert_eq!(calls.swap(0, Ordering::SeqCst), 1);
+
+        // Never more than max_retries + 1 calls.
+        failures_before_success.store(10, Ordering::SeqCst);
+        let mut svc = tower::ServiceBuilder::new().layer(layer).service(make(500));
+        assert!(svc.ready().await.unwrap().call("req").await.is_err());
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
     }
 
     #[test]
