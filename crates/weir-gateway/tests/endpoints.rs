@@ -430,3 +430,20 @@ async fn gateway_keys_are_required_when_configured_and_never_forwarded() {
         200
     );
 }
+
+#[tokio::test]
+async fn organization_and_project_headers_are_sent_upstream() {
+    let mock = MockServer::start().await.unwrap();
+    let extra = "        organization: org-acme\n        project: proj_weir";
+    let gw = Gateway::start(&config_for(&mock, extra, "")).await;
+    let resp = http()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&chat_body(json!({})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let seen = mock.state().last_request().unwrap();
+    assert_eq!(seen.headers["openai-organization"], "org-acme");
+    assert_eq!(seen.headers["openai-project"], "proj_weir");
+}

@@ -117,13 +117,26 @@ pub async fn spawn_weir(
     extra_args: &[&str],
     capture_stderr: bool,
 ) -> (tokio::process::Child, String) {
+    let mut args = vec!["--port", "0"];
+    args.extend_from_slice(extra_args);
+    spawn_weir_with(config, &args, &[], capture_stderr).await
+}
+
+/// [`spawn_weir`] with exactly these flags after `serve` and these environment variables.
+pub async fn spawn_weir_with(
+    config: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    capture_stderr: bool,
+) -> (tokio::process::Child, String) {
     use tokio::io::AsyncBufReadExt;
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args(["serve", "--port", "0"])
-        .args(extra_args)
+        .arg("serve")
+        .args(args)
         .arg("--config")
         .arg(config)
         .env_remove("RUST_LOG")
+        .envs(env.iter().copied())
         .stdout(std::process::Stdio::piped())
         .stderr(if capture_stderr {
             std::process::Stdio::piped()
