@@ -124,6 +124,10 @@ pub struct ModelGroupConfig {
     pub name: String,
     /// Where requests for it go.
     pub deployments: Vec<DeploymentConfig>,
+    /// Groups tried, in order, when this group's deployments are all exhausted.
+    pub fallbacks: Vec<String>,
+    /// Larger-context groups tried when the upstream says the prompt is too long.
+    pub context_window_fallbacks: Vec<String>,
 }
 
 impl ModelGroupConfig {
@@ -184,6 +188,10 @@ pub struct DeploymentConfig {
     pub circuit_breaker: Option<CircuitBreakerConfig>,
     /// Limits for calls to this deployment (one upstream key); `None`: unlimited.
     pub rate_limits: Option<RateLimitConfig>,
+    /// Share of traffic under the weighted strategy (relative to the group's other weights).
+    pub weight: u32,
+    /// Tier: 0 is used first; a higher tier only when every deployment of the lower tiers is unusable.
+    pub priority: u32,
 }
 
 /// Settings that apply to a whole request rather than one deployment.
@@ -358,6 +366,8 @@ impl Config {
                         },
                         circuit_breaker: Some(CircuitBreakerConfig::default()),
                         rate_limits: None,
+                        weight: 1,
+                        priority: 0,
                     },
                     ConfigSource::EnvOpenAi,
                 )
@@ -373,6 +383,8 @@ impl Config {
             models: vec![ModelGroupConfig {
                 name: "*".to_owned(),
                 deployments: vec![deployment],
+                fallbacks: Vec::new(),
+                context_window_fallbacks: Vec::new(),
             }],
             default_model: Some("*".to_owned()),
             resilience: ResilienceConfig::default(),
@@ -441,6 +453,8 @@ pub(crate) fn mock_deployment(
         retry,
         circuit_breaker: Some(CircuitBreakerConfig::default()),
         rate_limits: None,
+        weight: 1,
+        priority: 0,
     })
 }
 

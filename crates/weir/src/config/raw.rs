@@ -155,16 +155,28 @@ struct RawModelGroup {
     name: Spanned<String>,
     #[serde(default)]
     deployments: Vec<Spanned<RawDeployment>>,
+    /// Groups tried, in order, when this one's deployments are all exhausted.
+    #[serde(default)]
+    fallbacks: Vec<Spanned<String>>,
+    /// Larger-context groups tried when the upstream says the prompt is too long.
+    #[serde(default)]
+    context_window_fallbacks: Vec<Spanned<String>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawDeployment {
     id: Option<Spanned<String>>,
     provider: ProviderKind,
     base_url: Option<Spanned<EnvString>>,
     api_key: Option<Secret>,
+    /// Shorthand: one deployment per key (with `models` / `rate_limits` lists of the same length).
+    api_keys: Option<Vec<Secret>>,
     model: Option<String>,
+    /// With `api_keys`: the upstream model of each key's deployment.
+    models: Option<Vec<String>>,
+    weight: Option<u32>,
+    priority: Option<u32>,
     organization: Option<EnvString>,
     project: Option<EnvString>,
     #[serde(default)]
@@ -176,7 +188,21 @@ struct RawDeployment {
     #[serde(default)]
     circuit_breaker: RawBreaker,
     #[serde(default)]
-    rate_limits: RawRateLimits,
+    rate_limits: RawRateLimitsSpec,
+}
+
+/// A deployment's `rate_limits`: one section, or (with `api_keys`) one per key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum RawRateLimitsSpec {
+    One(RawRateLimits),
+    PerKey(Vec<RawRateLimits>),
+}
+
+impl Default for RawRateLimitsSpec {
+    fn default() -> Self {
+        RawRateLimitsSpec::One(RawRateLimits::default())
+    }
 }
 
 pub(super) fn parse(text: &str, file: Option<&str>) -> Result<Config, ConfigError> {
@@ -255,6 +281,7 @@ fn validate(raw: RawConfig, file: Option<&str>) -> Result<Config, ConfigError> {
     let mut names = HashSet::new();
     let mut ids = HashSet::new();
     let mut models = Vec::with_capacity(raw.models.len());
+    let mut pending_fallbacks = Vec::with_capacity(raw.models.len());
     for (gi, group) in raw.models.into_iter().enumerate() {
         let group_line = group.referenced.line();
         let group = group.value;
@@ -289,8 +316,14 @@ fn validate(raw: RawConfig, file: Option<&str>) -> Result<Config, ConfigError> {
             ));
         }
         let mut deployments = Vec::with_capacity(group.deployments.len());
+        let mut expanded = Vec::with_capacity(group.deployments.len());
         for (di, dep) in group.deployments.into_iter().enumerate() {
             let dpath = format!("{path}.deployments[{di}]");
+            for (one, one_path) in expand_keys(&ctx, dep, &dpath, &name, di)? {
+                expanded.push((one, one_path, di));
+            }
+        }
+        for (dep, dpath, di) in expanded {
             let dep = deployment(&ctx, &raw.upstream_defaults, dep, &dpath, &name, di)?;
             if !ids.insert(dep.id.clone()) {
                 return Err(ctx.error(
@@ -301,7 +334,52 @@ fn validate(raw: RawConfig, file: Option<&str>) -> Result<Config, ConfigError> {
             }
             deployments.push(dep);
         }
-        models.push(ModelGroupConfig { name, deployments });
+        let names_of = |list: Vec<Spanned<String>>| {
+            list.into_iter()
+                .map(|n| (n.value.trim().to_owned(), n.referenced.line()))
+                .collect::<Vec<_>>()
+        };
+        models.push(ModelGroupConfig {
+            name,
+            deployments,
+            fallbacks: Vec::new(),
+            context_window_fallbacks: Vec::new(),
+        });
+        pending_fallbacks.push((
+            names_of(group.fallbacks),
+            names_of(group.context_window_fallbacks),
+            path,
+        ));
+    }
+
+    // Fallbacks name other groups, so they are checked once every group is known.
+    for (group, (fallbacks, context, path)) in models.iter_mut().zip(pending_fallbacks) {
+        for (field, list, target) in [
+            ("fallbacks", fallbacks, &mut group.fallbacks),
+            (
+                "context_window_fallbacks",
+                context,
+                &mut group.context_window_fallbacks,
+            ),
+        ] {
+            for (i, (name, line)) in list.into_iter().enumerate() {
+                if !names.contains(name.as_str()) {
+                    return Err(ctx.error(
+                        line,
+                        format!("{path}.{field}[{i}]"),
+                        format!("`{name}` is not one of the models defined under `models`"),
+                    ));
+                }
+                if name == group.name {
+                    return Err(ctx.error(
+                        line,
+                        format!("{path}.{field}[{i}]"),
+                        "a model cannot fall back to itself",
+                    ));
+                }
+                target.push(name);
+            }
+        }
     }
 
     let default_model = match raw.default_model {
@@ -369,14 +447,27 @@ fn deployment(
         ),
     };
     let mut config = super::mock_deployment(&id, timeouts, retry.max_retries)?;
+    config.weight = dep.weight.unwrap_or(1);
+    config.priority = dep.priority.unwrap_or(0);
     config.retry = retry;
     config.circuit_breaker = breaker(ctx, line, path, &defaults.circuit_breaker, &dep.circuit_breaker)?;
+    let own_limits = match &dep.rate_limits {
+        RawRateLimitsSpec::One(limits) => *limits,
+        // `expand_keys` turned per-key lists into single sections; a list left here has no `api_keys`.
+        RawRateLimitsSpec::PerKey(_) => {
+            return Err(ctx.error(
+                line,
+                format!("{path}.rate_limits"),
+                "a list of rate limits needs `api_keys` (one section per key)",
+            ));
+        }
+    };
     config.rate_limits = rate_limits(
         ctx,
         line,
         &format!("{path}.rate_limits"),
         &defaults.rate_limits,
-        &dep.rate_limits,
+        &own_limits,
     )?;
     config.provider = dep.provider;
     config.model = dep.model.filter(|m| !m.trim().is_empty());
@@ -414,6 +505,91 @@ fn deployment(
         ));
     }
     Ok(config)
+}
+
+/// The multi-key shorthand: a deployment with `api_keys: [k1, k2, k3]` (and optionally `models` and
+/// `rate_limits` lists of the same length) becomes one deployment per key, ids suffixed `-1`, `-2`...
+fn expand_keys(
+    ctx: &Ctx<'_>,
+    dep: Spanned<RawDeployment>,
+    path: &str,
+    group: &str,
+    index: usize,
+) -> Result<Vec<(Spanned<RawDeployment>, String)>, ConfigError> {
+    let line = dep.referenced.line();
+    let Some(keys) = dep.value.api_keys.clone() else {
+        if dep.value.models.is_some() {
+            return Err(ctx.error(
+                line,
+                format!("{path}.models"),
+                "`models` (a list) goes with `api_keys`; use `model` for one",
+            ));
+        }
+        return Ok(vec![(dep, path.to_owned())]);
+    };
+    if dep.value.api_key.is_some() {
+        return Err(ctx.error(
+            line,
+            format!("{path}.api_keys"),
+            "use either `api_key` or `api_keys`, not both",
+        ));
+    }
+    if keys.is_empty() {
+        return Err(ctx.error(line, format!("{path}.api_keys"), "the list of keys is empty"));
+    }
+    let n = keys.len();
+    if let Some(models) = &dep.value.models
+        && models.len() != n
+    {
+        return Err(ctx.error(
+            line,
+            format!("{path}.models"),
+            format!(
+                "has {} entries but `api_keys` has {n}: give one model per key",
+                models.len()
+            ),
+        ));
+    }
+    if let RawRateLimitsSpec::PerKey(limits) = &dep.value.rate_limits
+        && limits.len() != n
+    {
+        return Err(ctx.error(
+            line,
+            format!("{path}.rate_limits"),
+            format!(
+                "has {} entries but `api_keys` has {n}: give one rate limit section per key",
+                limits.len()
+            ),
+        ));
+    }
+    let base_id = dep.value.id.as_ref().map(|id| id.value.trim().to_owned());
+    let mut out = Vec::with_capacity(n);
+    for (k, key) in keys.into_iter().enumerate() {
+        let mut one = dep.clone();
+        one.value.api_key = Some(key);
+        one.value.api_keys = None;
+        if let Some(models) = &dep.value.models {
+            one.value.model = models.get(k).cloned();
+        }
+        one.value.models = None;
+        if let RawRateLimitsSpec::PerKey(limits) = &dep.value.rate_limits {
+            one.value.rate_limits = RawRateLimitsSpec::One(limits.get(k).copied().unwrap_or_default());
+        }
+        let id = match &base_id {
+            Some(base) => format!("{base}-{}", k + 1),
+            None => format!(
+                "{}#{index}-{}",
+                group
+                    .trim_end_matches('*')
+                    .trim_end_matches('-')
+                    .if_empty("default"),
+                k + 1
+            ),
+        };
+        one.value.id = Some(Spanned::new(id, dep.referenced, dep.defined));
+        out.push((one, format!("{path}.api_keys[{k}]")));
+    }
+    Ok(out)
 }
 
 fn timeouts(

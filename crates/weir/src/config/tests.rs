@@ -175,3 +175,85 @@ fn retry_and_resilience_sections() {
             .contains("max_retries")
     );
 }
+
+#[test]
+fn multi_key_shorthand_expands_to_one_deployment_per_key() {
+    let text = "models:\n  - name: gpt-4o\n    deployments:\n      - id: oai\n        provider: openai\n        api_keys: [k1, k2, k3]\n        models: [gpt-4o, gpt-4o-2024-08-06, gpt-4o]\n        rate_limits:\n          - { requests_per_minute: 10 }\n          - { requests_per_minute: 20 }\n          - { requests_per_minute: 30 }\n";
+    let c = Config::from_yaml(text, None).unwrap();
+    let deps = &c.models[0].deployments;
+    assert_eq!(
+        deps.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
+        ["oai-1", "oai-2", "oai-3"]
+    );
+    assert_eq!(deps[1].api_key.as_ref().unwrap().expose(), "k2");
+    assert_eq!(deps[1].model.as_deref(), Some("gpt-4o-2024-08-06"));
+    assert_eq!(
+        deps[2].rate_limits.as_ref().unwrap().requests_per_minute,
+        Some(30)
+    );
+
+    let unequal = "models:\n  - name: a\n    deployments:\n      - provider: openai\n        api_keys: [k1, k2, k3]\n        models: [m1, m2]\n";
+    let err = Config::from_yaml(unequal, Some("c.yaml")).unwrap_err();
+    assert_eq!(
+        err.field.as_deref(),
+        Some("models[0].deployments[0].models"),
+        "{err}"
+    );
+    assert!(
+        err.message.contains("has 2 entries but `api_keys` has 3"),
+        "{err}"
+    );
+    assert_eq!(err.line, Some(4));
+
+    let limits = "models:\n  - name: a\n    deployments:\n      - provider: openai\n        api_keys: [k1, k2]\n        rate_limits: [{ requests_per_minute: 1 }]\n";
+    let err = Config::from_yaml(limits, None).unwrap_err();
+    assert_eq!(
+        err.field.as_deref(),
+        Some("models[0].deployments[0].rate_limits"),
+        "{err}"
+    );
+
+    let both = "models:\n  - name: a\n    deployments:\n      - provider: openai\n        api_key: k\n        api_keys: [k1]\n";
+    assert!(
+        Config::from_yaml(both, None)
+            .unwrap_err()
+            .message
+            .contains("not both")
+    );
+}
+
+#[test]
+fn fallbacks_must_name_other_groups() {
+    let ok = "models:\n  - name: a\n    fallbacks: [b]\n    context_window_fallbacks: [b]\n    deployments: [{provider: mock, weight: 3, priority: 1}]\n  - name: b\n    deployments: [{provider: mock}]\n";
+    let c = Config::from_yaml(ok, None).unwrap();
+    assert_eq!(c.models[0].fallbacks, ["b"]);
+    assert_eq!(
+        (
+            c.models[0].deployments[0].weight,
+            c.models[0].deployments[0].priority
+        ),
+        (3, 1)
+    );
+    assert_eq!(
+        (
+            c.models[1].deployments[0].weight,
+            c.models[1].deployments[0].priority
+        ),
+        (1, 0)
+    );
+
+    let missing = "models:\n  - name: a\n    fallbacks: [nope]\n    deployments: [{provider: mock}]\n";
+    let err = Config::from_yaml(missing, None).unwrap_err();
+    assert_eq!(
+        (err.field.as_deref(), err.line),
+        (Some("models[0].fallbacks[0]"), Some(3)),
+        "{err}"
+    );
+    let own = "models:\n  - name: a\n    fallbacks: [a]\n    deployments: [{provider: mock}]\n";
+    assert!(
+        Config::from_yaml(own, None)
+            .unwrap_err()
+            .message
+            .contains("itself")
+    );
+}
