@@ -28,6 +28,7 @@
 //! | key | value | effect |
 //! |---|---|---|
 //! | `content` | string | the assistant text (default: [`content::DEFAULT_CONTENT`]) |
+//! | `error_code` | string | the `code` of a fault's error body (default by status), e.g. `context_length_exceeded` |
 //! | `chunks` | 1..=100000 | content pieces in a stream (default 5) |
 //! | `status` | 200..=599 | answer with this status and an OpenAI error body; < 400 means "no fault" (to cancel a lower-precedence `status`) |
 //! | `retry_after` | seconds, may be fractional | `Retry-After` (rounded up) and `retry-after-ms`; sent on 429/503 with a default of 1 s, or on any fault when given |

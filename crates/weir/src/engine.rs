@@ -349,6 +349,10 @@ struct Group {
     next: AtomicUsize,
     /// Shared by the group's deployments, since retries move between them.
     retry_budget: RetryBudget,
+    /// Indices (into the engine's groups) tried in order when this group is exhausted.
+    fallbacks: Vec<usize>,
+    /// Indices of larger-context groups for prompts this group's upstreams find too long.
+    context_window_fallbacks: Vec<usize>,
 }
 
 impl Group {
@@ -482,7 +486,12 @@ impl Engine {
                     provider,
                 }));
             }
+            let index_of = |names: &[String]| {
+                names.iter().filter_map(|n| config.models.iter().position(|g| &g.name == n)).collect::<Vec<_>>()
+            };
             groups.push(Group {
+                fallbacks: index_of(&group.fallbacks),
+                context_window_fallbacks: index_of(&group.context_window_fallbacks),
                 retry_budget: RetryBudget::new(config.resilience.retry_budget),
                 name,
                 wildcard: group.is_wildcard(),
@@ -556,9 +565,8 @@ impl Engine {
             _ => None,
         };
         let client_reservation = parking_lot::Mutex::new(client_reservation);
-        let result = self
-            .route(&req, &parsed, group, deadline, time_allowed, &client_reservation)
-            .await;
+        let window = Window { deadline, time_allowed };
+        let result = self.route_with_fallbacks(&req, &parsed, group, window, &client_reservation).await;
         // Whatever the attempts did not hand on: a failed request counts, its tokens go back.
         if let Some(reservation) = client_reservation.lock().take() {
             match &result {
@@ -578,20 +586,70 @@ impl Engine {
 
     /// Picks deployments and calls them until one answers, a failure is final, or the deadline,
     /// the retry policy or the retry budget says stop.
+    /// The group, then (if it is exhausted by failures another group could fix) its fallbacks in
+    /// order; a prompt too long for the group's upstreams goes to its context-window fallbacks.
+    /// All share one attempt budget, so a request never fans out beyond `max_retries + 1` calls.
+    async fn route_with_fallbacks(
+        &self,
+        req: &ProxyRequest,
+        parsed: &Parsed,
+        group: &Group,
+        window: Window,
+        client_reservation: &parking_lot::Mutex<Option<Reservation>>,
+    ) -> Result<ProxyResponse, Error> {
+        let mut attempts_left = group.deployments.iter().map(|d| d.config.retry.max_retries).max().unwrap_or(0) + 1;
+        let has_fallbacks = !group.fallbacks.is_empty();
+        let mut result =
+            self.route(req, parsed, group, window, client_reservation, &mut attempts_left, has_fallbacks, true).await;
+        let next_groups = match &result {
+            Err(err) if is_context_window_error(err) => &group.context_window_fallbacks,
+            Err(err) if falls_back(err) => &group.fallbacks,
+            _ => return result,
+        };
+        for (i, &index) in next_groups.iter().enumerate() {
+            let Some(next) = self.groups.get(index) else { continue };
+            if attempts_left == 0 || Instant::now() >= window.deadline {
+                break;
+            }
+            tracing::warn!(
+                from = &*group.name,
+                to = &*next.name,
+                error = result.as_ref().err().map_or("-", |e| e.kind().as_str()),
+                "falling back to another model group"
+            );
+            let more_after = i + 1 < next_groups.len();
+            result =
+                self.route(req, parsed, next, window, client_reservation, &mut attempts_left, more_after, false).await;
+            match &result {
+                Err(err) if falls_back(err) || is_context_window_error(err) => continue,
+                _ => break,
+            }
+        }
+        result
+    }
+
+    /// Picks deployments of `group` and calls them until one answers, a failure is final, or the
+    /// deadline, the retry policy, the retry budget or the shared attempt budget says stop. With
+    /// `yield_when_exhausted`, it stops as soon as every deployment was tried (or none is usable)
+    /// so the caller can fall back to another group.
+    #[allow(clippy::too_many_arguments)]
     async fn route(
         &self,
         req: &ProxyRequest,
         parsed: &Parsed,
         group: &Group,
-        deadline: Instant,
-        time_allowed: Duration,
+        window: Window,
         client_reservation: &parking_lot::Mutex<Option<Reservation>>,
+        attempts_left: &mut u32,
+        yield_when_exhausted: bool,
+        first_group: bool,
     ) -> Result<ProxyResponse, Error> {
-        let past_deadline = || Error::Timeout {
-            phase: TimeoutPhase::Deadline,
-            after: time_allowed,
-        };
-        group.retry_budget.deposit();
+        let Window { deadline, time_allowed } = window;
+        let past_deadline = || Error::Timeout { phase: TimeoutPhase::Deadline, after: time_allowed };
+        if first_group {
+            group.retry_budget.deposit();
+        }
+        let mut tried: Vec<Arc<Deployment>> = Vec::with_capacity(group.deployments.len());
         let mut retry = 0;
         loop {
             let (deployment, settlement) = match group.pick(parsed.demand)? {
@@ -610,6 +668,9 @@ impl Engine {
                         Ok(settlement) => (deployment.clone(), settlement),
                         Err(why) => return Err(no_deployment(group, why.wait, why.reason)),
                     }
+                }
+                Pick::Wait(wait, reason) if yield_when_exhausted => {
+                    return Err(no_deployment(group, wait, reason));
                 }
                 Pick::Wait(wait, reason) => {
                     let max_wait = group
@@ -634,6 +695,10 @@ impl Engine {
             };
             // Every attempt runs inside what is left of the request's deadline.
             let pending = parking_lot::Mutex::new(Some(settlement));
+            *attempts_left = attempts_left.saturating_sub(1);
+            if !tried.iter().any(|t| Arc::ptr_eq(t, &deployment)) {
+                tried.push(deployment.clone());
+            }
             let attempt = self.attempt(req, parsed, group, &deployment, &pending, client_reservation);
             let err = match tokio::time::timeout_at(deadline, attempt).await {
                 Ok(Ok(resp)) => return Ok(resp),
@@ -658,6 +723,9 @@ impl Engine {
                 && status.as_u16() == 429
             {
                 deployment.start_cooldown(retry_after.unwrap_or(DEFAULT_COOLDOWN).min(MAX_COOLDOWN));
+            }
+            if *attempts_left == 0 || (yield_when_exhausted && tried.len() >= group.deployments.len()) {
+                return Err(err);
             }
             let Some(mut wait) = policy.delay(retry, &err, fastrand::f64()) else {
                 return Err(err);
@@ -741,9 +809,16 @@ impl Engine {
         pending: &parking_lot::Mutex<Option<Settlement>>,
         client_reservation: &parking_lot::Mutex<Option<Reservation>>,
     ) -> Result<ProxyResponse, Error> {
-        let body = match (&parsed.object, &deployment.config.model) {
-            (Some(obj), Some(upstream)) if *upstream != parsed.model && parsed.model_in_body => {
-                Some(obj.to_bytes_with_str("model", upstream)?)
+        // The upstream's name for the model: the deployment's own, else the group's (so a fallback
+        // group gets its name, not the client's), else — for pattern groups — the client's.
+        let target = match &deployment.config.model {
+            Some(model) => model.as_str(),
+            None if group.wildcard => parsed.model.as_str(),
+            None => &*group.name,
+        };
+        let body = match &parsed.object {
+            Some(obj) if target != parsed.model && parsed.model_in_body => {
+                Some(obj.to_bytes_with_str("model", target)?)
             }
             _ if req.body.is_empty() => None,
             _ => Some(req.body.clone()),
@@ -1086,6 +1161,47 @@ struct Parsed {
     stream: bool,
     /// Estimated cost against rate limits.
     demand: Demand,
+}
+
+/// The time a request has: its deadline and how long that was from the start.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    deadline: Instant,
+    time_allowed: Duration,
+}
+
+/// Whether another model group could succeed where this one failed: it failed or had nothing
+/// usable — not a problem with the request itself (those would fail everywhere).
+fn falls_back(err: &Error) -> bool {
+    use crate::ErrorKind as K;
+    if matches!(err, Error::Timeout { phase: TimeoutPhase::Deadline, .. }) {
+        return false;
+    }
+    matches!(
+        err.kind(),
+        K::UpstreamServerError
+            | K::UpstreamRateLimited
+            | K::Timeout
+            | K::Connect
+            | K::Transport
+            | K::BadUpstreamResponse
+            | K::Unavailable
+            | K::RateLimited
+    )
+}
+
+/// Whether the upstream refused the prompt as longer than its context window (OpenAI's
+/// `context_length_exceeded`, or the usual wording of compatible servers).
+fn is_context_window_error(err: &Error) -> bool {
+    let Error::Upstream { status, code, message, .. } = err else { return false };
+    if status.as_u16() != 400 {
+        return false;
+    }
+    let message = message.to_ascii_lowercase();
+    code.as_deref() == Some("context_length_exceeded")
+        || message.contains("context length")
+        || message.contains("context window")
+        || message.contains("maximum context")
 }
 
 /// A non-success upstream answer as an error: its message, type, code and param, and how long

@@ -48,6 +48,8 @@ pub struct Directives {
     pub hang: Option<bool>,
     /// `content`: the assistant message text.
     pub content: Option<String>,
+    /// `error_code`: the `code` of a fault's error body (e.g. `context_length_exceeded`).
+    pub error_code: Option<String>,
 }
 
 /// A directive that could not be understood: an unknown key or a malformed value.
@@ -89,6 +91,7 @@ impl Directives {
         "drop_mid_body",
         "hang",
         "content",
+        "error_code",
     ];
 
     /// True when no directive is set.
@@ -195,6 +198,7 @@ impl Directives {
         take(&mut self.drop_mid_body, &higher.drop_mid_body);
         take(&mut self.hang, &higher.hang);
         take(&mut self.content, &higher.content);
+        take(&mut self.error_code, &higher.error_code);
     }
 
     fn set(&mut self, key: &str, raw: Raw<'_>) -> Result<(), DirectiveError> {
@@ -241,6 +245,7 @@ impl Directives {
             "drop_mid_body" => self.drop_mid_body = Some(to_bool(raw).map_err(err)?),
             "hang" => self.hang = Some(to_bool(raw).map_err(err)?),
             "content" => self.content = Some(to_string(raw).map_err(err)?),
+            "error_code" => self.error_code = Some(to_string(raw).map_err(err)?),
             _ => {
                 return Err(err(format!("unknown key; known keys: {}", Self::KEYS.join(", "))));
             }

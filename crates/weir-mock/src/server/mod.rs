@@ -147,7 +147,7 @@ async fn handle(State(state): State<Arc<MockState>>, request: Request) -> Respon
     }
     if let Some(status) = fault {
         tracing::debug!(status, path = %parts.uri.path(), "weir-mock: scripted status");
-        return fault_response(status, directives.retry_after);
+        return fault_response(status, directives.retry_after, directives.error_code.as_deref());
     }
 
     let reply = content::respond_with(parts.method.as_str(), &path, &body, &directives);
@@ -209,8 +209,17 @@ fn scripted_status(state: &MockState, directives: &Directives) -> Option<u16> {
     }
 }
 
-fn fault_response(status: u16, retry_after: Option<f64>) -> Response {
-    let mut response = reply_response(content::fault_reply(status));
+fn fault_response(status: u16, retry_after: Option<f64>, error_code: Option<&str>) -> Response {
+    let reply = match error_code {
+        Some(code) => content::error_reply(
+            status,
+            &format!("Mock upstream fault: HTTP {status} ({code}) requested by a directive."),
+            None,
+            Some(code),
+        ),
+        None => content::fault_reply(status),
+    };
+    let mut response = reply_response(reply);
     let retry_after = match (status, retry_after) {
         (_, Some(secs)) => Some(secs),
         (429 | 503, None) => Some(DEFAULT_RETRY_AFTER_SECS),
