@@ -41,6 +41,8 @@ pub struct AppState {
     pub shutdown_timeout: Duration,
     /// Fired when the drain deadline passes: streams still running end with an error event.
     pub cut_off: tokio_util::sync::CancellationToken,
+    /// Background health checks; they stop when the last clone of the state is dropped.
+    pub health_checks: Arc<Vec<weir::route::health::HealthCheckHandle>>,
 }
 
 impl AppState {
@@ -49,8 +51,15 @@ impl AppState {
         let max_body_bytes = config.server.max_body_bytes;
         let api_keys: Arc<[Secret]> = config.server.api_keys.clone().into();
         let shutdown_timeout = config.server.shutdown_timeout;
+        let engine = Arc::new(Engine::new(config)?);
+        // Health checks run as tasks: they need the runtime the gateway is about to serve on.
+        let health_checks = match tokio::runtime::Handle::try_current() {
+            Ok(_) => engine.start_health_checks(),
+            Err(_) => Vec::new(),
+        };
         Ok(AppState {
-            engine: Arc::new(Engine::new(config)?),
+            health_checks: Arc::new(health_checks),
+            engine,
             draining: Arc::new(AtomicBool::new(false)),
             max_body_bytes,
             api_keys,

@@ -6,13 +6,7 @@
 //! upstream names it differently (leaving every other byte alone), calls the provider, and turns
 //! non-success answers into [`Error`]s, in one place for every provider.
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use futures::{StreamExt, future::join_all};
@@ -33,6 +27,10 @@ use crate::{
         rate_limit::{Demand, KeyedLimiter, RateLimitError, RateLimiter, Reservation},
     },
     retry::RetryBudget,
+    route::{
+        balance::{Balancer, Candidate, InFlight, LoadStats},
+        health::{Health, HealthCheckHandle, spawn_checker},
+    },
     sse::{GuardItem, OnStreamEnd, StreamEnd, guard, usage_in},
 };
 
@@ -143,6 +141,10 @@ pub struct Deployment {
     breaker: Option<CircuitBreaker>,
     /// This deployment's (this upstream key's) rate limits; `None` when unlimited.
     limiter: Option<RateLimiter>,
+    /// Requests in flight and a decaying latency average, for the balancer.
+    load: Arc<LoadStats>,
+    /// What background probes say (always healthy when health checks are off).
+    health: Health,
 }
 
 /// How long a deployment rests after a 429 that came without `Retry-After`.
@@ -183,6 +185,16 @@ impl Deployment {
         self.breaker.as_ref()
     }
 
+    /// Live load: requests in flight and the latency estimate.
+    pub fn load(&self) -> &Arc<LoadStats> {
+        &self.load
+    }
+
+    /// What its background health checks say.
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
     /// This deployment's rate limiter, for inspection (`snapshot()`).
     pub fn limiter(&self) -> Option<&RateLimiter> {
         self.limiter.as_ref()
@@ -196,6 +208,15 @@ impl Deployment {
         if let Some(rest) = self.cooldown_remaining() {
             let reason = format!("`{}` is cooling down after a 429", self.id());
             return Err(unusable(UnusableKind::Cooldown, rest, reason));
+        }
+        if !self.health.is_healthy() {
+            // Not worth waiting for: probes run every interval and need several successes.
+            let reason = format!("`{}` is failing its health checks", self.id());
+            return Err(unusable(
+                UnusableKind::BreakerOpen,
+                Duration::from_secs(1),
+                reason,
+            ));
         }
         if let Some(breaker) = &self.breaker
             && !breaker.is_call_permitted()
@@ -246,6 +267,7 @@ impl Deployment {
         Ok(Settlement {
             permit,
             reservations: reservation.into_iter().collect(),
+            _in_flight: Some(self.load.start()),
         })
     }
 }
@@ -257,6 +279,8 @@ impl Deployment {
 struct Settlement {
     permit: Option<BreakerPermit>,
     reservations: Vec<Reservation>,
+    /// Counts the call as in flight for the balancer until the settlement is done with (dropped).
+    _in_flight: Option<InFlight>,
 }
 
 impl Settlement {
@@ -345,8 +369,8 @@ struct Group {
     name: Arc<str>,
     wildcard: bool,
     deployments: Vec<Arc<Deployment>>,
-    /// Round-robin cursor (the routing issue brings the other strategies).
-    next: AtomicUsize,
+    /// Orders the deployments for each request (strategy, weights, priority tiers).
+    balancer: Balancer,
     /// Shared by the group's deployments, since retries move between them.
     retry_budget: RetryBudget,
     /// Indices (into the engine's groups) tried in order when this group is exhausted.
@@ -362,18 +386,34 @@ impl Group {
 
     /// Round-robin over the usable deployments: starting from the cursor, the first one that is
     /// not resting is chosen.
-    fn pick(&self, demand: Demand) -> Result<Pick<'_>, Error> {
-        let n = self.deployments.len();
-        if n == 0 {
+    /// The first usable deployment in the balancer's order, preferring ones this request has not
+    /// `tried` yet (a retry should not go back to the deployment that just failed while another,
+    /// possibly in a later priority tier, can take it).
+    fn pick(&self, demand: Demand, tried: &[Arc<Deployment>]) -> Result<Pick<'_>, Error> {
+        if self.deployments.is_empty() {
             return Err(Error::Internal(format!(
                 "model group `{}` has no deployments",
                 self.name
             )));
         }
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let candidates: Vec<Candidate<'_>> = self
+            .deployments
+            .iter()
+            .map(|d| Candidate {
+                weight: d.config.weight,
+                priority: d.config.priority,
+                load: &d.load,
+            })
+            .collect();
         let mut unusable = Vec::new();
-        for k in 0..n {
-            let Some(deployment) = self.deployments.get((start + k) % n) else {
+        let order = self.balancer.order(&candidates);
+        let (fresh, again): (Vec<usize>, Vec<usize>) = order.into_iter().partition(|&i| {
+            self.deployments
+                .get(i)
+                .is_some_and(|d| !tried.iter().any(|t| Arc::ptr_eq(t, d)))
+        });
+        for index in fresh.into_iter().chain(again) {
+            let Some(deployment) = self.deployments.get(index) else {
                 continue;
             };
             match deployment.admit(demand) {
@@ -411,7 +451,7 @@ impl Group {
     /// listings).
     fn pick_any(&self) -> Result<&Arc<Deployment>, Error> {
         // A listing reserves nothing against rate limits.
-        match self.pick(Demand::default())? {
+        match self.pick(Demand::default(), &[])? {
             Pick::Ready(deployment, _) | Pick::Queue(deployment) => Ok(deployment),
             Pick::Wait(..) | Pick::Unavailable(..) | Pick::TooLarge(..) => self
                 .deployments
@@ -454,6 +494,31 @@ pub struct ProbeReport {
     pub latency_ms: f64,
     /// Why it is unhealthy.
     pub error: Option<String>,
+    /// Circuit breaker state (`closed`, `open`, `half_open`, `forced_open`, `forced_closed`, `off`).
+    pub breaker: &'static str,
+    /// How long it still rests after a 429, if it does.
+    pub cooldown_remaining_ms: Option<u64>,
+    /// What background health checks say (`null` when they are off).
+    pub background_check: Option<BackgroundCheck>,
+    /// Requests in flight right now.
+    pub in_flight: u64,
+    /// The balancer's decaying latency estimate of real traffic.
+    pub latency_estimate_ms: Option<f64>,
+}
+
+/// The background health check part of a [`ProbeReport`].
+#[derive(Debug, Clone, Serialize)]
+pub struct BackgroundCheck {
+    /// Whether routing uses the deployment.
+    pub healthy: bool,
+    /// Failed probes in a row.
+    pub consecutive_failures: u32,
+    /// Latency of the latest probe, if it succeeded.
+    pub last_latency_ms: Option<f64>,
+    /// Error of the latest probe, if it failed.
+    pub last_error: Option<String>,
+    /// Probes run so far.
+    pub checks: u64,
 }
 
 const ERROR_BODY_LIMIT: usize = 64 * 1024;
@@ -475,6 +540,8 @@ impl Engine {
                     breaker: dep
                         .circuit_breaker
                         .map(|c| CircuitBreaker::new(dep.id.clone(), c)),
+                    load: Arc::new(LoadStats::new()),
+                    health: Health::new(dep.id.clone()),
                     limiter: dep
                         .rate_limits
                         .clone()
@@ -487,7 +554,10 @@ impl Engine {
                 }));
             }
             let index_of = |names: &[String]| {
-                names.iter().filter_map(|n| config.models.iter().position(|g| &g.name == n)).collect::<Vec<_>>()
+                names
+                    .iter()
+                    .filter_map(|n| config.models.iter().position(|g| &g.name == n))
+                    .collect::<Vec<_>>()
             };
             groups.push(Group {
                 fallbacks: index_of(&group.fallbacks),
@@ -496,7 +566,7 @@ impl Engine {
                 name,
                 wildcard: group.is_wildcard(),
                 deployments,
-                next: AtomicUsize::new(0),
+                balancer: Balancer::new(group.strategy),
             });
         }
         let client_limiter = config
@@ -565,8 +635,13 @@ impl Engine {
             _ => None,
         };
         let client_reservation = parking_lot::Mutex::new(client_reservation);
-        let window = Window { deadline, time_allowed };
-        let result = self.route_with_fallbacks(&req, &parsed, group, window, &client_reservation).await;
+        let window = Window {
+            deadline,
+            time_allowed,
+        };
+        let result = self
+            .route_with_fallbacks(&req, &parsed, group, window, &client_reservation)
+            .await;
         // Whatever the attempts did not hand on: a failed request counts, its tokens go back.
         if let Some(reservation) = client_reservation.lock().take() {
             match &result {
@@ -597,17 +672,35 @@ impl Engine {
         window: Window,
         client_reservation: &parking_lot::Mutex<Option<Reservation>>,
     ) -> Result<ProxyResponse, Error> {
-        let mut attempts_left = group.deployments.iter().map(|d| d.config.retry.max_retries).max().unwrap_or(0) + 1;
+        let mut attempts_left = group
+            .deployments
+            .iter()
+            .map(|d| d.config.retry.max_retries)
+            .max()
+            .unwrap_or(0)
+            + 1;
         let has_fallbacks = !group.fallbacks.is_empty();
-        let mut result =
-            self.route(req, parsed, group, window, client_reservation, &mut attempts_left, has_fallbacks, true).await;
+        let mut result = self
+            .route(
+                req,
+                parsed,
+                group,
+                window,
+                client_reservation,
+                &mut attempts_left,
+                has_fallbacks,
+                true,
+            )
+            .await;
         let next_groups = match &result {
             Err(err) if is_context_window_error(err) => &group.context_window_fallbacks,
             Err(err) if falls_back(err) => &group.fallbacks,
             _ => return result,
         };
         for (i, &index) in next_groups.iter().enumerate() {
-            let Some(next) = self.groups.get(index) else { continue };
+            let Some(next) = self.groups.get(index) else {
+                continue;
+            };
             if attempts_left == 0 || Instant::now() >= window.deadline {
                 break;
             }
@@ -618,8 +711,18 @@ impl Engine {
                 "falling back to another model group"
             );
             let more_after = i + 1 < next_groups.len();
-            result =
-                self.route(req, parsed, next, window, client_reservation, &mut attempts_left, more_after, false).await;
+            result = self
+                .route(
+                    req,
+                    parsed,
+                    next,
+                    window,
+                    client_reservation,
+                    &mut attempts_left,
+                    more_after,
+                    false,
+                )
+                .await;
             match &result {
                 Err(err) if falls_back(err) || is_context_window_error(err) => continue,
                 _ => break,
@@ -644,15 +747,21 @@ impl Engine {
         yield_when_exhausted: bool,
         first_group: bool,
     ) -> Result<ProxyResponse, Error> {
-        let Window { deadline, time_allowed } = window;
-        let past_deadline = || Error::Timeout { phase: TimeoutPhase::Deadline, after: time_allowed };
+        let Window {
+            deadline,
+            time_allowed,
+        } = window;
+        let past_deadline = || Error::Timeout {
+            phase: TimeoutPhase::Deadline,
+            after: time_allowed,
+        };
         if first_group {
             group.retry_budget.deposit();
         }
         let mut tried: Vec<Arc<Deployment>> = Vec::with_capacity(group.deployments.len());
         let mut retry = 0;
         loop {
-            let (deployment, settlement) = match group.pick(parsed.demand)? {
+            let (deployment, settlement) = match group.pick(parsed.demand, &tried)? {
                 Pick::Ready(deployment, settlement) => (deployment.clone(), settlement),
                 Pick::Queue(deployment) => {
                     let Some(limiter) = deployment.limiter() else {
@@ -780,9 +889,14 @@ impl Engine {
         pending: &parking_lot::Mutex<Option<Settlement>>,
         client_reservation: &parking_lot::Mutex<Option<Reservation>>,
     ) -> Result<ProxyResponse, Error> {
+        let started = Instant::now();
         let result = self
             .attempt_inner(req, parsed, group, deployment, pending, client_reservation)
             .await;
+        if result.is_ok() {
+            // Time to the answer (to the first event, for a stream): what lowest_latency ranks by.
+            deployment.load.observe_latency(started.elapsed());
+        }
         if let Some(mut settlement) = pending.lock().take() {
             match &result {
                 Ok(resp) => {
@@ -1115,6 +1229,38 @@ impl Engine {
         Ok(body)
     }
 
+    /// Starts background health checks for the deployments that have them configured (`GET
+    /// models` every `interval`). Needs a tokio runtime. Dropping the handles stops the checks.
+    pub fn start_health_checks(self: &Arc<Self>) -> Vec<HealthCheckHandle> {
+        let mut handles = Vec::new();
+        for deployment in self.deployments() {
+            let Some(config) = deployment.config.health_check.clone() else {
+                continue;
+            };
+            let engine = Arc::downgrade(self);
+            let target = deployment.clone();
+            let probe = move || {
+                let engine = engine.clone();
+                let target = target.clone();
+                async move {
+                    let engine = engine
+                        .upgrade()
+                        .ok_or_else(|| "the engine is shutting down".to_owned())?;
+                    let started = Instant::now();
+                    let mut req = ProxyRequest::json(Endpoint::Passthrough, Bytes::new());
+                    req.method = Method::GET;
+                    engine
+                        .send_simple(&target, req)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    Ok(started.elapsed())
+                }
+            };
+            handles.push(spawn_checker(deployment.health.clone(), config, probe));
+        }
+        handles
+    }
+
     /// Probes every deployment with `GET models` (concurrently, each bounded by `timeout`).
     pub async fn probe_all(&self, timeout: Duration) -> Vec<ProbeReport> {
         let probes = self.deployments().map(|deployment| async move {
@@ -1144,6 +1290,23 @@ impl Engine {
                     ProviderKind::OpenAi => deployment.config.base_url.to_string(),
                 },
                 status: if error.is_none() { "healthy" } else { "unhealthy" },
+                breaker: deployment
+                    .breaker
+                    .as_ref()
+                    .map_or("off", |b| b.state().kind().as_str()),
+                cooldown_remaining_ms: deployment.cooldown_remaining().map(|d| d.as_millis() as u64),
+                background_check: deployment.config.health_check.as_ref().map(|_| {
+                    let snap = deployment.health.snapshot();
+                    BackgroundCheck {
+                        healthy: snap.healthy,
+                        consecutive_failures: snap.consecutive_failures,
+                        last_latency_ms: snap.last_latency.map(|d| d.as_secs_f64() * 1e3),
+                        last_error: snap.last_error,
+                        checks: snap.checks,
+                    }
+                }),
+                in_flight: deployment.load.in_flight(),
+                latency_estimate_ms: deployment.load.latency_estimate().map(|d| d.as_secs_f64() * 1e3),
                 http_status,
                 latency_ms: (latency_ms * 1000.0).round() / 1000.0,
                 error,
@@ -1174,7 +1337,13 @@ struct Window {
 /// usable — not a problem with the request itself (those would fail everywhere).
 fn falls_back(err: &Error) -> bool {
     use crate::ErrorKind as K;
-    if matches!(err, Error::Timeout { phase: TimeoutPhase::Deadline, .. }) {
+    if matches!(
+        err,
+        Error::Timeout {
+            phase: TimeoutPhase::Deadline,
+            ..
+        }
+    ) {
         return false;
     }
     matches!(
@@ -1193,7 +1362,15 @@ fn falls_back(err: &Error) -> bool {
 /// Whether the upstream refused the prompt as longer than its context window (OpenAI's
 /// `context_length_exceeded`, or the usual wording of compatible servers).
 fn is_context_window_error(err: &Error) -> bool {
-    let Error::Upstream { status, code, message, .. } = err else { return false };
+    let Error::Upstream {
+        status,
+        code,
+        message,
+        ..
+    } = err
+    else {
+        return false;
+    };
     if status.as_u16() != 400 {
         return false;
     }

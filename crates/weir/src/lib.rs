@@ -21,6 +21,7 @@ pub mod pool;
 pub mod provider;
 pub mod resilience;
 pub mod retry;
+pub mod route;
 pub mod sse;
 
 pub use client::{ChatCompletionStream, Client};

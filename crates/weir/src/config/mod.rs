@@ -15,6 +15,7 @@ use url::Url;
 use crate::{
     resilience::{circuit_breaker::CircuitBreakerConfig, rate_limit::RateLimitConfig},
     retry::{RetryBudgetConfig, RetryPolicy},
+    route::{balance::Strategy, health::HealthCheckConfig},
 };
 pub use values::{ByteSize, ConfigDuration, EnvString, Secret, interpolate, parse_byte_size, parse_duration};
 
@@ -128,6 +129,8 @@ pub struct ModelGroupConfig {
     pub fallbacks: Vec<String>,
     /// Larger-context groups tried when the upstream says the prompt is too long.
     pub context_window_fallbacks: Vec<String>,
+    /// How requests are spread over the deployments (within a priority tier).
+    pub strategy: Strategy,
 }
 
 impl ModelGroupConfig {
@@ -192,6 +195,8 @@ pub struct DeploymentConfig {
     pub weight: u32,
     /// Tier: 0 is used first; a higher tier only when every deployment of the lower tiers is unusable.
     pub priority: u32,
+    /// Background probes of the upstream; `None` (the default) when off.
+    pub health_check: Option<HealthCheckConfig>,
 }
 
 /// Settings that apply to a whole request rather than one deployment.
@@ -368,6 +373,7 @@ impl Config {
                         rate_limits: None,
                         weight: 1,
                         priority: 0,
+                        health_check: None,
                     },
                     ConfigSource::EnvOpenAi,
                 )
@@ -385,6 +391,7 @@ impl Config {
                 deployments: vec![deployment],
                 fallbacks: Vec::new(),
                 context_window_fallbacks: Vec::new(),
+                strategy: Strategy::RoundRobin,
             }],
             default_model: Some("*".to_owned()),
             resilience: ResilienceConfig::default(),
@@ -455,6 +462,7 @@ pub(crate) fn mock_deployment(
         rate_limits: None,
         weight: 1,
         priority: 0,
+        health_check: None,
     })
 }
 

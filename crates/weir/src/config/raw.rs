@@ -12,6 +12,7 @@ use crate::{
         rate_limit::{LimitMode, RateLimitConfig},
     },
     retry::{RetryBudgetConfig, RetryPolicy},
+    route::{balance::Strategy, health::HealthCheckConfig},
 };
 
 use super::{
@@ -76,6 +77,25 @@ enum RawLimitMode {
 
 #[derive(Debug, Default, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawHealthCheck {
+    enabled: Option<bool>,
+    interval: Option<ConfigDuration>,
+    timeout: Option<ConfigDuration>,
+    unhealthy_threshold: Option<u32>,
+    healthy_threshold: Option<u32>,
+}
+
+impl RawHealthCheck {
+    fn any_set(&self) -> bool {
+        self.interval.is_some()
+            || self.timeout.is_some()
+            || self.unhealthy_threshold.is_some()
+            || self.healthy_threshold.is_some()
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawBreaker {
     enabled: Option<bool>,
     failure_threshold: Option<u32>,
@@ -131,6 +151,8 @@ struct RawUpstream {
     circuit_breaker: RawBreaker,
     #[serde(default)]
     rate_limits: RawRateLimits,
+    #[serde(default)]
+    health_check: RawHealthCheck,
 }
 
 #[derive(Debug, Default, Clone, Copy, Deserialize)]
@@ -161,6 +183,8 @@ struct RawModelGroup {
     /// Larger-context groups tried when the upstream says the prompt is too long.
     #[serde(default)]
     context_window_fallbacks: Vec<Spanned<String>>,
+    /// How requests are spread over the deployments.
+    strategy: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -189,6 +213,8 @@ struct RawDeployment {
     circuit_breaker: RawBreaker,
     #[serde(default)]
     rate_limits: RawRateLimitsSpec,
+    #[serde(default)]
+    health_check: RawHealthCheck,
 }
 
 /// A deployment's `rate_limits`: one section, or (with `api_keys`) one per key.
@@ -339,11 +365,19 @@ fn validate(raw: RawConfig, file: Option<&str>) -> Result<Config, ConfigError> {
                 .map(|n| (n.value.trim().to_owned(), n.referenced.line()))
                 .collect::<Vec<_>>()
         };
+        let strategy = match &group.strategy {
+            None => Strategy::default(),
+            Some(text) => text
+                .value
+                .parse::<Strategy>()
+                .map_err(|e| ctx.error(text.referenced.line(), format!("{path}.strategy"), e.to_string()))?,
+        };
         models.push(ModelGroupConfig {
             name,
             deployments,
             fallbacks: Vec::new(),
             context_window_fallbacks: Vec::new(),
+            strategy,
         });
         pending_fallbacks.push((
             names_of(group.fallbacks),
@@ -448,6 +482,7 @@ fn deployment(
     };
     let mut config = super::mock_deployment(&id, timeouts, retry.max_retries)?;
     config.weight = dep.weight.unwrap_or(1);
+    config.health_check = health_check(ctx, line, path, &defaults.health_check, &dep.health_check)?;
     config.priority = dep.priority.unwrap_or(0);
     config.retry = retry;
     config.circuit_breaker = breaker(ctx, line, path, &defaults.circuit_breaker, &dep.circuit_breaker)?;
@@ -759,6 +794,41 @@ fn rate_limits(
         return Ok(None);
     }
     config.validate().map_err(|m| ctx.error(line, path, m))?;
+    Ok(Some(config))
+}
+
+/// Background health checks: off unless `enabled: true` or any setting is given (probing costs
+/// money on paid upstreams).
+fn health_check(
+    ctx: &Ctx<'_>,
+    line: u64,
+    path: &str,
+    base: &RawHealthCheck,
+    own: &RawHealthCheck,
+) -> Result<Option<HealthCheckConfig>, ConfigError> {
+    let enabled = own
+        .enabled
+        .or(base.enabled)
+        .unwrap_or(own.any_set() || base.any_set());
+    if !enabled {
+        return Ok(None);
+    }
+    let d = HealthCheckConfig::default();
+    let config = HealthCheckConfig {
+        interval: own.interval.or(base.interval).map_or(d.interval, |v| v.0),
+        timeout: own.timeout.or(base.timeout).map_or(d.timeout, |v| v.0),
+        unhealthy_threshold: own
+            .unhealthy_threshold
+            .or(base.unhealthy_threshold)
+            .unwrap_or(d.unhealthy_threshold),
+        healthy_threshold: own
+            .healthy_threshold
+            .or(base.healthy_threshold)
+            .unwrap_or(d.healthy_threshold),
+    };
+    config
+        .validate()
+        .map_err(|m| ctx.error(line, format!("{path}.health_check"), m))?;
     Ok(Some(config))
 }
 
