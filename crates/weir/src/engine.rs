@@ -83,6 +83,15 @@ pub struct ProxyRequest {
 }
 
 impl ProxyRequest {
+    /// A bodiless `GET` of an API path (model listings, probes).
+    pub fn get(path: ApiPath) -> ProxyRequest {
+        ProxyRequest {
+            method: Method::GET,
+            path,
+            ..ProxyRequest::json(Endpoint::Passthrough, Bytes::new())
+        }
+    }
+
     /// A JSON POST to one of the typed endpoints.
     pub fn json(endpoint: Endpoint, body: Bytes) -> ProxyRequest {
         let path = match endpoint {
@@ -1182,10 +1191,7 @@ impl Engine {
                 .map(Bytes::from)
                 .map_err(|e| Error::Internal(e.to_string()));
         }
-        let path = ApiPath::parse(&format!("models/{id}"))?;
-        let mut req = ProxyRequest::json(Endpoint::Passthrough, Bytes::new());
-        req.method = Method::GET;
-        req.path = path;
+        let mut req = ProxyRequest::get(ApiPath::parse(&format!("models/{id}"))?);
         req.request_id = request_id;
         let deployment = group.pick_any()?.clone();
         let resp = self.send_simple(&deployment, req).await.map_err(|e| match e {
@@ -1199,9 +1205,9 @@ impl Engine {
     }
 
     async fn upstream_models(&self, deployment: &Arc<Deployment>) -> Result<ModelList, Error> {
-        let mut req = ProxyRequest::json(Endpoint::Passthrough, Bytes::new());
-        req.method = Method::GET;
-        let body = self.send_simple(deployment, req).await?;
+        let body = self
+            .send_simple(deployment, ProxyRequest::get(ApiPath::known("models")))
+            .await?;
         serde_json::from_slice(&body).map_err(|e| Error::BadUpstreamResponse {
             message: format!("model list: {e}"),
         })
@@ -1247,8 +1253,7 @@ impl Engine {
                         .upgrade()
                         .ok_or_else(|| "the engine is shutting down".to_owned())?;
                     let started = Instant::now();
-                    let mut req = ProxyRequest::json(Endpoint::Passthrough, Bytes::new());
-                    req.method = Method::GET;
+                    let req = ProxyRequest::get(ApiPath::known("models"));
                     engine
                         .send_simple(&target, req)
                         .await
@@ -1265,8 +1270,7 @@ impl Engine {
     pub async fn probe_all(&self, timeout: Duration) -> Vec<ProbeReport> {
         let probes = self.deployments().map(|deployment| async move {
             let started = Instant::now();
-            let mut req = ProxyRequest::json(Endpoint::Passthrough, Bytes::new());
-            req.method = Method::GET;
+            let req = ProxyRequest::get(ApiPath::known("models"));
             let result = tokio::time::timeout(timeout, self.send_simple(deployment, req)).await;
             let latency_ms = started.elapsed().as_secs_f64() * 1e3;
             let (http_status, error) = match result {
