@@ -33,9 +33,18 @@ pub fn router(state: AppState) -> Router {
     // One Arc per request clone instead of one per field (a cancellation token clone takes a lock).
     let state = std::sync::Arc::new(state);
     let api = Router::new()
-        .route("/v1/chat/completions", post(chat_completions))
-        .route("/v1/embeddings", post(embeddings))
-        .route("/v1/images/generations", post(image_generations))
+        .route(
+            "/v1/chat/completions",
+            post(|s, id, req| proxy(s, id, req, Endpoint::ChatCompletions)),
+        )
+        .route(
+            "/v1/embeddings",
+            post(|s, id, req| proxy(s, id, req, Endpoint::Embeddings)),
+        )
+        .route(
+            "/v1/images/generations",
+            post(|s, id, req| proxy(s, id, req, Endpoint::ImageGenerations)),
+        )
         .route("/v1/models", get(list_models))
         .route("/v1/models/{*id}", get(retrieve_model).delete(passthrough))
         .route("/v1/{*path}", any(passthrough))
@@ -52,53 +61,6 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn chat_completions(
-    state: State<std::sync::Arc<AppState>>,
-    id: Extension<RequestId>,
-    req: Request,
-) -> Response {
-    proxy(
-        state,
-        id,
-        req,
-        Endpoint::ChatCompletions,
-        ApiPath::parse("chat/completions"),
-    )
-    .await
-}
-
-async fn embeddings(
-    state: State<std::sync::Arc<AppState>>,
-    id: Extension<RequestId>,
-    req: Request,
-) -> Response {
-    proxy(state, id, req, Endpoint::Embeddings, ApiPath::parse("embeddings")).await
-}
-
-async fn image_generations(
-    state: State<std::sync::Arc<AppState>>,
-    id: Extension<RequestId>,
-    req: Request,
-) -> Response {
-    proxy(
-        state,
-        id,
-        req,
-        Endpoint::ImageGenerations,
-        ApiPath::parse("images/generations"),
-    )
-    .await
-}
-
-async fn passthrough(
-    state: State<std::sync::Arc<AppState>>,
-    id: Extension<RequestId>,
-    req: Request,
-) -> Response {
-    let path = api_path(req.uri());
-    proxy(state, id, req, Endpoint::Passthrough, path).await
-}
-
 /// The path after `/v1/`, validated as it arrived on the wire. Axum's `Path` extractor would
 /// percent-decode first (turning `chat%2Fcompletions` into another route's path, or rejecting bad
 /// UTF-8 with a plain-text error); `ApiPath` refuses `%` outright instead.
@@ -107,13 +69,22 @@ fn api_path(uri: &http::Uri) -> Result<ApiPath, Error> {
     ApiPath::parse(rest)
 }
 
+async fn passthrough(
+    state: State<std::sync::Arc<AppState>>,
+    id: Extension<RequestId>,
+    req: Request,
+) -> Response {
+    proxy(state, id, req, Endpoint::Passthrough).await
+}
+
+/// Every proxied endpoint: the API path is the request's own, after `/v1/`.
 async fn proxy(
     State(state): State<std::sync::Arc<AppState>>,
     Extension(RequestId(request_id)): Extension<RequestId>,
     req: Request,
     endpoint: Endpoint,
-    path: Result<ApiPath, Error>,
 ) -> Response {
+    let path = api_path(req.uri());
     match proxy_inner(&state, request_id, req, endpoint, path).await {
         Ok(resp) => into_http(resp, &state.cut_off),
         Err(err) => ApiError(err).into_response(),
