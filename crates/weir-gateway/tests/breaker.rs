@@ -205,3 +205,27 @@ async fn a_streaming_probe_frees_the_half_open_slot_at_its_first_event() {
     assert_eq!(breaker_state(&gw), StateKind::Closed);
     while body.next().await.is_some() {}
 }
+
+#[tokio::test]
+async fn sdk_timeout_headers_longer_than_the_deadline_do_not_hide_a_hung_upstream() {
+    let mock = MockServer::start().await.unwrap();
+    let extra = "        retry: { max_retries: 0 }\n        circuit_breaker: { failure_threshold: 2 }";
+    let gw = Gateway::start(&config_for(
+        &mock,
+        extra,
+        "resilience:\n  request_deadline: 300ms",
+    ))
+    .await;
+    // OpenAI's SDKs send x-stainless-timeout on every request; 600 s does not shorten 300 ms.
+    for _ in 0..2 {
+        let resp = http()
+            .post(gw.url("/v1/chat/completions"))
+            .header("x-stainless-timeout", "600")
+            .json(&chat_body(json!({"x_mock": {"hang": true}})))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 504);
+    }
+    assert_eq!(breaker_state(&gw), StateKind::Open);
+}

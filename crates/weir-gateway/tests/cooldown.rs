@@ -104,3 +104,25 @@ async fn a_short_cooldown_is_waited_out_within_the_request() {
             .is_none()
     );
 }
+
+#[tokio::test]
+async fn a_long_retry_after_still_moves_the_request_to_a_free_key() {
+    let (mock_a, mock_b) = (
+        MockServer::start().await.unwrap(),
+        MockServer::start().await.unwrap(),
+    );
+    // 120 s is longer than any request would wait (max_retry_after 60 s): move on, don't give up.
+    let gw = Gateway::start(&two_deployments(
+        &mock_a,
+        &mock_b,
+        "mock:status=429,retry_after=120",
+        "",
+    ))
+    .await;
+    for _ in 0..4 {
+        let resp = ask(&gw).await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["x-weir-deployment"], "b");
+    }
+    assert_eq!(mock_a.state().request_count(), 1);
+}

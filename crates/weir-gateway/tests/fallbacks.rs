@@ -142,3 +142,37 @@ async fn three_keys_in_the_list_shorthand_route_round_robin() {
         .collect();
     assert_eq!(keys[..3], ["Bearer k-one", "Bearer k-two", "Bearer k-three"]);
 }
+
+#[tokio::test]
+async fn an_unusable_sibling_does_not_keep_a_group_from_falling_back() {
+    let (a1, a2, b) = (
+        MockServer::start().await.unwrap(),
+        MockServer::start().await.unwrap(),
+        MockServer::start().await.unwrap(),
+    );
+    let yaml = format!(
+        "models:\n  - name: a\n    fallbacks: [b]\n    deployments:\n      - id: a1\n        provider: openai\n        base_url: {}\n        model: \"mock:status=500\"\n      - id: a2\n        provider: openai\n        base_url: {}\n  - name: b\n    deployments:\n      - id: b-dep\n        provider: openai\n        base_url: {}\n",
+        a1.base_url(),
+        a2.base_url(),
+        b.base_url()
+    );
+    let gw = Gateway::start(&yaml).await;
+    gw.state
+        .engine
+        .deployment("a2")
+        .unwrap()
+        .breaker()
+        .unwrap()
+        .force_open();
+    let resp = ask_a(&gw).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-weir-deployment"], "b-dep");
+    assert_eq!(
+        (
+            a1.state().request_count(),
+            a2.state().request_count(),
+            b.state().request_count()
+        ),
+        (1, 0, 1)
+    );
+}

@@ -161,3 +161,24 @@ async fn in_wait_mode_requests_queue_for_the_bucket_instead_of_failing() {
     );
     assert_eq!(mock.state().request_count(), 4);
 }
+
+#[tokio::test]
+async fn streams_that_fail_before_their_first_event_give_their_tokens_back() {
+    let mock = MockServer::start().await.unwrap();
+    let server = "server:\n  client_rate_limits: { output_tokens_per_minute: 3000, mode: fail_fast }";
+    let gw = Gateway::start(&config_for(&mock, "        retry: { max_retries: 0 }", server)).await;
+    for _ in 0..3 {
+        let resp = chat_as(
+            &gw,
+            None,
+            json!({"max_tokens": 1000, "stream": true, "x_mock": {"drop_after_chunks": 0}}),
+        )
+        .await;
+        assert_eq!(resp.status(), 502);
+    }
+    // Had the three failed streams kept their 1,000-token reservations, this would be refused.
+    assert_eq!(
+        chat_as(&gw, None, json!({"max_tokens": 1000})).await.status(),
+        200
+    );
+}

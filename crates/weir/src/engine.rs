@@ -232,6 +232,8 @@ impl Deployment {
         {
             let wait = match breaker.state() {
                 crate::resilience::circuit_breaker::BreakerState::Open { remaining } => remaining,
+                // All probe slots busy: one frees as soon as a probe answers.
+                crate::resilience::circuit_breaker::BreakerState::HalfOpen => Duration::from_secs(1),
                 _ => breaker.config().open_timeout,
             };
             let reason = format!("`{}` has its circuit breaker open", self.id());
@@ -306,6 +308,14 @@ impl Settlement {
         }
     }
 
+    /// Gives everything back unused: the call is not made after all.
+    fn release(self) {
+        for reservation in self.reservations {
+            reservation.refund();
+        }
+        // The permit is dropped unrecorded: neither success nor failure.
+    }
+
     fn failed(self, err: &Error) {
         if let Some(permit) = self.permit {
             permit.record(Outcome::from_error(err));
@@ -365,8 +375,9 @@ enum Pick<'a> {
     Ready(&'a Arc<Deployment>, Settlement),
     /// Every usable one is at its rate limit: queue on this one's limiter.
     Queue(&'a Arc<Deployment>),
-    /// None is usable now; the soonest worth waiting for is usable after this long.
-    Wait(Duration, String),
+    /// None is usable now; the soonest worth waiting for is usable after this long (the second
+    /// duration is the longest that deployment's retry policy lets a request wait).
+    Wait(Duration, Duration, String),
     /// None is usable and none is worth waiting for.
     Unavailable(Duration, String),
     /// The request exceeds the limits of every deployment.
@@ -393,8 +404,6 @@ impl Group {
         crate::config::model_matches(&self.name, model)
     }
 
-    /// Round-robin over the usable deployments: starting from the cursor, the first one that is
-    /// not resting is chosen.
     /// The first usable deployment in the balancer's order, preferring ones this request has not
     /// `tried` yet (a retry should not go back to the deployment that just failed while another,
     /// possibly in a later priority tier, can take it).
@@ -446,8 +455,8 @@ impl Group {
         Ok(
             if let Some((deployment, _)) = soonest(UnusableKind::RateLimited) {
                 Pick::Queue(deployment)
-            } else if let Some((_, u)) = soonest(UnusableKind::Cooldown) {
-                Pick::Wait(u.wait, reasons())
+            } else if let Some((deployment, u)) = soonest(UnusableKind::Cooldown) {
+                Pick::Wait(u.wait, deployment.config.retry.max_retry_after, reasons())
             } else if let Some((_, u)) = soonest(UnusableKind::BreakerOpen) {
                 Pick::Unavailable(u.wait, reasons())
             } else {
@@ -479,6 +488,8 @@ impl Group {
 #[derive(Debug)]
 pub struct Engine {
     config: Config,
+    /// Set once background health checks are running.
+    health_checks_started: std::sync::atomic::AtomicBool,
     /// Per-client-key limits (`server.client_rate_limits`), keyed by client identity.
     client_limiter: Option<KeyedLimiter<Arc<str>>>,
     groups: Vec<Group>,
@@ -589,6 +600,7 @@ impl Engine {
             config,
             client_limiter,
             groups,
+            health_checks_started: Default::default(),
         })
     }
 
@@ -769,12 +781,31 @@ impl Engine {
         }
         let mut tried: Vec<Arc<Deployment>> = Vec::with_capacity(group.deployments.len());
         let mut retry = 0;
+        // Once an upstream has failed in this request, running out of usable deployments ends it
+        // with that failure (e.g. the upstream's 429 and its Retry-After), not a generic 503.
+        let mut last_err: Option<Error> = None;
+        let nothing_usable = |last_err: Option<Error>, wait: Duration, reason: String| {
+            last_err.unwrap_or_else(|| no_deployment(group, wait, reason))
+        };
         loop {
             let (deployment, settlement) = match group.pick(parsed.demand, &tried)? {
+                // A group that can fall back gives up on a deployment that already failed this
+                // request rather than call it again: its fallbacks are the better bet.
+                Pick::Ready(deployment, settlement)
+                    if yield_when_exhausted && tried.iter().any(|t| Arc::ptr_eq(t, deployment)) =>
+                {
+                    settlement.release();
+                    return Err(nothing_usable(last_err, Duration::ZERO, String::new()));
+                }
                 Pick::Ready(deployment, settlement) => (deployment.clone(), settlement),
                 Pick::Queue(deployment) => {
+                    // Only a deployment's own limiter sends a request here; without one, looping
+                    // back would pick the same outcome forever.
                     let Some(limiter) = deployment.limiter() else {
-                        continue;
+                        return Err(Error::Internal(format!(
+                            "`{}` queued without a rate limiter",
+                            deployment.id()
+                        )));
                     };
                     // Waits in arrival order (up to the limiter's max_wait, or not at all in
                     // fail_fast mode) for this deployment's limits to have room.
@@ -787,23 +818,20 @@ impl Engine {
                         Err(why) => return Err(no_deployment(group, why.wait, why.reason)),
                     }
                 }
-                Pick::Wait(wait, reason) if yield_when_exhausted => {
-                    return Err(no_deployment(group, wait, reason));
+                Pick::Wait(wait, _, reason) if yield_when_exhausted => {
+                    return Err(nothing_usable(last_err, wait, reason));
                 }
-                Pick::Wait(wait, reason) => {
-                    let max_wait = group
-                        .deployments
-                        .first()
-                        .map_or(Duration::ZERO, |d| d.config.retry.max_retry_after);
-                    if wait > max_wait || Instant::now() + wait >= deadline {
-                        return Err(no_deployment(group, wait, reason));
-                    }
+                Pick::Wait(wait, max_wait, reason) => {
                     // Up to 10 % jitter, so requests parked on the same cooldown don't all hit
                     // the upstream in the same millisecond when it ends.
-                    tokio::time::sleep(wait.mul_f64(1.0 + 0.1 * fastrand::f64())).await;
+                    let jittered = wait.mul_f64(1.0 + 0.1 * fastrand::f64());
+                    if wait > max_wait || Instant::now() + jittered >= deadline {
+                        return Err(nothing_usable(last_err, wait, reason));
+                    }
+                    tokio::time::sleep(jittered).await;
                     continue;
                 }
-                Pick::Unavailable(wait, reason) => return Err(no_deployment(group, wait, reason)),
+                Pick::Unavailable(wait, reason) => return Err(nothing_usable(last_err, wait, reason)),
                 Pick::TooLarge(reason) => {
                     return Err(Error::RequestTooLarge {
                         scope: format!("model `{}`", group.name),
@@ -827,7 +855,7 @@ impl Engine {
                         // An upstream that outlived the configured deadline is failing. One that
                         // outlived a deadline the client shortened says nothing: counting it would
                         // let any client open the breaker for everyone with a tiny timeout.
-                        if req.deadline.is_none() {
+                        if time_allowed >= self.config.resilience.request_deadline {
                             settlement.failed(&err);
                         }
                     }
@@ -845,14 +873,20 @@ impl Engine {
             if *attempts_left == 0 || (yield_when_exhausted && tried.len() >= group.deployments.len()) {
                 return Err(err);
             }
-            let Some(mut wait) = policy.delay(retry, &err, fastrand::f64()) else {
-                return Err(err);
+            let wait = if err.kind() == crate::ErrorKind::UpstreamRateLimited {
+                // The cooldown keeps this deployment out of rotation for its Retry-After, however
+                // long: the next pick takes another deployment at once, waits for a short cooldown,
+                // or (nothing usable) ends the request with this 429.
+                if retry >= policy.max_retries {
+                    return Err(err);
+                }
+                Duration::ZERO
+            } else {
+                match policy.delay(retry, &err, fastrand::f64()) {
+                    Some(wait) => wait,
+                    None => return Err(err),
+                }
             };
-            if err.kind() == crate::ErrorKind::UpstreamRateLimited {
-                // The cooldown now keeps this deployment out of rotation for the Retry-After; the
-                // next pick takes another deployment at once, or waits for the cooldown to end.
-                wait = Duration::ZERO;
-            }
             if Instant::now() + wait >= deadline {
                 tracing::warn!(
                     deployment = deployment.id(),
@@ -871,6 +905,7 @@ impl Engine {
                 return Err(err);
             }
             retry += 1;
+            last_err = Some(err.clone());
             tracing::warn!(
                 deployment = deployment.id(),
                 retry,
@@ -988,28 +1023,41 @@ impl Engine {
                 let expect_done =
                     matches!(req.endpoint, Endpoint::ChatCompletions) || req.path.as_str() == "completions";
                 {
-                    // The stream owns the settlement from here (the client's reservation too, since
-                    // this attempt answers); it is settled when the stream ends.
-                    let mut settlement = pending.lock().take().unwrap_or_default();
-                    settlement.reservations.extend(client_reservation.lock().take());
+                    // Until its first event, a stream settles like any attempt (through `pending`: a
+                    // failure there is recorded and refunded by `attempt`, or at the deadline by
+                    // `route`). After it, the stream owns the settlement — with the client's
+                    // reservation, since this attempt answers — and settles it when it ends.
+                    let slot: Arc<parking_lot::Mutex<Option<Settlement>>> = Arc::default();
+                    let on_end: OnStreamEnd = {
+                        let slot = slot.clone();
+                        Box::new(move |end: StreamEnd| {
+                            if let Some(settlement) = slot.lock().take() {
+                                settlement.stream_ended(&end);
+                            }
+                        })
+                    };
                     // A half-open breaker's probe proves the upstream alive with its first event:
                     // holding the (often only) probe slot for the whole stream would turn every
                     // other request away for minutes.
-                    let probe = settlement.permit.take_if(|p| {
-                        matches!(
-                            p.breaker().state(),
-                            crate::resilience::circuit_breaker::BreakerState::HalfOpen
-                        )
-                    });
-                    let on_end: OnStreamEnd = Box::new(move |end: StreamEnd| settlement.stream_ended(&end));
-                    let stream = first_event_or_error(stream, expect_done, Some(on_end)).await;
-                    if let Some(probe) = probe {
-                        probe.record(match &stream {
-                            Ok(_) => Outcome::Success,
-                            Err(err) => Outcome::from_error(err),
+                    let half_open = pending
+                        .lock()
+                        .as_ref()
+                        .and_then(|s| s.permit.as_ref())
+                        .is_some_and(|p| {
+                            matches!(
+                                p.breaker().state(),
+                                crate::resilience::circuit_breaker::BreakerState::HalfOpen
+                            )
                         });
+                    let stream = first_event_or_error(stream, expect_done, Some(on_end)).await?;
+                    if let Some(mut settlement) = pending.lock().take() {
+                        if half_open && let Some(probe) = settlement.permit.take() {
+                            probe.record(Outcome::Success);
+                        }
+                        settlement.reservations.extend(client_reservation.lock().take());
+                        *slot.lock() = Some(settlement);
                     }
-                    ProxyBody::Stream(stream?)
+                    ProxyBody::Stream(stream)
                 }
             }
             // A stream was asked for but the upstream answered plainly (some servers ignore `stream`).
@@ -1239,6 +1287,14 @@ impl Engine {
     /// models` every `interval`). Needs a tokio runtime. Dropping the handles stops the checks.
     pub fn start_health_checks(self: &Arc<Self>) -> Vec<HealthCheckHandle> {
         let mut handles = Vec::new();
+        // Twice would double the probing and the threshold counting.
+        if self
+            .health_checks_started
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            tracing::warn!("health checks were already started for this engine");
+            return handles;
+        }
         for deployment in self.deployments() {
             let Some(config) = deployment.config.health_check.clone() else {
                 continue;
@@ -1254,11 +1310,15 @@ impl Engine {
                         .ok_or_else(|| "the engine is shutting down".to_owned())?;
                     let started = Instant::now();
                     let req = ProxyRequest::get(ApiPath::known("models"));
-                    engine
-                        .send_simple(&target, req)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    Ok(started.elapsed())
+                    match engine.send_simple(&target, req).await {
+                        // Rate-limited means alive and busy, not broken (the cooldown handles it).
+                        Ok(_)
+                        | Err(Error::Upstream {
+                            status: StatusCode::TOO_MANY_REQUESTS,
+                            ..
+                        }) => Ok(started.elapsed()),
+                        Err(err) => Err(err.to_string()),
+                    }
                 }
             };
             handles.push(spawn_checker(deployment.health.clone(), config, probe));
