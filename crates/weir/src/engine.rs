@@ -424,13 +424,17 @@ impl Group {
             })
             .collect();
         let mut unusable = Vec::new();
-        let order = self.balancer.order(&candidates);
-        let (fresh, again): (Vec<usize>, Vec<usize>) = order.into_iter().partition(|&i| {
-            self.deployments
-                .get(i)
-                .is_some_and(|d| !tried.iter().any(|t| Arc::ptr_eq(t, d)))
-        });
-        for index in fresh.into_iter().chain(again) {
+        let mut order = self.balancer.order(&candidates);
+        if !tried.is_empty() {
+            // Retries only: untried deployments first, keeping the balancer's order within each
+            // part (a stable sort on "already tried").
+            order.sort_by_key(|&i| {
+                self.deployments
+                    .get(i)
+                    .is_some_and(|d| tried.iter().any(|t| Arc::ptr_eq(t, d)))
+            });
+        }
+        for index in order {
             let Some(deployment) = self.deployments.get(index) else {
                 continue;
             };
@@ -1401,26 +1405,27 @@ struct Window {
 /// usable — not a problem with the request itself (those would fail everywhere).
 fn falls_back(err: &Error) -> bool {
     use crate::ErrorKind as K;
-    if matches!(
-        err,
+    match err {
+        // No time left for another group.
         Error::Timeout {
             phase: TimeoutPhase::Deadline,
             ..
+        } => false,
+        // A full pool here says nothing about another group's upstream.
+        Error::Timeout {
+            phase: TimeoutPhase::PoolWait,
+            ..
+        } => true,
+        // What a retry could fix, another group can too; and so can a group with capacity left
+        // when this one had nothing usable or was over its own limits.
+        _ => {
+            crate::retry::should_retry(err)
+                || matches!(
+                    err.kind(),
+                    K::BadUpstreamResponse | K::Unavailable | K::RateLimited
+                )
         }
-    ) {
-        return false;
     }
-    matches!(
-        err.kind(),
-        K::UpstreamServerError
-            | K::UpstreamRateLimited
-            | K::Timeout
-            | K::Connect
-            | K::Transport
-            | K::BadUpstreamResponse
-            | K::Unavailable
-            | K::RateLimited
-    )
 }
 
 /// Whether the upstream refused the prompt as longer than its context window (OpenAI's
