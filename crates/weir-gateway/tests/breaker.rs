@@ -156,29 +156,15 @@ async fn with_two_deployments_traffic_moves_off_the_broken_one() {
 
 #[tokio::test]
 async fn a_hung_upstream_trips_it_but_a_client_shortened_deadline_does_not() {
-    let mock = MockServer::start().await.unwrap();
-    let extra = "        retry: { max_retries: 0 }\n        circuit_breaker: { failure_threshold: 2 }";
-    let gw = Gateway::start(&config_for(
-        &mock,
-        extra,
-        "resilience:\n  request_deadline: 300ms",
-    ))
-    .await;
+    let (_mock, gw) = hung_upstream_gateway().await;
     // A client's own short deadline: not evidence against the upstream.
     for _ in 0..3 {
-        let resp = http()
-            .post(gw.url("/v1/chat/completions"))
-            .header("x-weir-timeout", "100ms")
-            .json(&chat_body(json!({"x_mock": {"hang": true}})))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 504);
+        assert_eq!(ask_hung(&gw, Some(("x-weir-timeout", "100ms"))).await, 504);
     }
     assert_eq!(breaker_state(&gw), StateKind::Closed);
     // The configured deadline passing on a hung upstream is.
     for _ in 0..2 {
-        assert_eq!(chat(&gw, json!({"x_mock": {"hang": true}})).await.status(), 504);
+        assert_eq!(ask_hung(&gw, None).await, 504);
     }
     assert_eq!(breaker_state(&gw), StateKind::Open);
 }
@@ -208,6 +194,17 @@ async fn a_streaming_probe_frees_the_half_open_slot_at_its_first_event() {
 
 #[tokio::test]
 async fn sdk_timeout_headers_longer_than_the_deadline_do_not_hide_a_hung_upstream() {
+    let (_mock, gw) = hung_upstream_gateway().await;
+    // OpenAI's SDKs send x-stainless-timeout on every request; 600 s does not shorten 300 ms.
+    for _ in 0..2 {
+        assert_eq!(ask_hung(&gw, Some(("x-stainless-timeout", "600"))).await, 504);
+    }
+    assert_eq!(breaker_state(&gw), StateKind::Open);
+}
+
+/// A gateway whose upstream will hang, with a 300 ms request deadline and a breaker that opens
+/// after 2 failures.
+async fn hung_upstream_gateway() -> (MockServer, Gateway) {
     let mock = MockServer::start().await.unwrap();
     let extra = "        retry: { max_retries: 0 }\n        circuit_breaker: { failure_threshold: 2 }";
     let gw = Gateway::start(&config_for(
@@ -216,16 +213,16 @@ async fn sdk_timeout_headers_longer_than_the_deadline_do_not_hide_a_hung_upstrea
         "resilience:\n  request_deadline: 300ms",
     ))
     .await;
-    // OpenAI's SDKs send x-stainless-timeout on every request; 600 s does not shorten 300 ms.
-    for _ in 0..2 {
-        let resp = http()
-            .post(gw.url("/v1/chat/completions"))
-            .header("x-stainless-timeout", "600")
-            .json(&chat_body(json!({"x_mock": {"hang": true}})))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 504);
+    (mock, gw)
+}
+
+/// A request the upstream never answers, with an optional deadline header; returns the status.
+async fn ask_hung(gw: &Gateway, header: Option<(&str, &str)>) -> u16 {
+    let mut req = http()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&chat_body(json!({"x_mock": {"hang": true}})));
+    if let Some((name, value)) = header {
+        req = req.header(name, value);
     }
-    assert_eq!(breaker_state(&gw), StateKind::Open);
+    req.send().await.unwrap().status().as_u16()
 }

@@ -29,23 +29,8 @@ async fn ask(gw: &Gateway) -> reqwest::Response {
 
 #[tokio::test]
 async fn a_rate_limited_key_leaves_rotation_and_traffic_moves_on() {
-    let (mock_a, mock_b) = (
-        MockServer::start().await.unwrap(),
-        MockServer::start().await.unwrap(),
-    );
     // `a`'s upstream model name scripts the mock: every call to it answers 429, Retry-After 30 s.
-    let gw = Gateway::start(&two_deployments(
-        &mock_a,
-        &mock_b,
-        "mock:status=429,retry_after=30",
-        "",
-    ))
-    .await;
-    for _ in 0..10 {
-        let resp = ask(&gw).await;
-        assert_eq!(resp.status(), 200);
-        assert_eq!(resp.headers()["x-weir-deployment"], "b");
-    }
+    let (mock_a, mock_b, gw) = traffic_moves_off_a(30, 10).await;
     assert_eq!(
         mock_a.state().request_count(),
         1,
@@ -107,22 +92,24 @@ async fn a_short_cooldown_is_waited_out_within_the_request() {
 
 #[tokio::test]
 async fn a_long_retry_after_still_moves_the_request_to_a_free_key() {
+    // 120 s is longer than any request would wait (max_retry_after 60 s): move on, don't give up.
+    let (mock_a, _mock_b, _gw) = traffic_moves_off_a(120, 4).await;
+    assert_eq!(mock_a.state().request_count(), 1);
+}
+
+/// Two deployments where `a` answers every call with 429 and this Retry-After (seconds): sends
+/// `requests` requests and checks that every one is served by `b`.
+async fn traffic_moves_off_a(retry_after: u32, requests: usize) -> (MockServer, MockServer, Gateway) {
     let (mock_a, mock_b) = (
         MockServer::start().await.unwrap(),
         MockServer::start().await.unwrap(),
     );
-    // 120 s is longer than any request would wait (max_retry_after 60 s): move on, don't give up.
-    let gw = Gateway::start(&two_deployments(
-        &mock_a,
-        &mock_b,
-        "mock:status=429,retry_after=120",
-        "",
-    ))
-    .await;
-    for _ in 0..4 {
+    let a_model = format!("mock:status=429,retry_after={retry_after}");
+    let gw = Gateway::start(&two_deployments(&mock_a, &mock_b, &a_model, "")).await;
+    for _ in 0..requests {
         let resp = ask(&gw).await;
         assert_eq!(resp.status(), 200);
         assert_eq!(resp.headers()["x-weir-deployment"], "b");
     }
-    assert_eq!(mock_a.state().request_count(), 1);
+    (mock_a, mock_b, gw)
 }
