@@ -281,7 +281,7 @@ fn check(path: &PathBuf) -> anyhow::Result<()> {
         for d in &group.deployments {
             let target = match d.provider {
                 ProviderKind::Mock => "in-process mock".to_owned(),
-                ProviderKind::OpenAi => d.base_url.to_string(),
+                _ => d.base_url.to_string(),
             };
             let model = d.model.as_deref().unwrap_or("<client's model>");
             let key = if d.api_key.is_some() { "key set" } else { "no key" };

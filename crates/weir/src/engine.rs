@@ -558,6 +558,14 @@ impl Engine {
                 let provider: Arc<dyn Provider> = match dep.provider {
                     ProviderKind::OpenAi => Arc::new(OpenAiProvider::new(dep)?),
                     ProviderKind::Mock => Arc::new(MockProvider),
+                    // Adapters under construction (issue 5): refused at startup, never half-served.
+                    ProviderKind::Anthropic | ProviderKind::Gemini | ProviderKind::Azure => {
+                        return Err(Error::Config(format!(
+                            "deployment `{}`: provider `{}` is not available in this build",
+                            dep.id,
+                            dep.provider.as_str()
+                        )));
+                    }
                 };
                 deployments.push(Arc::new(Deployment {
                     cooldown_until: parking_lot::Mutex::new(None),
@@ -1355,7 +1363,7 @@ impl Engine {
                 provider: deployment.config.provider.as_str(),
                 base_url: match deployment.config.provider {
                     ProviderKind::Mock => "in-process".to_owned(),
-                    ProviderKind::OpenAi => deployment.config.base_url.to_string(),
+                    _ => deployment.config.base_url.to_string(),
                 },
                 status: if error.is_none() { "healthy" } else { "unhealthy" },
                 breaker: deployment

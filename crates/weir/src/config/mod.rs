@@ -150,6 +150,12 @@ impl ModelGroupConfig {
 pub enum ProviderKind {
     /// OpenAI or any OpenAI-compatible server (vLLM, Ollama, llama.cpp, Groq...).
     OpenAi,
+    /// Anthropic's Messages API (`/v1/messages`): requests and responses are translated.
+    Anthropic,
+    /// Google's Gemini API (`generateContent`): requests and responses are translated.
+    Gemini,
+    /// Azure OpenAI (`/openai/deployments/{deployment}/...?api-version=`, `api-key` header).
+    Azure,
     /// The built-in offline mock: canned answers, no network.
     Mock,
 }
@@ -159,6 +165,9 @@ impl ProviderKind {
     pub fn as_str(self) -> &'static str {
         match self {
             ProviderKind::OpenAi => "openai",
+            ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Gemini => "gemini",
+            ProviderKind::Azure => "azure",
             ProviderKind::Mock => "mock",
         }
     }

@@ -528,6 +528,27 @@ fn deployment(
             ));
         }
         (ProviderKind::Mock, None) => {}
+        (ProviderKind::Anthropic | ProviderKind::Gemini | ProviderKind::Azure, url) => {
+            let default = match dep.provider {
+                ProviderKind::Anthropic => Some("https://api.anthropic.com"),
+                ProviderKind::Gemini => Some("https://generativelanguage.googleapis.com"),
+                _ => None,
+            };
+            let text = match (&url, default) {
+                (Some(url), _) => url.value.0.clone(),
+                (None, Some(default)) => default.to_owned(),
+                (None, None) => {
+                    return Err(ctx.error(
+                        line,
+                        format!("{path}.base_url"),
+                        "azure needs base_url: https://{resource}.openai.azure.com",
+                    ));
+                }
+            };
+            let url_line = url.as_ref().map_or(line, |u| u.referenced.line());
+            config.base_url =
+                parse_base_url(&text).map_err(|m| ctx.error(url_line, format!("{path}.base_url"), m))?;
+        }
     }
     if dep.provider == ProviderKind::OpenAi
         && config.api_key.is_none()
