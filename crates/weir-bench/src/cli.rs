@@ -114,7 +114,27 @@ pub struct Args {
         value_parser = clap::value_parser!(u32).range(1..=10_000_000)
     )]
     pub limiter_keys: u32,
+
+    /// Tokens bench: size of the generated corpus, in MB.
+    #[arg(
+        long,
+        default_value_t = 4,
+        help_heading = TOKENS_HEADING,
+        value_parser = clap::value_parser!(u32).range(1..=1000)
+    )]
+    pub tokens_corpus_mb: u32,
+
+    /// Tokens bench: timed passes per counter and encoding (the median is reported).
+    #[arg(
+        long,
+        default_value_t = 5,
+        help_heading = TOKENS_HEADING,
+        value_parser = clap::value_parser!(u32).range(1..=1000)
+    )]
+    pub tokens_repetitions: u32,
 }
+
+const TOKENS_HEADING: &str = "Token counting benchmark (--scenario tokens)";
 
 const LIMITER_HEADING: &str = "Limiter micro-benchmark (--scenario limiter)";
 
@@ -134,6 +154,11 @@ Not part of `all`:
                  Table on stdout, JSON in limiter.json next to --json (default
                  bench-results/limiter.json). About 30 s with the defaults:
                    weir-bench --scenario limiter
+  tokens         in-process token counting: tokens/s of Weir's counter (bpe-openai) beside
+                 tiktoken-rs on a generated mixed corpus (prose, code, CJK, emoji), o200k_base and
+                 cl100k_base, plus the per-request cost of the engine's input estimate. Needs no
+                 weir binary; JSON in tokens.json next to --json:
+                   weir-bench --scenario tokens
 
 Closed loop measures latency from each request's actual start; it shows peak throughput at a
 fixed concurrency. Open loop sends on a fixed schedule whatever the responses do and measures
@@ -158,6 +183,8 @@ pub enum ScenarioArg {
     All,
     /// The in-process rate limiter micro-benchmark (not part of `all`).
     Limiter,
+    /// The in-process token counting benchmark (not part of `all`).
+    Tokens,
 }
 
 /// One concrete scenario to run.
@@ -206,6 +233,11 @@ impl Scenario {
     }
 }
 
+/// Whether the token counting benchmark was selected.
+pub fn tokens_selected(args: &[ScenarioArg]) -> bool {
+    args.contains(&ScenarioArg::Tokens)
+}
+
 /// Whether the rate limiter micro-benchmark was selected.
 pub fn limiter_selected(args: &[ScenarioArg]) -> bool {
     args.contains(&ScenarioArg::Limiter)
@@ -223,7 +255,7 @@ pub fn select_scenarios(args: &[ScenarioArg]) -> Vec<Scenario> {
                 ScenarioArg::ClosedStream => !s.open && s.stream,
                 ScenarioArg::OpenUnary => s.open && !s.stream,
                 ScenarioArg::OpenStream => s.open && s.stream,
-                ScenarioArg::Limiter => false,
+                ScenarioArg::Limiter | ScenarioArg::Tokens => false,
             })
         })
         .collect()

@@ -44,6 +44,7 @@ mod load;
 mod process;
 mod report;
 mod stats;
+mod tokens;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -52,7 +53,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context as _, Result, anyhow, bail};
 use clap::Parser as _;
 
-use crate::cli::{Args, Scenario, limiter_selected, select_scenarios};
+use crate::cli::{Args, Scenario, limiter_selected, select_scenarios, tokens_selected};
 use crate::limiter::LimiterSettings;
 use crate::load::{Phases, RequestTemplate, Target, build_client, preflight, run_closed, run_open};
 use crate::process::Service;
@@ -98,6 +99,13 @@ fn real_main() -> Result<()> {
             );
         }
         limiter::run(&limiter_settings(&args), &path)?;
+    }
+    if tokens_selected(&args.scenario) {
+        let settings = tokens::TokensSettings {
+            corpus_mb: args.tokens_corpus_mb,
+            repetitions: args.tokens_repetitions as usize,
+        };
+        tokens::run(&settings, &output_dir(&args.json).join(tokens::JSON_FILE))?;
     }
     let Some(weir_bin) = weir_bin else {
         return Ok(());

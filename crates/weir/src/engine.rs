@@ -32,6 +32,7 @@ use crate::{
         health::{Health, HealthCheckHandle, spawn_checker},
     },
     sse::{GuardItem, OnStreamEnd, StreamEnd, guard, usage_in},
+    tokens::{PriceTable, UsageLedger, UsageSnapshot},
 };
 
 /// Which API a request is for; decides validation and stream handling.
@@ -126,6 +127,20 @@ pub struct ProxyResponse {
     pub deployment: Arc<Deployment>,
     /// The model group.
     pub model_group: Arc<str>,
+}
+
+impl ProxyResponse {
+    /// The response's cost in USD (the [`crate::tokens::COST_HEADER`] header): set on complete
+    /// responses whose usage was reported and whose model has a price. A stream's cost is only
+    /// known when it ends; it lands in the usage ledger ([`Engine::usage`]).
+    pub fn cost_usd(&self) -> Option<f64> {
+        self.headers
+            .get(crate::tokens::COST_HEADER)?
+            .to_str()
+            .ok()?
+            .parse()
+            .ok()
+    }
 }
 
 /// A successful answer's body.
@@ -497,6 +512,10 @@ pub struct Engine {
     /// Per-client-key limits (`server.client_rate_limits`), keyed by client identity.
     client_limiter: Option<KeyedLimiter<Arc<str>>>,
     groups: Vec<Group>,
+    /// Model prices: the built-in table with the config's `pricing:` laid over it.
+    prices: PriceTable,
+    /// Requests, errors, tokens and cost so far (shared with streams, which record when they end).
+    usage: Arc<UsageLedger>,
 }
 
 /// Health of one deployment, from a `GET models` probe.
@@ -609,6 +628,8 @@ impl Engine {
             .transpose()
             .map_err(|m| Error::Config(format!("server.client_rate_limits: {m}")))?;
         Ok(Engine {
+            prices: PriceTable::builtin().with_overrides(&config.pricing),
+            usage: Arc::new(UsageLedger::new()),
             config,
             client_limiter,
             groups,
@@ -619,6 +640,21 @@ impl Engine {
     /// The configuration this engine runs.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Usage totals so far: requests, errors, tokens and cost by model, deployment and client key.
+    pub fn usage(&self) -> UsageSnapshot {
+        self.usage.snapshot()
+    }
+
+    /// The usage ledger itself (for recording usage of responses served elsewhere).
+    pub fn usage_ledger(&self) -> &UsageLedger {
+        &self.usage
+    }
+
+    /// The prices this engine computes costs with.
+    pub fn prices(&self) -> &PriceTable {
+        &self.prices
     }
 
     /// A deployment by id.
@@ -675,6 +711,8 @@ impl Engine {
         let result = self
             .route_with_fallbacks(&req, &parsed, group, window, &client_reservation)
             .await;
+        self.usage
+            .record_request(&parsed.model, req.client.as_deref(), result.is_ok());
         // Whatever the attempts did not hand on: a failed request counts, its tokens go back.
         if let Some(reservation) = client_reservation.lock().take() {
             match &result {
@@ -953,15 +991,34 @@ impl Engine {
             // Time to the answer (to the first event, for a stream): what lowest_latency ranks by.
             deployment.load.observe_latency(started.elapsed());
         }
+        self.usage.record_attempt(deployment.id(), result.is_ok());
+        let mut result = result;
+        // A complete answer's usage: its cost (a header), the ledger, the limits' reconciliation.
+        let usage = match &mut result {
+            Ok(resp) => match &resp.body {
+                ProxyBody::Full(bytes) => {
+                    let usage = usage_in(bytes);
+                    if let Some(usage) = &usage {
+                        let model = upstream_model(group, deployment, parsed);
+                        let cost = self.prices.get(model).map(|p| p.cost(usage));
+                        if let Some(cost) = &cost {
+                            crate::tokens::set_cost_header(&mut resp.headers, cost);
+                        }
+                        let client = req.client.as_deref();
+                        self.usage
+                            .record_usage(&parsed.model, deployment.id(), client, usage, cost.as_ref());
+                    }
+                    usage
+                }
+                ProxyBody::Stream(_) => None,
+            },
+            Err(_) => None,
+        };
         if let Some(mut settlement) = pending.lock().take() {
             match &result {
-                Ok(resp) => {
+                Ok(_) => {
                     // This attempt answers the request: the client's reservation settles with it.
                     settlement.reservations.extend(client_reservation.lock().take());
-                    let usage = match &resp.body {
-                        ProxyBody::Full(bytes) if !settlement.reservations.is_empty() => usage_in(bytes),
-                        _ => None,
-                    };
                     settlement.succeeded(usage.as_ref());
                 }
                 Err(err) => settlement.failed(err),
@@ -979,13 +1036,7 @@ impl Engine {
         pending: &parking_lot::Mutex<Option<Settlement>>,
         client_reservation: &parking_lot::Mutex<Option<Reservation>>,
     ) -> Result<ProxyResponse, Error> {
-        // The upstream's name for the model: the deployment's own, else the group's (so a fallback
-        // group gets its name, not the client's), else — for pattern groups — the client's.
-        let target = match &deployment.config.model {
-            Some(model) => model.as_str(),
-            None if group.wildcard => parsed.model.as_str(),
-            None => &*group.name,
-        };
+        let target = upstream_model(group, deployment, parsed);
         let body = match &parsed.object {
             Some(obj) if target != parsed.model && parsed.model_in_body => {
                 Some(obj.to_bytes_with_str("model", target)?)
@@ -1042,7 +1093,13 @@ impl Engine {
                     let slot: Arc<parking_lot::Mutex<Option<Settlement>>> = Arc::default();
                     let on_end: OnStreamEnd = {
                         let slot = slot.clone();
+                        // A stream's cost is known when it ends: it goes to the ledger (a header
+                        // has long been sent by then).
+                        let record = self.stream_usage_recorder(req, parsed, group, deployment);
                         Box::new(move |end: StreamEnd| {
+                            if let Some(usage) = &end.usage {
+                                record(usage);
+                            }
                             if let Some(settlement) = slot.lock().take() {
                                 settlement.stream_ended(&end);
                             }
@@ -1086,6 +1143,27 @@ impl Engine {
             deployment: deployment.clone(),
             model_group: group.name.clone(),
         })
+    }
+
+    /// Records a stream's final usage (and its cost) in the ledger; `'static`, for the stream's
+    /// end callback.
+    fn stream_usage_recorder(
+        &self,
+        req: &ProxyRequest,
+        parsed: &Parsed,
+        group: &Group,
+        deployment: &Arc<Deployment>,
+    ) -> impl FnOnce(&Usage) + Send + 'static {
+        let price = self
+            .prices
+            .get(upstream_model(group, deployment, parsed))
+            .copied();
+        let ledger = self.usage.clone();
+        let (model, client, deployment) = (parsed.model.clone(), req.client.clone(), deployment.clone());
+        move |usage: &Usage| {
+            let cost = price.map(|p| p.cost(usage));
+            ledger.record_usage(&model, deployment.id(), client.as_deref(), usage, cost.as_ref());
+        }
     }
 
     fn parse(&self, req: &ProxyRequest) -> Result<Parsed, Error> {
@@ -1161,7 +1239,7 @@ impl Engine {
                 Some("invalid_value"),
             ));
         }
-        let demand = self.estimate_demand(req, object.as_ref())?;
+        let demand = self.estimate_demand(req, &model, object.as_ref())?;
         Ok(Parsed {
             object,
             model,
@@ -1173,12 +1251,26 @@ impl Engine {
 
     /// What a request is counted as against token limits before its real usage is known.
     ///
-    /// Input: the body's size / 4 (about a token per four bytes of English JSON), an upper-ish
-    /// bound until exact counting lands. Output: the request's own cap (`max_completion_tokens`,
+    /// Input: for chat completions and embeddings, the input tokens as [`crate::tokens::estimate`]
+    /// counts them for the upstream model (exact for OpenAI models, a scaled `o200k_base` count
+    /// for others); for anything else (or a body those rules can't read), the body's size / 4.
+    /// Output: the request's own cap (`max_completion_tokens`,
     /// `max_tokens`, times `n` choices) so a stream can't overshoot, else `resilience.default_output_tokens`; none for
     /// embeddings and images. Reconciled with the upstream's `usage` when the call ends.
-    fn estimate_demand(&self, req: &ProxyRequest, object: Option<&RawObject>) -> Result<Demand, Error> {
-        let input = (req.body.len() as u64).div_ceil(4);
+    fn estimate_demand(
+        &self,
+        req: &ProxyRequest,
+        model: &str,
+        object: Option<&RawObject>,
+    ) -> Result<Demand, Error> {
+        // The upstream's name decides the tokenizer (a group `fast` may serve `gpt-4o-mini`).
+        let counting_model = self
+            .group_for(model)
+            .and_then(|g| g.deployments.iter().find_map(|d| d.config.model.as_deref()))
+            .unwrap_or(model);
+        let input = object
+            .and_then(|obj| crate::tokens::estimate_input(req.endpoint, counting_model, obj))
+            .map_or_else(|| (req.body.len() as u64).div_ceil(4), |e| e.tokens);
         let output = match req.endpoint {
             Endpoint::Embeddings | Endpoint::ImageGenerations => 0,
             Endpoint::ChatCompletions | Endpoint::Passthrough => {
@@ -1389,6 +1481,16 @@ impl Engine {
             }
         });
         join_all(probes).await
+    }
+}
+
+/// The upstream's name for the model: the deployment's own, else the group's (so a fallback group
+/// gets its name, not the client's), else — for pattern groups — the client's.
+fn upstream_model<'a>(group: &'a Group, deployment: &'a Deployment, parsed: &'a Parsed) -> &'a str {
+    match &deployment.config.model {
+        Some(model) => model.as_str(),
+        None if group.wildcard => parsed.model.as_str(),
+        None => &group.name,
     }
 }
 

@@ -23,6 +23,7 @@ pub mod resilience;
 pub mod retry;
 pub mod route;
 pub mod sse;
+pub mod tokens;
 
 pub use client::{ChatCompletionStream, Client};
 pub use config::Config;

@@ -32,6 +32,9 @@ pub struct Config {
     pub default_model: Option<String>,
     /// Request-level resilience: deadline and retry budget.
     pub resilience: ResilienceConfig,
+    /// Model prices (USD per million tokens) from the `pricing:` section, each already merged with
+    /// the built-in entry it overrides; the engine lays them over [`crate::tokens::PriceTable::builtin`].
+    pub pricing: std::collections::BTreeMap<String, crate::tokens::Price>,
     /// Where this config came from, for the first log line and `weir check`.
     pub source: ConfigSource,
 }
@@ -404,6 +407,7 @@ impl Config {
             }],
             default_model: Some("*".to_owned()),
             resilience: ResilienceConfig::default(),
+            pricing: Default::default(),
             source,
         })
     }

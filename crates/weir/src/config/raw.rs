@@ -36,6 +36,19 @@ struct RawConfig {
     default_model: Option<Spanned<String>>,
     #[serde(default)]
     resilience: RawResilience,
+    /// Model prices overriding or adding to the built-in table.
+    #[serde(default)]
+    pricing: std::collections::BTreeMap<String, Spanned<RawPrice>>,
+}
+
+/// USD per million tokens; omitted fields keep the built-in entry's value.
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPrice {
+    input: Option<f64>,
+    output: Option<f64>,
+    cached_input: Option<f64>,
+    cache_write: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -433,12 +446,14 @@ fn validate(raw: RawConfig, file: Option<&str>) -> Result<Config, ConfigError> {
     };
 
     let resilience = resilience(&ctx, &raw.resilience)?;
+    let pricing = pricing(&ctx, &raw.pricing)?;
     Ok(Config {
         server,
         logging,
         models,
         default_model,
         resilience,
+        pricing,
         source: ConfigSource::File(file.unwrap_or("<inline>").to_owned()),
     })
 }
@@ -851,6 +866,59 @@ fn health_check(
         .validate()
         .map_err(|m| ctx.error(line, format!("{path}.health_check"), m))?;
     Ok(Some(config))
+}
+
+/// The `pricing:` overrides, each merged with the built-in entry of the same model (exact name or
+/// longest prefix); a model with no built-in price must give at least `input`.
+fn pricing(
+    ctx: &Ctx<'_>,
+    raw: &std::collections::BTreeMap<String, Spanned<RawPrice>>,
+) -> Result<std::collections::BTreeMap<String, crate::tokens::Price>, ConfigError> {
+    let mut out = std::collections::BTreeMap::new();
+    for (model, entry) in raw {
+        let line = entry.referenced.line();
+        let field = |name: &str| format!("pricing.{model}{name}");
+        if model.trim().is_empty() {
+            return Err(ctx.error(line, "pricing", "a model name cannot be empty"));
+        }
+        let p = entry.value;
+        let base = crate::tokens::PriceTable::builtin().get(model).copied();
+        let input = match (p.input, base) {
+            (Some(input), _) => input,
+            (None, Some(base)) => base.input,
+            (None, None) => {
+                return Err(ctx.error(
+                    line,
+                    field(".input"),
+                    format!(
+                        "`{model}` has no built-in price: give at least `input` (USD per million tokens)"
+                    ),
+                ));
+            }
+        };
+        let price = crate::tokens::Price {
+            input,
+            output: p.output.or(base.map(|b| b.output)).unwrap_or(0.0),
+            cached_input: p.cached_input.or(base.and_then(|b| b.cached_input)),
+            cache_write: p.cache_write.or(base.and_then(|b| b.cache_write)),
+        };
+        for (name, value) in [
+            (".input", Some(price.input)),
+            (".output", Some(price.output)),
+            (".cached_input", price.cached_input),
+            (".cache_write", price.cache_write),
+        ] {
+            if value.is_some_and(|v| !(v.is_finite() && v >= 0.0)) {
+                return Err(ctx.error(
+                    line,
+                    field(name),
+                    "must be a number >= 0 (USD per million tokens)",
+                ));
+            }
+        }
+        out.insert(model.clone(), price);
+    }
+    Ok(out)
 }
 
 fn resilience(ctx: &Ctx<'_>, raw: &RawResilience) -> Result<ResilienceConfig, ConfigError> {
