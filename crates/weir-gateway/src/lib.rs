@@ -6,8 +6,10 @@
 //! Tests and embedders drive the real server with [`serve`]: it takes an already bound listener
 //! (bind `127.0.0.1:0` in tests) and a shutdown future, as tokio's mini-redis does.
 
+mod admin;
 mod error;
 mod middleware;
+pub mod reload;
 mod routes;
 
 use std::{
@@ -21,7 +23,7 @@ use std::{
 
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
-use weir::{Config, Engine, config::Secret};
+use weir::{Config, Engine};
 
 pub use error::ApiError;
 pub use routes::router;
@@ -29,43 +31,47 @@ pub use routes::router;
 /// What every request handler shares.
 #[derive(Debug, Clone)]
 pub struct AppState {
-    /// The routing and calling core.
-    pub engine: Arc<Engine>,
+    /// The running engine (and with it the config: keys, limits, models), swapped whole by a
+    /// config reload. Use [`AppState::engine`].
+    pub live: Arc<reload::Live>,
     /// Set once shutdown starts: `/ready` turns 503 so load balancers stop sending traffic.
     pub draining: Arc<AtomicBool>,
-    /// Largest accepted request body.
-    pub max_body_bytes: usize,
-    /// Accepted gateway keys; empty means no authentication.
-    pub api_keys: Arc<[Secret]>,
-    /// How long in-flight work may continue after shutdown starts.
-    pub shutdown_timeout: Duration,
     /// Fired when the drain deadline passes: streams still running end with an error event.
     pub cut_off: tokio_util::sync::CancellationToken,
-    /// Background health checks; they stop when the last clone of the state is dropped.
-    pub health_checks: Arc<Vec<weir::route::health::HealthCheckHandle>>,
 }
 
 impl AppState {
-    /// Builds the engine (and its connection pools) for a config.
+    /// Builds the engine (and its connection pools) for a config. Such a state cannot reload
+    /// (it has no file to re-read): see [`AppState::with_loader`].
     pub fn new(config: Config) -> Result<AppState, weir::Error> {
-        let max_body_bytes = config.server.max_body_bytes;
-        let api_keys: Arc<[Secret]> = config.server.api_keys.clone().into();
-        let shutdown_timeout = config.server.shutdown_timeout;
-        let engine = Arc::new(Engine::new(config)?);
-        // Health checks run as tasks: they need the runtime the gateway is about to serve on.
-        let health_checks = match tokio::runtime::Handle::try_current() {
-            Ok(_) => engine.start_health_checks(),
-            Err(_) => Vec::new(),
-        };
-        Ok(AppState {
-            health_checks: Arc::new(health_checks),
-            engine,
+        Ok(AppState::with_live(reload::Live::new(Engine::new(config)?, None)))
+    }
+
+    /// Builds the engine for `config`, which `loader` loaded; reloads re-read it the same way.
+    pub fn with_loader(config: Config, loader: reload::ConfigLoader) -> Result<AppState, weir::Error> {
+        Ok(AppState::with_live(reload::Live::new(
+            Engine::new(config)?,
+            Some(loader),
+        )))
+    }
+
+    fn with_live(live: reload::Live) -> AppState {
+        AppState {
+            live: Arc::new(live),
             draining: Arc::new(AtomicBool::new(false)),
-            max_body_bytes,
-            api_keys,
-            shutdown_timeout,
             cut_off: tokio_util::sync::CancellationToken::new(),
-        })
+        }
+    }
+
+    /// The engine a new request should use, and keep for its whole life: a config reload swaps
+    /// in another engine for the requests that start after it, never under a running one.
+    pub fn engine(&self) -> Arc<Engine> {
+        self.live.engine()
+    }
+
+    /// Reloads the config file (see [`reload`]); on error the running config stays.
+    pub async fn reload(&self) -> Result<reload::ReloadReport, reload::ReloadError> {
+        self.live.reload().await
     }
 
     /// Whether shutdown has begun.
@@ -83,13 +89,15 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let draining = state.draining.clone();
-    let grace = state.shutdown_timeout;
-    let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+    let live = state.live.clone();
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel::<Duration>();
     let signal = async move {
         shutdown.await;
         draining.store(true, Ordering::Relaxed);
+        // Read now, not at startup: a reload may have changed it.
+        let grace = live.engine().config().server.shutdown_timeout;
         tracing::info!(deadline = %humantime_secs(grace), "shutting down: no new connections, finishing in-flight requests");
-        let _ = started_tx.send(());
+        let _ = started_tx.send(grace);
     };
     let cut_off = state.cut_off.clone();
     let app = router(state);
@@ -102,11 +110,11 @@ pub async fn serve(
     });
     let server = axum::serve(listener, app).with_graceful_shutdown(signal);
     let deadline = async move {
-        if started_rx.await.is_err() {
+        match started_rx.await {
+            Ok(grace) => tokio::time::sleep(grace).await,
             // The server stopped without a shutdown signal; nothing to enforce.
-            std::future::pending::<()>().await;
+            Err(_) => std::future::pending::<()>().await,
         }
-        tokio::time::sleep(grace).await;
     };
     let server = std::future::IntoFuture::into_future(server);
     tokio::pin!(server);

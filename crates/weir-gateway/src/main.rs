@@ -129,26 +129,21 @@ async fn run_serve(
     log_format: Option<String>,
     log_level: Option<String>,
 ) -> anyhow::Result<()> {
-    let mut config = match &config_path {
-        Some(path) => Config::load(path)?,
-        None => Config::from_env()?,
+    // Kept to load the config again, the same way, on reload (SIGHUP or POST /admin/reload).
+    let loader = weir_gateway::reload::ConfigLoader {
+        path: config_path,
+        host,
+        port,
+        log_format: log_format.map(|f| {
+            if f == "json" {
+                LogFormat::Json
+            } else {
+                LogFormat::Human
+            }
+        }),
+        log_level,
     };
-    if let Some(host) = host {
-        config.server.host = host;
-    }
-    if let Some(port) = port {
-        config.server.port = port;
-    }
-    if let Some(format) = log_format {
-        config.logging.format = if format == "json" {
-            LogFormat::Json
-        } else {
-            LogFormat::Human
-        };
-    }
-    if let Some(level) = log_level {
-        config.logging.level = level;
-    }
+    let config = loader.load()?;
     init_logging(&config.logging)?;
     // The first log line says what is being served, so nobody mistakes the mock for OpenAI.
     match config.source {
@@ -165,6 +160,7 @@ async fn run_serve(
         address = %local,
         models = ?models,
         auth = if config.server.api_keys.is_empty() { "off" } else { "on" },
+        admin_api = if config.server.admin_key.is_some() { "on" } else { "off" },
         "weir gateway listening"
     );
     if config.server.api_keys.is_empty() && !is_loopback(&local) {
@@ -172,9 +168,21 @@ async fn run_serve(
             "no server.api_keys configured and listening beyond loopback: anyone who can reach this port can spend your upstream quota"
         );
     }
+    // Registered before the address is announced, so a SIGHUP sent as soon as we are up reloads
+    // instead of terminating the process (SIGHUP's default action).
+    #[cfg(unix)]
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot listen for SIGHUP")?;
     announce(local);
-    let state = AppState::new(config)?;
+    let state = AppState::with_loader(config, loader)?;
+    #[cfg(unix)]
+    let reloads = tokio::spawn(weir_gateway::reload::reload_on_sighup(
+        state.live.clone(),
+        hangups,
+    ));
     serve(listener, state, shutdown_signal()).await?;
+    #[cfg(unix)]
+    reloads.abort();
     tracing::info!("stopped");
     Ok(())
 }

@@ -80,7 +80,9 @@ pub async fn authenticate(
     mut req: Request,
     next: Next,
 ) -> Response {
-    if state.api_keys.is_empty() {
+    let engine = state.engine();
+    let api_keys = &engine.config().server.api_keys;
+    if api_keys.is_empty() {
         req.extensions_mut().insert(ClientIdentity::anonymous());
         return next.run(req).await;
     }
@@ -94,7 +96,7 @@ pub async fn authenticate(
         None => "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY'.",
         Some(key) => {
             // Compare against every key (no early exit), so timing doesn't tell which one matched.
-            let matched = state.api_keys.iter().enumerate().fold(None, |found, (i, k)| {
+            let matched = api_keys.iter().enumerate().fold(None, |found, (i, k)| {
                 let equal = constant_time_eq(k.expose().as_bytes(), key.as_bytes());
                 found.or(equal.then_some(i))
             });
@@ -129,7 +131,7 @@ impl ClientIdentity {
 }
 
 /// Compares without an early exit, so response timing does not reveal how much of a key matched.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     let mut diff = a.len() ^ b.len();
     for (i, x) in a.iter().enumerate() {
         diff |= usize::from(x ^ b.get(i).copied().unwrap_or(!x));

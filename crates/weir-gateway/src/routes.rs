@@ -53,6 +53,7 @@ pub fn router(state: AppState) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .merge(api)
+        .merge(crate::admin::routes(state.clone()))
         .route("/health", get(health))
         .route("/ready", get(ready))
         .fallback(not_found)
@@ -100,7 +101,8 @@ async fn proxy_inner(
 ) -> Result<ProxyResponse, Error> {
     let path = path?;
     let (parts, body) = req.into_parts();
-    let limit = state.max_body_bytes;
+    let engine = state.engine();
+    let limit = engine.config().server.max_body_bytes;
     let declared = parts
         .headers
         .get(header::CONTENT_LENGTH)
@@ -139,7 +141,7 @@ async fn proxy_inner(
         deadline: weir::retry::client_deadline(&parts.headers),
         client: parts.extensions.get::<ClientIdentity>().map(|c| c.0.clone()),
     };
-    state.engine.execute(proxy_req).await
+    engine.execute(proxy_req).await
 }
 
 fn into_http(resp: ProxyResponse, cut_off: &tokio_util::sync::CancellationToken) -> Response {
@@ -185,7 +187,7 @@ fn into_http(resp: ProxyResponse, cut_off: &tokio_util::sync::CancellationToken)
 }
 
 async fn list_models(State(state): State<std::sync::Arc<AppState>>) -> Response {
-    Json(state.engine.list_models().await).into_response()
+    Json(state.engine().list_models().await).into_response()
 }
 
 async fn retrieve_model(
@@ -201,7 +203,7 @@ async fn retrieve_model(
             .to_owned(),
         Err(err) => return ApiError(err).into_response(),
     };
-    match state.engine.retrieve_model(&id, Some(request_id)).await {
+    match state.engine().retrieve_model(&id, Some(request_id)).await {
         Ok(bytes) => (
             [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
             bytes,
@@ -223,12 +225,12 @@ async fn ready(State(state): State<std::sync::Arc<AppState>>) -> Response {
         )
             .into_response()
     } else {
-        Json(json!({"status": "ready", "models": state.engine.config().models.len()})).into_response()
+        Json(json!({"status": "ready", "models": state.engine().config().models.len()})).into_response()
     }
 }
 
 async fn upstreams(State(state): State<std::sync::Arc<AppState>>) -> Response {
-    let reports = state.engine.probe_all(PROBE_TIMEOUT).await;
+    let reports = state.engine().probe_all(PROBE_TIMEOUT).await;
     let healthy = reports.iter().filter(|r| r.status == "healthy").count();
     let status = if healthy == reports.len() {
         "healthy"

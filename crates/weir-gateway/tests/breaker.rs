@@ -27,7 +27,7 @@ async fn chat(gw: &Gateway, extra: Value) -> reqwest::Response {
 
 fn breaker_state(gw: &Gateway) -> StateKind {
     gw.state
-        .engine
+        .engine()
         .deployment("mock-a")
         .unwrap()
         .breaker()
@@ -103,7 +103,7 @@ async fn the_library_api_forces_it_open_and_closed() {
     let gw = Gateway::start(&config_for(&mock, BREAKER, "")).await;
     let breaker = gw
         .state
-        .engine
+        .engine()
         .deployment("mock-a")
         .unwrap()
         .breaker()

@@ -37,7 +37,7 @@ async fn a_rate_limited_key_leaves_rotation_and_traffic_moves_on() {
         "a cooling deployment was called again"
     );
     assert_eq!(mock_b.state().request_count(), 10);
-    let a = gw.state.engine.deployment("a").unwrap();
+    let a = gw.state.engine().deployment("a").unwrap();
     let rest = a.cooldown_remaining().unwrap();
     assert!(rest.as_secs() > 25 && rest.as_secs() <= 30, "{rest:?}");
 }
@@ -82,7 +82,7 @@ async fn a_short_cooldown_is_waited_out_within_the_request() {
     assert_eq!(mock.state().request_count(), 2);
     assert!(
         gw.state
-            .engine
+            .engine()
             .deployment("mock-a")
             .unwrap()
             .cooldown_remaining()

@@ -158,7 +158,7 @@ async fn an_unusable_sibling_does_not_keep_a_group_from_falling_back() {
     );
     let gw = Gateway::start(&yaml).await;
     gw.state
-        .engine
+        .engine()
         .deployment("a2")
         .unwrap()
         .breaker()

@@ -127,7 +127,7 @@ async fn output_reservations_are_reconciled_with_real_usage() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     let snapshot = gw
         .state
-        .engine
+        .engine()
         .deployment("mock-a")
         .unwrap()
         .limiter()

@@ -124,7 +124,7 @@ async fn failing_health_checks_take_a_deployment_out_of_rotation() {
     let b = MockServer::start().await.unwrap();
     let check = "        health_check: { interval: 50ms, timeout: 1s, unhealthy_threshold: 1 }\n";
     let gw = Gateway::start(&two(&a, &b, "", check, "")).await;
-    let a_health = gw.state.engine.deployment("a").unwrap().health().clone();
+    let a_health = gw.state.engine().deployment("a").unwrap().health().clone();
     let until = tokio::time::Instant::now() + Duration::from_secs(5);
     while a_health.is_healthy() {
         assert!(

@@ -35,6 +35,13 @@ use crate::{
     tokens::{PriceTable, UsageLedger, UsageSnapshot},
 };
 
+mod reload;
+mod status;
+
+pub use status::{
+    BreakerDetail, DeploymentStats, DeploymentStatus, LatencySummary, LimitUsage, PoolUsage, RateLimitUsage,
+};
+
 /// Which API a request is for; decides validation and stream handling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
@@ -509,8 +516,9 @@ pub struct Engine {
     config: Config,
     /// Set once background health checks are running.
     health_checks_started: std::sync::atomic::AtomicBool,
-    /// Per-client-key limits (`server.client_rate_limits`), keyed by client identity.
-    client_limiter: Option<KeyedLimiter<Arc<str>>>,
+    /// Per-client-key limits (`server.client_rate_limits`), keyed by client identity. An `Arc` so
+    /// that a config reload that leaves them unchanged keeps what each client has used.
+    client_limiter: Option<Arc<KeyedLimiter<Arc<str>>>>,
     groups: Vec<Group>,
     /// Model prices: the built-in table with the config's `pricing:` laid over it.
     prices: PriceTable,
@@ -521,14 +529,9 @@ pub struct Engine {
 /// Health of one deployment, from a `GET models` probe.
 #[derive(Debug, Clone, Serialize)]
 pub struct ProbeReport {
-    /// Deployment id.
-    pub deployment: String,
-    /// Its model group.
-    pub model_group: String,
-    /// Provider kind.
-    pub provider: &'static str,
-    /// API root (never contains a key).
-    pub base_url: String,
+    /// The deployment and its routing state (breaker, cooldown, load...), as routing sees it.
+    #[serde(flatten)]
+    pub state: DeploymentStatus,
     /// `healthy` or `unhealthy`.
     pub status: &'static str,
     /// Upstream HTTP status, when it answered.
@@ -537,16 +540,6 @@ pub struct ProbeReport {
     pub latency_ms: f64,
     /// Why it is unhealthy.
     pub error: Option<String>,
-    /// Circuit breaker state (`closed`, `open`, `half_open`, `forced_open`, `forced_closed`, `off`).
-    pub breaker: &'static str,
-    /// How long it still rests after a 429, if it does.
-    pub cooldown_remaining_ms: Option<u64>,
-    /// What background health checks say (`null` when they are off).
-    pub background_check: Option<BackgroundCheck>,
-    /// Requests in flight right now.
-    pub in_flight: u64,
-    /// The balancer's decaying latency estimate of real traffic.
-    pub latency_estimate_ms: Option<f64>,
 }
 
 /// The background health check part of a [`ProbeReport`].
@@ -569,11 +562,21 @@ const ERROR_BODY_LIMIT: usize = 64 * 1024;
 impl Engine {
     /// Builds providers (and joins shared connection pools) for every deployment.
     pub fn new(config: Config) -> Result<Engine, Error> {
+        Engine::build(config, None)
+    }
+
+    /// [`Engine::new`], keeping the live state of `previous` where the config allows (see
+    /// [`Engine::reload`]).
+    fn build(config: Config, previous: Option<&Engine>) -> Result<Engine, Error> {
         let mut groups = Vec::with_capacity(config.models.len());
         for group in &config.models {
             let name: Arc<str> = Arc::from(group.name.as_str());
             let mut deployments = Vec::with_capacity(group.deployments.len());
             for dep in &group.deployments {
+                if let Some(kept) = previous.and_then(|p| p.reusable_deployment(&name, dep)) {
+                    deployments.push(kept);
+                    continue;
+                }
                 let provider: Arc<dyn Provider> = match dep.provider {
                     ProviderKind::OpenAi => Arc::new(OpenAiProvider::new(dep)?),
                     ProviderKind::Mock => Arc::new(MockProvider),
@@ -620,13 +623,16 @@ impl Engine {
                 balancer: Balancer::new(group.strategy),
             });
         }
-        let client_limiter = config
-            .server
-            .client_rate_limits
-            .clone()
-            .map(KeyedLimiter::new)
-            .transpose()
-            .map_err(|m| Error::Config(format!("server.client_rate_limits: {m}")))?;
+        let client_limiter = match previous.and_then(|p| p.reusable_client_limiter(&config)) {
+            Some(kept) => Some(kept),
+            None => config
+                .server
+                .client_rate_limits
+                .clone()
+                .map(|c| KeyedLimiter::new(c).map(Arc::new))
+                .transpose()
+                .map_err(|m| Error::Config(format!("server.client_rate_limits: {m}")))?,
+        };
         Ok(Engine {
             prices: PriceTable::builtin().with_overrides(&config.pricing),
             usage: Arc::new(UsageLedger::new()),
@@ -1450,31 +1456,8 @@ impl Engine {
                 ),
             };
             ProbeReport {
-                deployment: deployment.id().to_owned(),
-                model_group: deployment.model_group.to_string(),
-                provider: deployment.config.provider.as_str(),
-                base_url: match deployment.config.provider {
-                    ProviderKind::Mock => "in-process".to_owned(),
-                    _ => deployment.config.base_url.to_string(),
-                },
+                state: deployment.status(),
                 status: if error.is_none() { "healthy" } else { "unhealthy" },
-                breaker: deployment
-                    .breaker
-                    .as_ref()
-                    .map_or("off", |b| b.state().kind().as_str()),
-                cooldown_remaining_ms: deployment.cooldown_remaining().map(|d| d.as_millis() as u64),
-                background_check: deployment.config.health_check.as_ref().map(|_| {
-                    let snap = deployment.health.snapshot();
-                    BackgroundCheck {
-                        healthy: snap.healthy,
-                        consecutive_failures: snap.consecutive_failures,
-                        last_latency_ms: snap.last_latency.map(|d| d.as_secs_f64() * 1e3),
-                        last_error: snap.last_error,
-                        checks: snap.checks,
-                    }
-                }),
-                in_flight: deployment.load.in_flight(),
-                latency_estimate_ms: deployment.load.latency_estimate().map(|d| d.as_secs_f64() * 1e3),
                 http_status,
                 latency_ms: (latency_ms * 1000.0).round() / 1000.0,
                 error,

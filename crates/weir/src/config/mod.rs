@@ -78,6 +78,9 @@ pub struct ServerConfig {
     pub api_keys: Vec<Secret>,
     /// Limits applied to each gateway key separately (all unauthenticated traffic shares one).
     pub client_rate_limits: Option<RateLimitConfig>,
+    /// The key of the admin API (`/admin/*`); `None` disables it (it answers 404). Gateway keys
+    /// never grant admin access. `WEIR_ADMIN_KEY` overrides it when the gateway loads its config.
+    pub admin_key: Option<Secret>,
 }
 
 impl Default for ServerConfig {
@@ -89,6 +92,7 @@ impl Default for ServerConfig {
             shutdown_timeout: Duration::from_secs(30),
             api_keys: Vec::new(),
             client_rate_limits: None,
+            admin_key: None,
         }
     }
 }
@@ -177,7 +181,10 @@ impl ProviderKind {
 }
 
 /// One upstream: a provider, endpoint, key and model.
-#[derive(Debug, Clone)]
+///
+/// `PartialEq` lets a config reload keep the live state (breaker, limits, health) of deployments
+/// whose settings did not change.
+#[derive(Debug, Clone, PartialEq)]
 pub struct DeploymentConfig {
     /// Stable identifier, shown in logs, headers and health reports (never the key).
     pub id: String,

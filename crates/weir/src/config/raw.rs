@@ -142,6 +142,7 @@ struct RawServer {
     api_keys: Vec<Spanned<Secret>>,
     #[serde(default)]
     client_rate_limits: RawRateLimits,
+    admin_key: Option<Spanned<Secret>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -292,6 +293,25 @@ fn validate(raw: RawConfig, file: Option<&str>) -> Result<Config, ConfigError> {
         }
         api_keys.push(key.value);
     }
+    let admin_key = match raw.server.admin_key {
+        Some(key) if key.value.expose().trim().is_empty() => {
+            return Err(ctx.error(
+                key.referenced.line(),
+                "server.admin_key",
+                "the admin key cannot be empty (omit it to disable the admin API)",
+            ));
+        }
+        // A client key that also opened the admin API would make every client an admin.
+        Some(key) if api_keys.contains(&key.value) => {
+            return Err(ctx.error(
+                key.referenced.line(),
+                "server.admin_key",
+                "must differ from every server.api_keys entry",
+            ));
+        }
+        Some(key) => Some(key.value),
+        None => None,
+    };
     let server = ServerConfig {
         host: raw.server.host.unwrap_or(defaults.host),
         port: raw.server.port.unwrap_or(defaults.port),
@@ -301,6 +321,7 @@ fn validate(raw: RawConfig, file: Option<&str>) -> Result<Config, ConfigError> {
             .shutdown_timeout
             .map_or(defaults.shutdown_timeout, |d| d.0),
         api_keys,
+        admin_key,
         client_rate_limits: rate_limits(
             &ctx,
             0,

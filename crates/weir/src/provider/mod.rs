@@ -98,4 +98,9 @@ pub trait Provider: Send + Sync + fmt::Debug {
     fn kind(&self) -> ProviderKind;
     /// Sends the request and returns the upstream's answer, whatever its status.
     fn send(&self, request: UpstreamRequest) -> BoxFuture<'_, Result<UpstreamResponse, Error>>;
+    /// Use of the connection pool it sends through, for the admin API; `None` when it has none
+    /// (the in-process mock).
+    fn pool_stats(&self) -> Option<crate::pool::PoolStats> {
+        None
+    }
 }

@@ -241,4 +241,8 @@ impl Provider for OpenAiProvider {
     fn send(&self, request: UpstreamRequest) -> BoxFuture<'_, Result<UpstreamResponse, Error>> {
         Box::pin(self.send_inner(request))
     }
+
+    fn pool_stats(&self) -> Option<crate::pool::PoolStats> {
+        Some(self.pool.stats())
+    }
 }

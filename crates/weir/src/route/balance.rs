@@ -197,6 +197,8 @@ pub struct LoadStats {
     /// Time constant of the decay, in nanoseconds; at least 1 so that no division yields NaN.
     decay_ns: f64,
     latency: Mutex<Option<Ewma>>,
+    /// The same samples as quantiles over the last minute or two, for operators (not routing).
+    histogram: super::latency::LatencyHistogram,
 }
 
 /// The peak-EWMA state: the estimate as of `stamp`, decayed lazily when read or updated, so no
@@ -228,6 +230,7 @@ impl LoadStats {
             in_flight: AtomicU64::new(0),
             decay_ns: (decay.as_nanos() as f64).max(1.0),
             latency: Mutex::new(None),
+            histogram: super::latency::LatencyHistogram::new(),
         }
     }
 
@@ -263,6 +266,7 @@ impl LoadStats {
     /// arrive meanwhile.
     pub fn observe_latency(&self, latency: Duration) {
         let now = Instant::now();
+        self.histogram.record(latency, now);
         let sample = latency.as_nanos() as f64;
         let mut state = self.latency.lock();
         let next = match *state {
@@ -290,6 +294,12 @@ impl LoadStats {
             // `as u64` saturates (and maps NaN to 0), so no float can make this panic.
             Duration::from_nanos((ewma.estimate_ns * self.decay_factor(elapsed)) as u64)
         })
+    }
+
+    /// p50/p99 of the recorded latencies over the last one to two minutes (see
+    /// [`super::latency`]); `None` without recent samples.
+    pub fn latency_quantiles(&self) -> Option<super::latency::LatencyQuantiles> {
+        self.histogram.quantiles()
     }
 
     /// The latest latency sample; `None` before the first.

@@ -288,6 +288,11 @@ impl RateLimiter {
             .unwrap_or_default()
     }
 
+    /// Requests waiting for the per-second bucket right now (0 without one).
+    pub fn waiting(&self) -> usize {
+        self.inner.bucket.as_ref().map_or(0, TokenBucket::waiting)
+    }
+
     /// Whether the limiter is in the state of a new one: bucket full, nobody waiting, nothing
     /// counted in the windows. Such a limiter can be dropped and re-created without anyone being
     /// able to tell.
