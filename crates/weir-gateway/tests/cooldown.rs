@@ -37,7 +37,7 @@ async fn a_rate_limited_key_leaves_rotation_and_traffic_moves_on() {
         "a cooling deployment was called again"
     );
     assert_eq!(mock_b.state().request_count(), 10);
-    let a = gw.state.engine().deployment("a").unwrap();
+    let a = gw.state.engine().deployment("a").unwrap().clone();
     let rest = a.cooldown_remaining().unwrap();
     assert!(rest.as_secs() > 25 && rest.as_secs() <= 30, "{rest:?}");
 }
