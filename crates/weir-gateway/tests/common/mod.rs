@@ -23,9 +23,22 @@ impl Gateway {
     }
 
     pub async fn start_config(config: Config) -> Gateway {
+        Self::start_state(AppState::new(config).unwrap()).await
+    }
+
+    /// A gateway serving a config file, which `POST /admin/reload` re-reads.
+    pub async fn start_file(path: &std::path::Path) -> Gateway {
+        let loader = weir_gateway::reload::ConfigLoader {
+            path: Some(path.to_owned()),
+            ..Default::default()
+        };
+        let config = loader.load().unwrap();
+        Self::start_state(AppState::with_loader(config, loader).unwrap()).await
+    }
+
+    pub async fn start_state(state: AppState) -> Gateway {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let state = AppState::new(config).unwrap();
         let (tx, rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(serve(listener, state.clone(), async move {
             let _ = rx.await;
