@@ -57,7 +57,7 @@ async fn complete_responses_carry_their_cost_and_the_ledger_counts_them() {
     .await;
     assert_eq!(failed.status(), 400);
 
-    let usage = gw.state.engine.usage();
+    let usage = gw.state.engine().usage();
     let model = &usage.by_model["mock-model"];
     assert_eq!((model.requests, model.errors), (2, 1));
     assert_eq!((model.input_tokens, model.output_tokens), (input, output));
@@ -80,7 +80,7 @@ async fn unpriced_models_get_no_cost_header_but_their_tokens_count() {
     let resp = chat(&gw, "unused", chat_body(json!({}))).await;
     assert_eq!(resp.status(), 200);
     assert!(!resp.headers().contains_key("x-weir-cost-usd"));
-    let usage = gw.state.engine.usage();
+    let usage = gw.state.engine().usage();
     assert_eq!(usage.total.unpriced_responses, 1);
     assert!(usage.total.input_tokens > 0);
     assert_eq!(usage.by_client["anonymous"].requests, 1);
@@ -119,14 +119,14 @@ async fn a_streams_cost_lands_in_the_ledger_when_it_ends() {
     );
     let expected = (input as f64 + output as f64 * 2.0) / 1e6;
     // The stream's end callback runs as the body finishes; give the server task a moment.
-    let mut usage = gw.state.engine.usage();
+    let mut usage = gw.state.engine().usage();
     for _ in 0..100 {
         if usage.total.output_tokens > 0 {
             break;
         }
         tokio::task::yield_now().await;
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        usage = gw.state.engine.usage();
+        usage = gw.state.engine().usage();
     }
     let client = &usage.by_client["key-0"];
     assert_eq!((client.input_tokens, client.output_tokens), (input, output));
