@@ -8,6 +8,7 @@
 
 mod admin;
 mod error;
+mod messages;
 mod middleware;
 pub mod reload;
 mod routes;

@@ -86,14 +86,18 @@ pub async fn authenticate(
         req.extensions_mut().insert(ClientIdentity::anonymous());
         return next.run(req).await;
     }
+    // Anthropic SDKs send the key as `x-api-key`; OpenAI's as a bearer token.
     let presented = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .or_else(|| req.headers().get("x-api-key").and_then(|v| v.to_str().ok()))
         .map(str::trim);
     let message = match presented {
-        None => "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY'.",
+        None => {
+            "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY' or 'x-api-key: YOUR_KEY'."
+        }
         Some(key) => {
             // Compare against every key (no early exit), so timing doesn't tell which one matched.
             let matched = api_keys.iter().enumerate().fold(None, |found, (i, k)| {
@@ -110,10 +114,13 @@ pub async fn authenticate(
             }
         }
     };
-    ApiError(weir::Error::Unauthenticated {
+    let err = weir::Error::Unauthenticated {
         message: message.to_owned(),
-    })
-    .into_response()
+    };
+    if req.uri().path().starts_with("/v1/messages") {
+        return crate::messages::error_response(err);
+    }
+    ApiError(err).into_response()
 }
 
 /// Which client a request comes from, for per-client limits and accounting: the position of the

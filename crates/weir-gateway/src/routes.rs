@@ -45,6 +45,7 @@ pub fn router(state: AppState) -> Router {
             "/v1/images/generations",
             post(|s, id, req| proxy(s, id, req, Endpoint::ImageGenerations)),
         )
+        .route("/v1/messages", post(crate::messages::create))
         .route("/v1/models", get(list_models))
         .route("/v1/models/{*id}", get(retrieve_model).delete(passthrough))
         .route("/v1/{*path}", any(passthrough))
@@ -102,9 +103,25 @@ async fn proxy_inner(
     let path = path?;
     let (parts, body) = req.into_parts();
     let engine = state.engine();
-    let limit = engine.config().server.max_body_bytes;
-    let declared = parts
-        .headers
+    let body = read_body(engine.config().server.max_body_bytes, &parts.headers, body).await?;
+    let content_type = parts.headers.get(header::CONTENT_TYPE).cloned();
+    let proxy_req = ProxyRequest {
+        endpoint,
+        method: parts.method,
+        path,
+        query: parts.uri.query().map(str::to_owned),
+        body,
+        content_type,
+        request_id: Some(request_id),
+        deadline: weir::retry::client_deadline(&parts.headers),
+        client: parts.extensions.get::<ClientIdentity>().map(|c| c.0.clone()),
+    };
+    engine.execute(proxy_req).await
+}
+
+/// Reads a request body up to `limit` bytes (413 past it) within the body read timeout.
+pub(crate) async fn read_body(limit: usize, headers: &http::HeaderMap, body: Body) -> Result<Bytes, Error> {
+    let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
@@ -129,22 +146,10 @@ async fn proxy_inner(
             }
         }
     })?;
-    let content_type = parts.headers.get(header::CONTENT_TYPE).cloned();
-    let proxy_req = ProxyRequest {
-        endpoint,
-        method: parts.method,
-        path,
-        query: parts.uri.query().map(str::to_owned),
-        body,
-        content_type,
-        request_id: Some(request_id),
-        deadline: weir::retry::client_deadline(&parts.headers),
-        client: parts.extensions.get::<ClientIdentity>().map(|c| c.0.clone()),
-    };
-    engine.execute(proxy_req).await
+    Ok(body)
 }
 
-fn into_http(resp: ProxyResponse, cut_off: &tokio_util::sync::CancellationToken) -> Response {
+pub(crate) fn into_http(resp: ProxyResponse, cut_off: &tokio_util::sync::CancellationToken) -> Response {
     let deployment = HeaderValue::from_str(resp.deployment.id()).ok();
     let mut out = match resp.body {
         ProxyBody::Full(bytes) => Response::new(Body::from(bytes)),

@@ -4,7 +4,9 @@
 //! Two layers:
 //! - [`content`] (always built, no runtime): pure response generation. [`content::respond`]
 //!   answers `chat/completions` (whole or streamed), `embeddings`, `images/generations`,
-//!   `models` and `models/{id}`, and echoes any other path as `{"object":"mock.echo",...}` so
+//!   `models` and `models/{id}`, Anthropic's `messages` ([`content::anthropic`]: whole or
+//!   streamed, with tool use and Anthropic-shaped errors — faults on that path use them too),
+//!   and echoes any other path as `{"object":"mock.echo",...}` so
 //!   generic passthrough can be tested. The `weir` library uses it in-process as its offline
 //!   "mock" provider.
 //! - [`server`] (feature `server`, default): an axum server under `/v1/...` that adds faults,
@@ -40,6 +42,7 @@
 //! | `drop_after_chunks` | N | send N SSE events, then abort the connection (the client sees a body error); wins over `stop_after_chunks` |
 //! | `drop_mid_body` | bool | non-streaming: send the headers and the first half of the JSON body, then abort |
 //! | `hang` | bool | never answer; ends when the client disconnects, or with a 503 when the server shuts down |
+//! | `error_after_chunks` | N | Anthropic streams (`/v1/messages`): after N events, an `error` event (type `error_code`, default `overloaded_error`) ends the stream |
 //!
 //! Error bodies follow OpenAI: `{"error":{"message","type","param","code"}}` with type/code by
 //! status ([`content::error_kind`]): 429 → `requests`/`rate_limit_exceeded`, 401 →

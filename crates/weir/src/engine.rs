@@ -21,7 +21,9 @@ use crate::{
     error::Error,
     error::TimeoutPhase,
     path::ApiPath,
-    provider::{ByteStream, MockProvider, OpenAiProvider, Provider, UpstreamBody, UpstreamRequest},
+    provider::{
+        AnthropicProvider, ByteStream, MockProvider, OpenAiProvider, Provider, UpstreamBody, UpstreamRequest,
+    },
     resilience::{
         circuit_breaker::{BreakerPermit, CircuitBreaker, Outcome},
         rate_limit::{Demand, KeyedLimiter, RateLimitError, RateLimiter, Reservation},
@@ -580,8 +582,9 @@ impl Engine {
                 let provider: Arc<dyn Provider> = match dep.provider {
                     ProviderKind::OpenAi => Arc::new(OpenAiProvider::new(dep)?),
                     ProviderKind::Mock => Arc::new(MockProvider),
+                    ProviderKind::Anthropic => Arc::new(AnthropicProvider::new(dep)?),
                     // Adapters under construction (issue 5): refused at startup, never half-served.
-                    ProviderKind::Anthropic | ProviderKind::Gemini | ProviderKind::Azure => {
+                    ProviderKind::Gemini | ProviderKind::Azure => {
                         return Err(Error::Config(format!(
                             "deployment `{}`: provider `{}` is not available in this build",
                             dep.id,
@@ -1081,11 +1084,7 @@ impl Engine {
         }
 
         let headers = pass_on_headers(&resp.headers);
-        let is_sse = resp
-            .headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|ct| ct.starts_with("text/event-stream"));
+        let is_sse = resp.is_event_stream();
         let body = match resp.body {
             UpstreamBody::Full(bytes) => ProxyBody::Full(bytes),
             UpstreamBody::Stream(stream) if is_sse => {

@@ -16,6 +16,7 @@ mod client;
 pub mod config;
 pub mod engine;
 mod error;
+pub mod messages;
 pub mod path;
 pub mod pool;
 pub mod provider;

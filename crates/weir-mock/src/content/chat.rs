@@ -339,7 +339,7 @@ impl Stream<'_> {
 
 /// Splits `text` into exactly `pieces` parts of near-equal character counts (some may be empty
 /// when there are more pieces than characters), so `chunks` always means the number of events.
-fn split_even(text: &str, pieces: usize) -> Vec<&str> {
+pub(super) fn split_even(text: &str, pieces: usize) -> Vec<&str> {
     let bounds: Vec<usize> = text
         .char_indices()
         .map(|(i, _)| i)

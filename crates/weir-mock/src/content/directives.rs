@@ -50,6 +50,9 @@ pub struct Directives {
     pub content: Option<String>,
     /// `error_code`: the `code` of a fault's error body (e.g. `context_length_exceeded`).
     pub error_code: Option<String>,
+    /// `error_after_chunks` (Anthropic streams): after this many events, an `error` event
+    /// (type `error_code`, default `overloaded_error`) ends the stream.
+    pub error_after_chunks: Option<usize>,
 }
 
 /// A directive that could not be understood: an unknown key or a malformed value.
@@ -92,6 +95,7 @@ impl Directives {
         "hang",
         "content",
         "error_code",
+        "error_after_chunks",
     ];
 
     /// True when no directive is set.
@@ -199,6 +203,7 @@ impl Directives {
         take(&mut self.hang, &higher.hang);
         take(&mut self.content, &higher.content);
         take(&mut self.error_code, &higher.error_code);
+        take(&mut self.error_after_chunks, &higher.error_after_chunks);
     }
 
     fn set(&mut self, key: &str, raw: Raw<'_>) -> Result<(), DirectiveError> {
@@ -246,6 +251,7 @@ impl Directives {
             "hang" => self.hang = Some(to_bool(raw).map_err(err)?),
             "content" => self.content = Some(to_string(raw).map_err(err)?),
             "error_code" => self.error_code = Some(to_string(raw).map_err(err)?),
+            "error_after_chunks" => self.error_after_chunks = Some(to_usize(raw).map_err(err)?),
             _ => {
                 return Err(err(format!("unknown key; known keys: {}", Self::KEYS.join(", "))));
             }

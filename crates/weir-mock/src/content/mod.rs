@@ -4,6 +4,7 @@
 //! in-process for its offline "mock" provider, and the [`server`](crate::server) wraps it with
 //! faults and pacing. Only the `content` and `chunks` [directives](Directives) matter here.
 
+pub mod anthropic;
 mod chat;
 mod directives;
 mod embeddings;
@@ -109,6 +110,7 @@ pub fn respond_with(method: &str, path: &str, body: &[u8], directives: &Directiv
     let is = |m: &str| method.eq_ignore_ascii_case(m);
     match route {
         "chat/completions" if is("POST") => chat::respond(body, directives),
+        anthropic::MESSAGES_PATH if is("POST") => anthropic::respond(body, directives),
         "embeddings" if is("POST") => embeddings::respond(body),
         "images/generations" if is("POST") => images::respond(body),
         "models" if is("GET") => models::list(),

@@ -123,11 +123,9 @@ async fn handle(State(state): State<Arc<MockState>>, request: Request) -> Respon
         Ok(directives) => directives,
         Err(err) => {
             let message = err.to_string();
-            return reply_response(content::error_reply(
-                400,
-                &message,
-                Some("x_mock"),
-                Some("invalid_mock_directive"),
+            return reply_response(content::anthropic::restyle(
+                &path,
+                content::error_reply(400, &message, Some("x_mock"), Some("invalid_mock_directive")),
             ));
         }
     };
@@ -147,7 +145,12 @@ async fn handle(State(state): State<Arc<MockState>>, request: Request) -> Respon
     }
     if let Some(status) = fault {
         tracing::debug!(status, path = %parts.uri.path(), "weir-mock: scripted status");
-        return fault_response(status, directives.retry_after, directives.error_code.as_deref());
+        return fault_response(
+            &path,
+            status,
+            directives.retry_after,
+            directives.error_code.as_deref(),
+        );
     }
 
     let reply = content::respond_with(parts.method.as_str(), &path, &body, &directives);
@@ -168,6 +171,10 @@ fn api_path(uri: &Uri) -> Option<Cow<'_, str>> {
 }
 
 fn authorized(headers: &HeaderMap, key: &str) -> bool {
+    // Anthropic clients send `x-api-key` instead of a bearer token.
+    if let Some(given) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
+        return given.trim() == key;
+    }
     headers
         .get(AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
@@ -209,7 +216,7 @@ fn scripted_status(state: &MockState, directives: &Directives) -> Option<u16> {
     }
 }
 
-fn fault_response(status: u16, retry_after: Option<f64>, error_code: Option<&str>) -> Response {
+fn fault_response(path: &str, status: u16, retry_after: Option<f64>, error_code: Option<&str>) -> Response {
     let reply = match error_code {
         Some(code) => content::error_reply(
             status,
@@ -219,6 +226,7 @@ fn fault_response(status: u16, retry_after: Option<f64>, error_code: Option<&str
         ),
         None => content::fault_reply(status),
     };
+    let reply = content::anthropic::restyle(path, reply);
     let mut response = reply_response(reply);
     let retry_after = match (status, retry_after) {
         (_, Some(secs)) => Some(secs),

@@ -4,6 +4,7 @@
 //! `#[serde(flatten)] extra` map so fields this crate does not know yet (new parameters, provider
 //! extensions) survive a round trip instead of being silently dropped.
 
+pub mod anthropic;
 mod chat;
 mod embeddings;
 mod error;

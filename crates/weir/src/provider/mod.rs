@@ -6,6 +6,7 @@
 //! Translating providers (Anthropic, Gemini) and path-rewriting ones (Azure) fit the same trait:
 //! they rewrite `path`/`body` on the way in and the response on the way out.
 
+pub mod anthropic;
 mod mock;
 mod openai;
 
@@ -15,6 +16,7 @@ use bytes::Bytes;
 use futures::{Stream, future::BoxFuture};
 use http::{HeaderMap, Method, StatusCode};
 
+pub use anthropic::AnthropicProvider;
 pub use mock::MockProvider;
 pub use openai::{MAX_RESPONSE_BYTES, OpenAiProvider};
 
@@ -57,6 +59,16 @@ impl fmt::Debug for UpstreamResponse {
         f.debug_struct("UpstreamResponse")
             .field("status", &self.status)
             .finish_non_exhaustive()
+    }
+}
+
+impl UpstreamResponse {
+    /// Whether the answer is a server-sent event stream (by its content type).
+    pub fn is_event_stream(&self) -> bool {
+        self.headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.starts_with("text/event-stream"))
     }
 }
 

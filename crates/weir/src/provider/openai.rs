@@ -33,10 +33,6 @@ pub struct OpenAiProvider {
 impl OpenAiProvider {
     /// Builds the provider for a deployment, joining (or creating) the shared pool for its settings.
     pub fn new(config: &DeploymentConfig) -> Result<Self, Error> {
-        let pool = HttpPool::shared(PoolSettings {
-            timeouts: config.timeouts,
-            limits: config.pool,
-        })?;
         let mut headers = HeaderMap::new();
         if let Some(key) = &config.api_key {
             let mut value = HeaderValue::try_from(format!("Bearer {}", key.expose())).map_err(|_| {
@@ -62,6 +58,16 @@ impl OpenAiProvider {
                 headers.insert(name, value);
             }
         }
+        Self::with_headers(config, headers)
+    }
+
+    /// The transport alone: the deployment's API root, pool and timeouts with these headers on
+    /// every request. Translating providers (Anthropic) send through it with their own auth.
+    pub(crate) fn with_headers(config: &DeploymentConfig, headers: HeaderMap) -> Result<Self, Error> {
+        let pool = HttpPool::shared(PoolSettings {
+            timeouts: config.timeouts,
+            limits: config.pool,
+        })?;
         let host_key = format!(
             "{}:{}",
             config.base_url.host_str().unwrap_or_default(),
@@ -81,7 +87,7 @@ impl OpenAiProvider {
         &self.pool
     }
 
-    async fn send_inner(&self, req: UpstreamRequest) -> Result<UpstreamResponse, Error> {
+    pub(crate) async fn send_inner(&self, req: UpstreamRequest) -> Result<UpstreamResponse, Error> {
         let url = req.path.join_onto(&self.base_url, req.query.as_deref())?;
         let permit = self.pool.acquire(&self.host_key).await?;
         let mut builder = self

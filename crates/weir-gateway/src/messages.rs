@@ -1,0 +1,83 @@
+//! `POST /v1/messages`: the Anthropic-compatible endpoint, served by any provider.
+//!
+//! The Anthropic request is translated to an OpenAI chat completion ([`weir::messages`]), routed
+//! by the engine like any chat request (retries, fallbacks, limits, breakers), and the answer is
+//! translated back: a message, or Anthropic's event stream. Errors use Anthropic's shape
+//! (`{"type":"error","error":{"type","message"}}`, status from the one mapping), which is what
+//! Anthropic SDKs parse.
+
+use std::sync::Arc;
+
+use axum::{
+    Extension,
+    body::Body,
+    extract::{Request, State},
+    response::{IntoResponse, Response},
+};
+use futures::StreamExt;
+use http::{HeaderValue, header};
+use weir::{Endpoint, Error, ProxyBody, ProxyRequest, messages, sse::GuardItem};
+
+use crate::{
+    AppState,
+    error::ApiError,
+    middleware::{ClientIdentity, RequestId},
+    routes::{into_http, read_body},
+};
+
+/// The handler.
+pub async fn create(
+    State(state): State<Arc<AppState>>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    req: Request,
+) -> Response {
+    match create_inner(&state, request_id, req).await {
+        Ok(resp) => resp,
+        Err(err) => error_response(err),
+    }
+}
+
+async fn create_inner(state: &Arc<AppState>, request_id: String, req: Request) -> Result<Response, Error> {
+    let (parts, body) = req.into_parts();
+    let engine = state.engine();
+    let body = read_body(engine.config().server.max_body_bytes, &parts.headers, body).await?;
+    let inbound = messages::to_openai(&body)?;
+    let mut proxy_req = ProxyRequest::json(Endpoint::ChatCompletions, inbound.body);
+    proxy_req.request_id = Some(request_id);
+    proxy_req.deadline = weir::retry::client_deadline(&parts.headers);
+    proxy_req.client = parts.extensions.get::<ClientIdentity>().map(|c| c.0.clone());
+    let mut resp = engine.execute(proxy_req).await?;
+    resp.body = match resp.body {
+        ProxyBody::Full(bytes) => ProxyBody::Full(messages::to_message(&bytes)?),
+        ProxyBody::Stream(stream) => {
+            let mut translator = messages::EventTranslator::new();
+            ProxyBody::Stream(
+                stream
+                    .map(move |item| match item {
+                        GuardItem::Events(bytes) => GuardItem::Events(translator.on_events(&bytes)),
+                        GuardItem::Failed(err, _) => {
+                            let event = translator.on_error(&err);
+                            GuardItem::Failed(err, event)
+                        }
+                    })
+                    .boxed(),
+            )
+        }
+    };
+    let content_type = if inbound.stream {
+        "text/event-stream"
+    } else {
+        "application/json"
+    };
+    resp.headers
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    Ok(into_http(resp, &state.cut_off))
+}
+
+/// An error in Anthropic's shape (status, `Retry-After` and log kind as for every other route).
+pub fn error_response(err: Error) -> Response {
+    let (_, body) = messages::error_body(&err);
+    let mut resp = ApiError(err).into_response();
+    *resp.body_mut() = Body::from(body);
+    resp
+}

@@ -1,0 +1,144 @@
+//! Golden tests of the Anthropic translations, both directions, from fixtures built on
+//! Anthropic's documented examples (each fixture names its source page).
+//!
+//! Every `tests/fixtures/anthropic/*.json` has `kind`, `input` and `expected`; the translation of
+//! `input` must equal `expected` (`created` timestamps are removed first). To regenerate after an
+//! intended change: `WEIR_BLESS=1 cargo test -p weir --test anthropic_golden`, then review the diff.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use bytes::Bytes;
+use futures::StreamExt;
+use serde_json::{Value, json};
+use weir::{
+    messages,
+    provider::anthropic::{request, response, stream},
+};
+
+fn fixtures() -> Vec<(std::path::PathBuf, Value)> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/anthropic");
+    let mut out: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .map(|p| {
+            let v: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+            (p, v)
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    assert!(out.len() >= 10, "fixtures missing");
+    out
+}
+
+fn strip_created(mut v: Value) -> Value {
+    match &mut v {
+        Value::Object(map) => {
+            map.remove("created");
+            for value in map.values_mut() {
+                *value = strip_created(value.take());
+            }
+        }
+        Value::Array(items) => {
+            for item in items.iter_mut() {
+                *item = strip_created(item.take());
+            }
+        }
+        _ => {}
+    }
+    v
+}
+
+/// The data payloads of an SSE byte string: JSON values, or the raw string (`[DONE]`).
+fn sse_data(bytes: &[u8]) -> Vec<Value> {
+    let mut framer = weir::sse::SseFramer::default();
+    framer.push(bytes);
+    let mut out = Vec::new();
+    while let Some(event) = framer.next_event() {
+        let text = std::str::from_utf8(&event).unwrap();
+        let name = text
+            .lines()
+            .find_map(|l| l.strip_prefix("event: "))
+            .map(str::to_owned);
+        let data = weir::sse::event_data(&event).unwrap();
+        let value = serde_json::from_str(&data).unwrap_or(Value::String(data));
+        // Anthropic events carry their name twice; check they agree.
+        if let Some(name) = name {
+            assert_eq!(value["type"], json!(name), "event name and type differ");
+        }
+        out.push(value);
+    }
+    out
+}
+
+async fn translate(kind: &str, fixture: &Value) -> Value {
+    let input = &fixture["input"];
+    let body = || Bytes::from(serde_json::to_vec(input).unwrap());
+    match kind {
+        "outbound_request" => {
+            let translated = request::to_anthropic(&body()).unwrap();
+            json!({
+                "body": serde_json::to_value(&translated.request).unwrap(),
+                "stream": translated.stream,
+                "include_usage": translated.include_usage,
+            })
+        }
+        "outbound_response" => serde_json::from_slice(&response::chat_completion(&body()).unwrap()).unwrap(),
+        "outbound_stream" => {
+            // One event per upstream read, as Anthropic sends them.
+            let events: Vec<Result<Bytes, weir::Error>> = input
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| Ok(Bytes::from(e.as_str().unwrap().to_owned())))
+                .collect();
+            let include_usage = fixture["include_usage"].as_bool().unwrap_or(false);
+            let translated = stream::translate(
+                Box::pin(futures::stream::iter(events)),
+                stream::Translator::new(include_usage),
+            );
+            let out: Vec<Bytes> = translated.map(|r| r.unwrap()).collect().await;
+            Value::Array(sse_data(&out.concat()))
+        }
+        "inbound_request" => {
+            let inbound = messages::to_openai(&body()).unwrap();
+            json!({
+                "body": serde_json::from_slice::<Value>(&inbound.body).unwrap(),
+                "stream": inbound.stream,
+            })
+        }
+        "inbound_response" => serde_json::from_slice(&messages::to_message(&body()).unwrap()).unwrap(),
+        "inbound_stream" => {
+            let mut translator = messages::EventTranslator::new();
+            let mut out = Vec::new();
+            for event in input.as_array().unwrap() {
+                out.extend_from_slice(&translator.on_events(event.as_str().unwrap().as_bytes()));
+            }
+            assert!(translator.is_finished());
+            Value::Array(sse_data(&out))
+        }
+        other => panic!("unknown fixture kind {other}"),
+    }
+}
+
+#[tokio::test]
+async fn golden_translations() {
+    let bless = std::env::var_os("WEIR_BLESS").is_some();
+    let mut failures = Vec::new();
+    for (path, mut fixture) in fixtures() {
+        let kind = fixture["kind"].as_str().unwrap().to_owned();
+        let actual = strip_created(translate(&kind, &fixture).await);
+        if bless {
+            fixture["expected"] = actual;
+            let text = serde_json::to_string_pretty(&fixture).unwrap() + "\n";
+            std::fs::write(&path, text).unwrap();
+        } else if fixture["expected"] != actual {
+            failures.push(format!(
+                "{}:\nexpected {}\n  actual {}",
+                path.display(),
+                fixture["expected"],
+                actual
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
