@@ -16,7 +16,7 @@ use axum::{
 };
 use futures::StreamExt;
 use http::{HeaderValue, header};
-use weir::{Endpoint, Error, ProxyBody, ProxyRequest, messages, sse::GuardItem};
+use weir::{Endpoint, Error, ProxyBody, ProxyRequest, body::RawObject, messages, sse::GuardItem};
 
 use crate::{
     AppState,
@@ -72,6 +72,39 @@ async fn create_inner(state: &Arc<AppState>, request_id: String, req: Request) -
     resp.headers
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     Ok(into_http(resp, &state.cut_off))
+}
+
+/// `POST /v1/messages/count_tokens`: the input tokens of a Messages request, without calling an
+/// upstream. Counted by the gateway's own counter on the translated request: exact for models with
+/// a public tokenizer, a documented over-estimate for others (Claude included); see
+/// [`weir::tokens::estimate_input`].
+pub async fn count_tokens(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    let count = async {
+        let (parts, body) = req.into_parts();
+        let engine = state.engine();
+        let body = read_body(engine.config().server.max_body_bytes, &parts.headers, body).await?;
+        // count_tokens takes no `max_tokens`; the translation wants one.
+        let mut value: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|e| Error::InvalidRequest {
+                message: format!("The request body is not valid JSON: {e}"),
+                param: None,
+                code: Some("invalid_json"),
+            })?;
+        if let Some(obj) = value.as_object_mut() {
+            obj.entry("max_tokens").or_insert(serde_json::json!(1));
+        }
+        let bytes = serde_json::to_vec(&value).map_err(|e| Error::Internal(e.to_string()))?;
+        let inbound = messages::to_openai(&bytes)?;
+        let object = RawObject::parse(&inbound.body)?;
+        let model = object.get_str("model")?.unwrap_or_default();
+        weir::tokens::estimate_input(Endpoint::ChatCompletions, &model, &object)
+            .map(|estimate| estimate.tokens)
+            .ok_or_else(|| Error::invalid_param("messages", "These messages cannot be counted.", None))
+    };
+    match count.await {
+        Ok(tokens) => axum::Json(serde_json::json!({ "input_tokens": tokens })).into_response(),
+        Err(err) => error_response(err),
+    }
 }
 
 /// An error in Anthropic's shape (status, `Retry-After` and log kind as for every other route).

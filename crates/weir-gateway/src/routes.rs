@@ -46,6 +46,7 @@ pub fn router(state: AppState) -> Router {
             post(|s, id, req| proxy(s, id, req, Endpoint::ImageGenerations)),
         )
         .route("/v1/messages", post(crate::messages::create))
+        .route("/v1/messages/count_tokens", post(crate::messages::count_tokens))
         .route("/v1/models", get(list_models))
         .route("/v1/models/{*id}", get(retrieve_model).delete(passthrough))
         .route("/v1/{*path}", any(passthrough))

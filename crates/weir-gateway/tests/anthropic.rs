@@ -547,3 +547,30 @@ async fn messages_endpoint_errors_are_anthropic_shaped() {
     assert_eq!(resp.headers()["retry-after"], "120");
     check(429, "rate_limit_error")(resp).await;
 }
+
+#[tokio::test]
+async fn count_tokens_counts_without_calling_an_upstream() {
+    let (mock, gw) = setup().await;
+    let count = |model: &'static str| {
+        let gw = &gw;
+        async move {
+            let resp = http()
+                .post(gw.url("/v1/messages/count_tokens"))
+                .header("x-api-key", GATEWAY_KEY)
+                .json(&json!({"model": model, "system": "You are a scientist",
+                    "messages": [{"role": "user", "content": "Hello, Claude"}]}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200);
+            resp.json::<Value>().await.unwrap()["input_tokens"]
+                .as_u64()
+                .unwrap()
+        }
+    };
+    let gpt = count("gpt-4o").await;
+    let claude = count("claude-sonnet-4-5").await;
+    assert!(gpt > 5, "{gpt}");
+    assert!(claude > gpt, "Claude's estimate is scaled up: {claude} vs {gpt}");
+    assert_eq!(mock.state().request_count(), 0);
+}

@@ -142,3 +142,101 @@ async fn golden_translations() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
+
+/// What Anthropic cannot honour is refused with a 400 naming the field, before any call.
+#[test]
+fn unsupported_openai_fields_are_refused_by_name() {
+    let hi = json!([{"role": "user", "content": "hi"}]);
+    let cases = [
+        (json!({"n": 2}), "n"),
+        (json!({"logprobs": true}), "logprobs"),
+        (json!({"top_logprobs": 3}), "top_logprobs"),
+        (
+            json!({"response_format": {"type": "json_object"}}),
+            "response_format",
+        ),
+        (json!({"modalities": ["text", "audio"]}), "modalities"),
+        (json!({"tools": [{"type": "web_search"}]}), "tools[0]"),
+        (json!({"stop": 5}), "stop"),
+        (json!({"tool_choice": "sometimes"}), "tool_choice"),
+        (
+            json!({"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]}),
+            "messages[0].content[0]",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "ftp://x"}}]}]}),
+            "messages[0].content[0]",
+        ),
+        (
+            json!({"messages": [{"role": "assistant", "tool_calls": [{"id": "c1", "type": "function",
+                "function": {"name": "f", "arguments": "[1,2"}}]}]}),
+            "messages[0].tool_calls[0].function.arguments",
+        ),
+        (
+            json!({"messages": [{"role": "tool", "content": "x"}]}),
+            "messages[0].tool_call_id",
+        ),
+        (
+            json!({"messages": [{"role": "system", "content": "only a system prompt"}]}),
+            "messages",
+        ),
+    ];
+    for (extra, param) in cases {
+        let mut body = json!({"model": "claude", "messages": hi});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let err = request::to_anthropic(&serde_json::to_vec(&body).unwrap()).unwrap_err();
+        let mapped = weir::api::ErrorResponse::from_error(&err);
+        assert_eq!(mapped.status, 400, "{body}");
+        assert_eq!(mapped.body.error.param.as_deref(), Some(param), "{body}: {err}");
+    }
+    // Accepted and mapped: `response_format: text`, `logprobs: false`, `n: 1`.
+    let ok = json!({"model": "claude", "messages": hi, "n": 1, "logprobs": false, "response_format": {"type": "text"}});
+    assert!(request::to_anthropic(&serde_json::to_vec(&ok).unwrap()).is_ok());
+}
+
+/// Anthropic's documented model list (`GET /v1/models`) in OpenAI's shape.
+#[test]
+fn model_list_translation() {
+    let page = json!({
+        "data": [{"created_at": "2025-02-19T00:00:00Z", "display_name": "Claude Sonnet 3.7",
+                  "id": "claude-3-7-sonnet-20250219", "type": "model"}],
+        "first_id": "claude-3-7-sonnet-20250219", "has_more": false, "last_id": "claude-3-7-sonnet-20250219",
+    });
+    let list: Value =
+        serde_json::from_slice(&response::model_list(&serde_json::to_vec(&page).unwrap()).unwrap()).unwrap();
+    assert_eq!(
+        list,
+        json!({"object": "list", "data": [{"id": "claude-3-7-sonnet-20250219", "object": "model",
+            "created": 1_739_923_200, "owned_by": "anthropic"}]})
+    );
+}
+
+/// An Anthropic error body in OpenAI's shape, and inbound errors in Anthropic's.
+#[test]
+fn error_shapes_both_ways() {
+    let body = response::error_body(
+        br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+    );
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        v,
+        json!({"error": {"message": "Overloaded", "type": "overloaded_error", "param": null, "code": "overloaded_error"}})
+    );
+    let err = weir::Error::Upstream {
+        status: http::StatusCode::from_u16(529).unwrap(),
+        message: "Overloaded".into(),
+        error_type: Some("overloaded_error".into()),
+        code: None,
+        param: None,
+        retry_after: None,
+    };
+    assert!(weir::retry::should_retry(&err), "529 must be retryable");
+    let (status, body) = messages::error_body(&err);
+    assert_eq!(status, 502);
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["type"], "error");
+    assert_eq!(v["error"]["type"], "api_error");
+    assert!(v["error"]["message"].as_str().unwrap().contains("529"));
+}
