@@ -14,6 +14,7 @@ use axum::{
     extract::{Request, State},
     response::{IntoResponse, Response},
 };
+use bytes::Bytes;
 use futures::StreamExt;
 use http::{HeaderValue, header};
 use weir::{Endpoint, Error, ProxyBody, ProxyRequest, body::RawObject, messages, sse::GuardItem};
@@ -22,7 +23,7 @@ use crate::{
     AppState,
     error::ApiError,
     middleware::{ClientIdentity, RequestId},
-    routes::{into_http, read_body},
+    routes::{into_http_ending, read_body, shutdown_error},
 };
 
 /// The handler.
@@ -71,7 +72,12 @@ async fn create_inner(state: &Arc<AppState>, request_id: String, req: Request) -
     };
     resp.headers
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    Ok(into_http(resp, &state.cut_off))
+    Ok(into_http_ending(resp, &state.cut_off, shutdown_event))
+}
+
+/// Anthropic's `error` event for a stream cut off by the drain deadline.
+fn shutdown_event() -> Result<Bytes, std::convert::Infallible> {
+    Ok(messages::EventTranslator::new().on_error(&shutdown_error()))
 }
 
 /// `POST /v1/messages/count_tokens`: the input tokens of a Messages request, without calling an

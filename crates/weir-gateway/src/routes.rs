@@ -151,6 +151,16 @@ pub(crate) async fn read_body(limit: usize, headers: &http::HeaderMap, body: Bod
 }
 
 pub(crate) fn into_http(resp: ProxyResponse, cut_off: &tokio_util::sync::CancellationToken) -> Response {
+    into_http_ending(resp, cut_off, shutdown_event)
+}
+
+/// [`into_http`], with the event that ends a stream cut off by the drain deadline (its shape
+/// follows the endpoint's API).
+pub(crate) fn into_http_ending(
+    resp: ProxyResponse,
+    cut_off: &tokio_util::sync::CancellationToken,
+    cut_event: fn() -> Result<Bytes, Infallible>,
+) -> Response {
     let deployment = HeaderValue::from_str(resp.deployment.id()).ok();
     let mut out = match resp.body {
         ProxyBody::Full(bytes) => Response::new(Body::from(bytes)),
@@ -171,7 +181,7 @@ pub(crate) fn into_http(resp: ProxyResponse, cut_off: &tokio_util::sync::Cancell
             let body = body
                 .take_until(cut_off.clone().cancelled_owned())
                 .chain(futures::stream::iter(
-                    std::iter::once(()).filter_map(move |()| cut.is_cancelled().then(shutdown_event)),
+                    std::iter::once(()).filter_map(move |()| cut.is_cancelled().then(cut_event)),
                 ));
             let mut r = Response::new(Body::from_stream(InSpan::new(
                 body.boxed(),
@@ -267,12 +277,16 @@ async fn method_not_allowed(method: Method, uri: http::Uri) -> Response {
     .into_response()
 }
 
+/// The error a stream cut off by the drain deadline ends with.
+pub(crate) fn shutdown_error() -> Error {
+    Error::Unavailable {
+        message: "The gateway is shutting down; the stream was cut off.".to_owned(),
+    }
+}
+
 /// The event that ends a stream cut off by the drain deadline.
 fn shutdown_event() -> Result<Bytes, Infallible> {
-    let err = Error::Unavailable {
-        message: "The gateway is shutting down; the stream was cut off.".to_owned(),
-    };
-    Ok(weir::sse::error_event(&err))
+    Ok(weir::sse::error_event(&shutdown_error()))
 }
 
 /// A response body stream that runs inside the request's span. Hyper polls bodies outside the

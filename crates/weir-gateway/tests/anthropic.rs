@@ -574,3 +574,37 @@ async fn count_tokens_counts_without_calling_an_upstream() {
     assert!(claude > gpt, "Claude's estimate is scaled up: {claude} vs {gpt}");
     assert_eq!(mock.state().request_count(), 0);
 }
+
+#[tokio::test]
+async fn a_messages_stream_cut_by_the_drain_ends_with_an_anthropic_error_event() {
+    use futures::StreamExt;
+    let mock = MockServer::start().await.unwrap();
+    let yaml = config(&mock).replace("server:\n", "server:\n  shutdown_timeout: 200ms\n");
+    let mut gw = Gateway::start(&yaml).await;
+    // A 10 s stream, far longer than the 200 ms the drain allows.
+    let resp = messages(
+        &gw,
+        json!({"model": "gpt", "max_tokens": 100, "stream": true,
+        "messages": [{"role": "user", "content": "hi"}], "x_mock": {"chunks": 50, "chunk_delay_ms": 200}}),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.bytes_stream();
+    body.next().await.unwrap().unwrap();
+    let server = gw.begin_shutdown();
+    let mut rest = String::new();
+    while let Some(chunk) = tokio::time::timeout(std::time::Duration::from_secs(5), body.next())
+        .await
+        .expect("stream not cut")
+    {
+        rest.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
+    }
+    let last = rest.trim_end().rsplit("\n\n").next().unwrap();
+    assert!(
+        last.starts_with("event: error\ndata: {\"type\":\"error\""),
+        "{rest}"
+    );
+    assert!(last.contains("shutting down"), "{last}");
+    assert!(!rest.contains("message_stop"), "{rest}");
+    server.await.unwrap().unwrap();
+}
