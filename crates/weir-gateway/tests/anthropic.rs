@@ -360,6 +360,14 @@ async fn models_and_health_go_through_the_anthropic_adapter() {
         .unwrap();
     let listed = |id: &str| list["data"].as_array().unwrap().iter().any(|m| m["id"] == id);
     assert!(listed("claude") && listed("gpt"), "{list}");
+    // The wildcard group lists what Anthropic's /v1/models has (the mock's catalogue).
+    let sonnet = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == "claude-sonnet-4-5");
+    assert_eq!(sonnet.unwrap()["owned_by"], "anthropic", "{list}");
+    assert_eq!(sonnet.unwrap()["created"], 1_759_104_000);
     assert!(
         mock.state()
             .recorded()

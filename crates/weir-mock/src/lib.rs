@@ -5,7 +5,8 @@
 //! - [`content`] (always built, no runtime): pure response generation. [`content::respond`]
 //!   answers `chat/completions` (whole or streamed), `embeddings`, `images/generations`,
 //!   `models` and `models/{id}`, Anthropic's `messages` ([`content::anthropic`]: whole or
-//!   streamed, with tool use and Anthropic-shaped errors — faults on that path use them too),
+//!   streamed, with tool use and Anthropic-shaped errors — faults on that path use them too;
+//!   `models` in Anthropic's shape for requests carrying `anthropic-version`),
 //!   and echoes any other path as `{"object":"mock.echo",...}` so
 //!   generic passthrough can be tested. The `weir` library uses it in-process as its offline
 //!   "mock" provider.

@@ -48,6 +48,40 @@ struct Request {
     x_mock: Option<Value>,
 }
 
+/// The models the mock lists in Anthropic's shape.
+pub const CLAUDE_MODELS: &[&str] = &["claude-sonnet-4-5", "claude-haiku-4-5"];
+
+/// `GET models` and `GET models/{id}` in Anthropic's shape (the server answers so when the
+/// request carries `anthropic-version`); `None` for any other request.
+pub fn models(method: &str, path: &str) -> Option<Reply> {
+    let route = path
+        .split_once('?')
+        .map_or(path, |(route, _)| route)
+        .trim_matches('/');
+    if !method.eq_ignore_ascii_case("GET") {
+        return None;
+    }
+    let info = |id: &str| json!({"type": "model", "id": id, "display_name": id, "created_at": "2025-09-29T00:00:00Z"});
+    let body = if route == "models" {
+        json!({
+            "data": CLAUDE_MODELS.iter().map(|id| info(id)).collect::<Vec<_>>(),
+            "has_more": false,
+            "first_id": CLAUDE_MODELS.first(),
+            "last_id": CLAUDE_MODELS.last(),
+        })
+    } else {
+        let id = route.strip_prefix("models/")?;
+        if !CLAUDE_MODELS.contains(&id) {
+            return Some(error_reply(404, "not_found_error", &format!("model: {id}")));
+        }
+        info(id)
+    };
+    Some(Reply {
+        status: 200,
+        body: ReplyBody::Json(super::to_json_bytes(&body)),
+    })
+}
+
 /// Anthropic's error `type` for a status.
 fn kind_of(status: u16) -> &'static str {
     match status {
@@ -514,6 +548,17 @@ mod tests {
                 "message_stop"
             ]
         );
+    }
+
+    #[test]
+    fn models_in_anthropic_shape() {
+        let v = json_of(&models("GET", "models?limit=1000").unwrap());
+        assert_eq!(v["data"][0]["id"], "claude-sonnet-4-5");
+        assert_eq!(v["data"][0]["type"], "model");
+        assert_eq!(v["has_more"], false);
+        assert_eq!(models("GET", "models/nope").unwrap().status, 404);
+        assert!(models("POST", "models").is_none());
+        assert!(models("GET", "chat/completions").is_none());
     }
 
     #[test]

@@ -108,12 +108,9 @@ async fn handle(State(state): State<Arc<MockState>>, request: Request) -> Respon
         && !authorized(&parts.headers, key)
     {
         // Never include the received key: it would end up in logs and snapshots.
-        return reply_response(content::error_reply(
-            401,
-            "Incorrect API key provided.",
-            None,
-            Some("invalid_api_key"),
-        ));
+        let reply = content::error_reply(401, "Incorrect API key provided.", None, Some("invalid_api_key"));
+        let path = parts.uri.path().strip_prefix("/v1/").unwrap_or_default();
+        return reply_response(content::anthropic::restyle(path, reply));
     }
     let Some(path) = api_path(&parts.uri) else {
         let message = format!("Invalid URL ({} {})", parts.method, parts.uri.path());
@@ -153,7 +150,14 @@ async fn handle(State(state): State<Arc<MockState>>, request: Request) -> Respon
         );
     }
 
-    let reply = content::respond_with(parts.method.as_str(), &path, &body, &directives);
+    // Anthropic clients (which send `anthropic-version`) get Anthropic's model list shape.
+    let anthropic_models = parts
+        .headers
+        .contains_key("anthropic-version")
+        .then(|| content::anthropic::models(parts.method.as_str(), &path));
+    let reply = anthropic_models
+        .flatten()
+        .unwrap_or_else(|| content::respond_with(parts.method.as_str(), &path, &body, &directives));
     shape_response(reply, &directives, shutdown, in_flight)
 }
 
