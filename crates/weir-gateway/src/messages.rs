@@ -65,10 +65,10 @@ async fn create_inner(state: &Arc<AppState>, request_id: String, req: Request) -
             )
         }
     };
-    let content_type = if inbound.stream {
-        "text/event-stream"
-    } else {
-        "application/json"
+    // By what is sent, not what was asked: an upstream that ignored `stream` answered whole.
+    let content_type = match resp.body {
+        ProxyBody::Stream(_) => "text/event-stream",
+        ProxyBody::Full(_) => "application/json",
     };
     resp.headers
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
