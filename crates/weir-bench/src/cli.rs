@@ -74,6 +74,16 @@ pub struct Args {
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub threads: Option<u32>,
 
+    /// Put the gateway's response cache in front of the mock: `memory`, or `redis` (Redis only,
+    /// no near cache, so every hit is a Redis round trip). The bench repeats one request, so every
+    /// gateway request after the first is a cache hit: the gateway columns measure hits.
+    #[arg(long, value_enum, default_value = "off")]
+    pub cache: CacheMode,
+
+    /// The Redis of `--cache redis` (each run uses its own key prefix).
+    #[arg(long, default_value = "redis://127.0.0.1:6379")]
+    pub redis_url: String,
+
     /// How long to wait for each child to print its `listening on` line.
     #[arg(long, default_value = "30s", value_parser = parse_positive_duration)]
     pub startup_timeout: Duration,
@@ -167,6 +177,17 @@ lowering the send rate (coordinated omission).
 
 Default run: 4 scenarios x 2 targets x (2s warmup + 10s) = about 100 s.
 Results: a table on stdout and JSON at --json (default bench-results/latest.json).";
+
+/// The gateway's response cache during the bench.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CacheMode {
+    /// No cache (the default): the gateway calls the mock every time.
+    Off,
+    /// The in-process cache.
+    Memory,
+    /// Redis only (`--redis-url`).
+    Redis,
+}
 
 /// A scenario selection on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -53,7 +53,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context as _, Result, anyhow, bail};
 use clap::Parser as _;
 
-use crate::cli::{Args, Scenario, limiter_selected, select_scenarios, tokens_selected};
+use crate::cli::{Args, CacheMode, Scenario, limiter_selected, select_scenarios, tokens_selected};
 use crate::limiter::LimiterSettings;
 use crate::load::{Phases, RequestTemplate, Target, build_client, preflight, run_closed, run_open};
 use crate::process::Service;
@@ -159,6 +159,24 @@ fn gateway_config(mock_base_url: &str) -> String {
     )
 }
 
+/// The `cache:` section for `--cache` (empty when off). `aggressive`, so the bench's request (no
+/// temperature) is cacheable as it is; a fresh key prefix, so a run never starts with old entries.
+fn cache_section(mode: CacheMode, redis_url: &str) -> String {
+    let prefix = format!(
+        "weir-bench:{}",
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    );
+    match mode {
+        CacheMode::Off => String::new(),
+        CacheMode::Memory => "cache:\n  strategy: aggressive\n".to_owned(),
+        CacheMode::Redis => format!(
+            "cache:\n  strategy: aggressive\n  memory: {{ enabled: false }}\n  redis:\n    url: {redis_url}\n    key_prefix: {prefix}\n"
+        ),
+    }
+}
+
 /// `--weir-bin`, or `weir` next to this executable.
 fn resolve_weir_bin(flag: Option<PathBuf>) -> Result<PathBuf> {
     let path = match flag {
@@ -262,8 +280,8 @@ async fn measure(
     eprintln!("mock listening on {} (pid {})", mock.base_url, mock.pid);
 
     let config_path = tmp.join("gateway.yaml");
-    std::fs::write(&config_path, gateway_config(&mock.base_url))
-        .with_context(|| format!("writing {}", config_path.display()))?;
+    let config = gateway_config(&mock.base_url) + &cache_section(args.cache, &args.redis_url);
+    std::fs::write(&config_path, config).with_context(|| format!("writing {}", config_path.display()))?;
     let config_arg = config_path.to_string_lossy().into_owned();
     let mut gateway = Service::start(
         "gateway",

@@ -47,6 +47,10 @@ async fn create_inner(state: &Arc<AppState>, request_id: String, req: Request) -
     proxy_req.request_id = Some(request_id);
     proxy_req.deadline = weir::retry::client_deadline(&parts.headers);
     proxy_req.client = parts.extensions.get::<ClientIdentity>().map(|c| c.0.clone());
+    proxy_req.cache = weir::cache::CacheDirectives {
+        tenant: parts.extensions.get::<crate::middleware::CacheTenant>().map(|t| t.0.clone()),
+        ..weir::cache::CacheDirectives::from_headers(&parts.headers)
+    };
     let mut resp = engine.execute(proxy_req).await?;
     resp.body = match resp.body {
         ProxyBody::Full(bytes) => ProxyBody::Full(messages::to_message(&bytes)?),

@@ -106,7 +106,10 @@ pub async fn authenticate(
             });
             match matched {
                 Some(index) => {
+                    // The cache follows the key itself, not its position in the config.
+                    let tenant = CacheTenant(weir::cache::tenant_for_key(key.as_bytes()).into());
                     req.extensions_mut().insert(ClientIdentity::key(index));
+                    req.extensions_mut().insert(tenant);
                     return next.run(req).await;
                 }
                 // Never echo the presented key back (OpenAI shows a prefix; a prefix still leaks).
@@ -136,6 +139,12 @@ impl ClientIdentity {
         ClientIdentity(format!("key-{index}").into())
     }
 }
+
+/// Whose response cache a request reads and fills: a keyed hash of the client's gateway key
+/// (never the key), so it is the same on every instance and survives reordering the key list.
+/// Absent without authentication (everyone shares the anonymous tenant).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CacheTenant(pub std::sync::Arc<str>);
 
 /// Compares without an early exit, so response timing does not reveal how much of a key matched.
 pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

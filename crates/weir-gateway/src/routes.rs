@@ -19,7 +19,7 @@ use weir::{Endpoint, Error, ProxyBody, ProxyRequest, ProxyResponse, path::ApiPat
 use crate::{
     AppState,
     error::ApiError,
-    middleware::{ClientIdentity, RequestId, authenticate, request_context},
+    middleware::{CacheTenant, ClientIdentity, RequestId, authenticate, request_context},
 };
 
 /// How long a client may take to send its request body.
@@ -116,6 +116,10 @@ async fn proxy_inner(
         request_id: Some(request_id),
         deadline: weir::retry::client_deadline(&parts.headers),
         client: parts.extensions.get::<ClientIdentity>().map(|c| c.0.clone()),
+        cache: weir::cache::CacheDirectives {
+            tenant: parts.extensions.get::<CacheTenant>().map(|t| t.0.clone()),
+            ..weir::cache::CacheDirectives::from_headers(&parts.headers)
+        },
     };
     engine.execute(proxy_req).await
 }

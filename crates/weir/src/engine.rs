@@ -90,6 +90,8 @@ pub struct ProxyRequest {
     pub deadline: Option<Duration>,
     /// Which client sent it (an identity such as `key-0`, never a key), for per-client limits.
     pub client: Option<Arc<str>>,
+    /// The client's cache controls (`Cache-Control`) and cache tenant.
+    pub cache: crate::cache::CacheDirectives,
 }
 
 impl ProxyRequest {
@@ -120,6 +122,7 @@ impl ProxyRequest {
             request_id: None,
             deadline: None,
             client: None,
+            cache: Default::default(),
         }
     }
 }
@@ -526,6 +529,8 @@ pub struct Engine {
     prices: PriceTable,
     /// Requests, errors, tokens and cost so far (shared with streams, which record when they end).
     usage: Arc<UsageLedger>,
+    /// The response cache (bypasses everything when disabled).
+    cache: Arc<crate::cache::Cache>,
 }
 
 /// Health of one deployment, from a `GET models` probe.
@@ -639,6 +644,7 @@ impl Engine {
         Ok(Engine {
             prices: PriceTable::builtin().with_overrides(&config.pricing),
             usage: Arc::new(UsageLedger::new()),
+            cache: Arc::new(crate::cache::Cache::new(config.cache.clone())?),
             config,
             client_limiter,
             groups,
@@ -681,9 +687,25 @@ impl Engine {
         self.config.group_index(model).and_then(|i| self.groups.get(i))
     }
 
+    /// The response cache's counters and size now.
+    pub fn cache_stats(&self) -> crate::cache::CacheStats {
+        self.cache.stats()
+    }
+
+    /// The response cache.
+    pub fn cache(&self) -> &crate::cache::Cache {
+        &self.cache
+    }
+
+    /// Executes one request: from the response cache when it has the answer (see
+    /// [`crate::cache`]), else routed upstream.
+    pub async fn execute(&self, req: ProxyRequest) -> Result<ProxyResponse, Error> {
+        self.cache.execute(self, req).await
+    }
+
     /// Routes and executes one request, retrying retryable failures (see [`crate::retry`]). Each
     /// retry picks a deployment again, so with several deployments it moves on to the next one.
-    pub async fn execute(&self, req: ProxyRequest) -> Result<ProxyResponse, Error> {
+    pub(crate) async fn execute_uncached(&self, req: ProxyRequest) -> Result<ProxyResponse, Error> {
         let parsed = self.parse(&req)?;
         let group = self
             .group_for(&parsed.model)

@@ -12,6 +12,7 @@
 
 pub mod api;
 pub mod body;
+pub mod cache;
 mod client;
 pub mod config;
 pub mod engine;

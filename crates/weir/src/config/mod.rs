@@ -35,6 +35,8 @@ pub struct Config {
     /// Model prices (USD per million tokens) from the `pricing:` section, each already merged with
     /// the built-in entry it overrides; the engine lays them over [`crate::tokens::PriceTable::builtin`].
     pub pricing: std::collections::BTreeMap<String, crate::tokens::Price>,
+    /// The response cache (off by default).
+    pub cache: crate::cache::CacheConfig,
     /// Where this config came from, for the first log line and `weir check`.
     pub source: ConfigSource,
 }
@@ -415,6 +417,7 @@ impl Config {
             default_model: Some("*".to_owned()),
             resilience: ResilienceConfig::default(),
             pricing: Default::default(),
+            cache: Default::default(),
             source,
         })
     }

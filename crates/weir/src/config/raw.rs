@@ -39,6 +39,7 @@ struct RawConfig {
     /// Model prices overriding or adding to the built-in table.
     #[serde(default)]
     pricing: std::collections::BTreeMap<String, Spanned<RawPrice>>,
+    cache: Option<Spanned<crate::cache::config::RawCache>>,
 }
 
 /// USD per million tokens; omitted fields keep the built-in entry's value.
@@ -468,7 +469,13 @@ fn validate(raw: RawConfig, file: Option<&str>) -> Result<Config, ConfigError> {
 
     let resilience = resilience(&ctx, &raw.resilience)?;
     let pricing = pricing(&ctx, &raw.pricing)?;
+    let cache = match raw.cache {
+        None => Default::default(),
+        Some(section) => crate::cache::config::validate(section.value)
+            .map_err(|(field, message)| ctx.error(section.referenced.line(), field, message))?,
+    };
     Ok(Config {
+        cache,
         server,
         logging,
         models,

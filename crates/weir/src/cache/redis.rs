@@ -1,0 +1,227 @@
+//! The shared tier: Redis through a `ConnectionManager` (which reconnects by itself), behind a
+//! gate that keeps a sick Redis from costing requests anything.
+//!
+//! Every call is bounded by `redis.timeout`. A failure (error or timeout) closes the gate for a
+//! backoff that doubles from `timeout` up to `max_backoff`; while closed, calls return at once
+//! as skipped. When the backoff is over, one call goes through as a probe (the others still skip);
+//! its success opens the gate again. So a dead Redis costs one short timeout per backoff period,
+//! not one per request, and a slow one never stalls a request longer than `timeout`.
+
+use std::{
+    sync::atomic::{AtomicBool, AtomicU64, Ordering},
+    time::Duration,
+};
+
+use redis::{AsyncCommands, aio::ConnectionManager, aio::ConnectionManagerConfig};
+use tokio::time::Instant;
+
+use super::{config::RedisCacheConfig, key::CacheKey};
+
+/// Why a Redis call produced nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedisFailure {
+    /// The gate is closed after a recent failure: not attempted.
+    Skipped,
+    /// Attempted: an error or a timeout.
+    Failed,
+}
+
+/// The Redis tier.
+pub struct RedisCache {
+    config: RedisCacheConfig,
+    client: redis::Client,
+    /// Created on first use: it needs a running tokio runtime, which config loading may not have.
+    manager: parking_lot::Mutex<Option<ConnectionManager>>,
+    gate: parking_lot::Mutex<Gate>,
+    probing: AtomicBool,
+    errors: AtomicU64,
+    skipped: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Gate {
+    /// Closed until then.
+    closed_until: Option<Instant>,
+    /// The current backoff; zero when healthy.
+    backoff: Duration,
+}
+
+impl std::fmt::Debug for RedisCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the URL: it may carry a password.
+        f.debug_struct("RedisCache")
+            .field("key_prefix", &self.config.key_prefix)
+            .field("timeout", &self.config.timeout)
+            .finish()
+    }
+}
+
+impl RedisCache {
+    /// A Redis tier; connects lazily. Fails only on an invalid URL.
+    pub fn new(config: RedisCacheConfig) -> Result<RedisCache, String> {
+        let client = redis::Client::open(config.url.as_str()).map_err(|_| "invalid Redis URL".to_owned())?;
+        Ok(RedisCache {
+            config,
+            client,
+            manager: parking_lot::Mutex::new(None),
+            gate: parking_lot::Mutex::new(Gate::default()),
+            probing: AtomicBool::new(false),
+            errors: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
+        })
+    }
+
+    /// Failed or timed-out calls so far.
+    pub fn errors(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
+    }
+
+    /// Calls not attempted because Redis was failing.
+    pub fn skipped(&self) -> u64 {
+        self.skipped.load(Ordering::Relaxed)
+    }
+
+    /// Whether the gate is open (Redis believed healthy).
+    pub fn is_up(&self) -> bool {
+        self.gate.lock().closed_until.is_none()
+    }
+
+    fn redis_key(&self, key: &CacheKey) -> String {
+        format!("{}:{}", self.config.key_prefix, key.hex())
+    }
+
+    fn manager(&self) -> Result<ConnectionManager, RedisFailure> {
+        let mut slot = self.manager.lock();
+        if let Some(m) = slot.as_ref() {
+            return Ok(m.clone());
+        }
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.config.timeout))
+            .set_response_timeout(Some(self.config.timeout))
+            // The gate does the backing off; the manager should fail fast rather than retry inside a call.
+            .set_number_of_retries(0)
+            .set_min_delay(Duration::from_millis(10))
+            .set_max_delay(self.config.max_backoff);
+        let manager = self
+            .client
+            .get_connection_manager_lazy(config)
+            .map_err(|_| RedisFailure::Failed)?;
+        *slot = Some(manager.clone());
+        Ok(manager)
+    }
+
+    /// Admits a call, or says it is skipped. `true` in the result marks the call as the probe.
+    fn admit(&self) -> Result<bool, RedisFailure> {
+        let gate = self.gate.lock();
+        match gate.closed_until {
+            None => Ok(false),
+            Some(until) if Instant::now() < until => Err(RedisFailure::Skipped),
+            Some(_) => {
+                if self.probing.swap(true, Ordering::AcqRel) {
+                    Err(RedisFailure::Skipped)
+                } else {
+                    Ok(true)
+                }
+            }
+        }
+    }
+
+    fn settle(&self, probe: bool, ok: bool) {
+        let mut gate = self.gate.lock();
+        if ok {
+            if gate.closed_until.is_some() {
+                tracing::info!("redis cache reachable again");
+            }
+            *gate = Gate::default();
+        } else {
+            gate.backoff = if gate.backoff.is_zero() {
+                self.config.timeout.max(Duration::from_millis(50))
+            } else {
+                (gate.backoff * 2).min(self.config.max_backoff)
+            };
+            if gate.closed_until.is_none() {
+                tracing::warn!(
+                    backoff_ms = gate.backoff.as_millis() as u64,
+                    "redis cache failing: serving without it for a while"
+                );
+            }
+            gate.closed_until = Some(Instant::now() + gate.backoff);
+        }
+        if probe {
+            self.probing.store(false, Ordering::Release);
+        }
+    }
+
+    async fn call<T, F>(&self, op: impl FnOnce(ConnectionManager) -> F) -> Result<T, RedisFailure>
+    where
+        F: Future<Output = redis::RedisResult<T>>,
+    {
+        let probe = match self.admit() {
+            Ok(probe) => probe,
+            Err(failure) => {
+                self.skipped.fetch_add(1, Ordering::Relaxed);
+                return Err(failure);
+            }
+        };
+        let result = match self.manager() {
+            Ok(manager) => tokio::time::timeout(self.config.timeout, op(manager)).await,
+            Err(failure) => {
+                self.settle(probe, false);
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                return Err(failure);
+            }
+        };
+        match result {
+            Ok(Ok(value)) => {
+                self.settle(probe, true);
+                Ok(value)
+            }
+            Ok(Err(err)) => {
+                tracing::debug!(error = %err.kind_str(), "redis cache call failed");
+                self.settle(probe, false);
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                Err(RedisFailure::Failed)
+            }
+            Err(_) => {
+                tracing::debug!("redis cache call timed out");
+                self.settle(probe, false);
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                Err(RedisFailure::Failed)
+            }
+        }
+    }
+
+    /// The stored bytes for `key`; `Ok(None)` on a plain miss.
+    pub async fn get(&self, key: &CacheKey) -> Result<Option<Vec<u8>>, RedisFailure> {
+        let k = self.redis_key(key);
+        self.call(|mut m| async move { m.get::<_, Option<Vec<u8>>>(k).await })
+            .await
+    }
+
+    /// Stores `value` under `key` for `ttl` (millisecond precision: `SET ... PX`).
+    pub async fn set(&self, key: &CacheKey, value: Vec<u8>, ttl: Duration) -> Result<(), RedisFailure> {
+        let k = self.redis_key(key);
+        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.call(|mut m| async move {
+            redis::cmd("SET")
+                .arg(k)
+                .arg(value)
+                .arg("PX")
+                .arg(ms)
+                .query_async::<()>(&mut m)
+                .await
+        })
+        .await
+    }
+}
+
+trait KindStr {
+    fn kind_str(&self) -> String;
+}
+
+impl KindStr for redis::RedisError {
+    /// The error's category only: messages can echo connection details.
+    fn kind_str(&self) -> String {
+        format!("{:?}", self.kind())
+    }
+}
