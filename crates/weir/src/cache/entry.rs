@@ -376,9 +376,7 @@ pub fn events_to_completion(events: &[Bytes]) -> Option<Bytes> {
         })
         .collect();
     let mut out = Map::new();
-    for field in ["id"] {
-        out.insert(field.to_owned(), head.get(field).cloned().unwrap_or(Value::Null));
-    }
+    out.insert("id".to_owned(), head.get("id").cloned().unwrap_or(Value::Null));
     out.insert("object".to_owned(), json!("chat.completion"));
     for field in ["created", "model", "system_fingerprint", "service_tier"] {
         if let Some(v) = head.get(field) {
