@@ -82,9 +82,8 @@ async fn stats(State(state): State<Shared>) -> Response {
             "models": config.models.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(),
         },
         "deployments": engine.deployment_stats(),
-        // Seams for the response cache and the usage/cost ledger: `null` until the engine
-        // exposes their snapshots.
-        "cache": serde_json::Value::Null,
+        "cache": engine.cache_stats(),
+        // Seam for the usage/cost ledger: `null` until the engine exposes its snapshot.
         "usage": serde_json::Value::Null,
     }))
     .into_response()

@@ -103,7 +103,7 @@ async fn responses_say_hit_miss_or_bypass() {
     assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
     assert_eq!(mock.state().count_for_path(CHAT), 5);
 
-    let stats = gw.state.engine.cache_stats();
+    let stats = gw.state.engine().cache_stats();
     assert_eq!(stats.hits, 2, "{stats:?}");
 }
 
@@ -181,7 +181,7 @@ async fn two_gateways_share_one_redis_cache() {
     let from_two = post(&two, Some("key-alpha"), &deterministic(), None).await;
     assert_eq!(cache_status(&from_two), "hit");
     assert_eq!(from_two.json::<Value>().await.unwrap(), first);
-    assert_eq!(two.state.engine.cache_stats().redis_hits, 1);
+    assert_eq!(two.state.engine().cache_stats().redis_hits, 1);
     // Another key on the other instance: not its answer.
     assert_eq!(
         cache_status(&post(&two, Some("key-beta"), &deterministic(), None).await),

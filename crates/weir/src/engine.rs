@@ -644,7 +644,11 @@ impl Engine {
         Ok(Engine {
             prices: PriceTable::builtin().with_overrides(&config.pricing),
             usage: Arc::new(UsageLedger::new()),
-            cache: Arc::new(crate::cache::Cache::new(config.cache.clone())?),
+            // A reload with the same cache settings keeps the cache (entries, counters, Redis link).
+            cache: match previous.filter(|p| *p.cache.config() == config.cache) {
+                Some(p) => p.cache.clone(),
+                None => Arc::new(crate::cache::Cache::new(config.cache.clone())?),
+            },
             config,
             client_limiter,
             groups,

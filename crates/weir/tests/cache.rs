@@ -599,3 +599,17 @@ async fn an_unreachable_redis_from_the_start_costs_nothing_but_misses() {
     assert_eq!(status(&engine.execute(request(&body)).await.unwrap()), "hit");
     assert!(engine.cache_stats().redis_errors >= 1);
 }
+
+#[tokio::test]
+async fn a_reload_with_the_same_cache_settings_keeps_the_entries() {
+    let mock = MockServer::start().await.unwrap();
+    let engine = engine(&mock, "  strategy: conservative");
+    let body = chat(json!({}));
+    assert_eq!(status(&engine.execute(request(&body)).await.unwrap()), "miss");
+    let same = engine.reload(engine.config().clone()).unwrap();
+    assert_eq!(status(&same.execute(request(&body)).await.unwrap()), "hit");
+    let mut changed = engine.config().clone();
+    changed.cache.ttl = Duration::from_secs(5);
+    let changed = engine.reload(changed).unwrap();
+    assert_eq!(status(&changed.execute(request(&body)).await.unwrap()), "miss");
+}
