@@ -48,7 +48,10 @@ async fn create_inner(state: &Arc<AppState>, request_id: String, req: Request) -
     proxy_req.deadline = weir::retry::client_deadline(&parts.headers);
     proxy_req.client = parts.extensions.get::<ClientIdentity>().map(|c| c.0.clone());
     proxy_req.cache = weir::cache::CacheDirectives {
-        tenant: parts.extensions.get::<crate::middleware::CacheTenant>().map(|t| t.0.clone()),
+        tenant: parts
+            .extensions
+            .get::<crate::middleware::CacheTenant>()
+            .map(|t| t.0.clone()),
         ..weir::cache::CacheDirectives::from_headers(&parts.headers)
     };
     let mut resp = engine.execute(proxy_req).await?;
