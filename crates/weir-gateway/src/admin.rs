@@ -82,9 +82,10 @@ async fn stats(State(state): State<Shared>) -> Response {
             "models": config.models.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(),
         },
         "deployments": engine.deployment_stats(),
+        // Requests, tokens and cost by model, deployment and client key, since startup (a
+        // reload keeps counting).
+        "usage": engine.usage(),
         "cache": engine.cache_stats(),
-        // Seam for the usage/cost ledger: `null` until the engine exposes its snapshot.
-        "usage": serde_json::Value::Null,
     }))
     .into_response()
 }

@@ -279,6 +279,14 @@ fn check(path: &PathBuf) -> anyhow::Result<()> {
         }
     );
     println!(
+        "admin API: {}",
+        if s.admin_key.is_some() {
+            "on (server.admin_key)"
+        } else {
+            "off (no server.admin_key; WEIR_ADMIN_KEY can set one at serve time)"
+        }
+    );
+    println!(
         "logging: {:?} at `{}`",
         config.logging.format, config.logging.level
     );

@@ -237,7 +237,16 @@ impl std::fmt::Display for ReloadError {
                 "weir runs without a config file (zero-config from the environment): there is nothing to reload; \
                  start it with --config FILE to reload without a restart",
             ),
-            ReloadError::Invalid(e) => write!(f, "the config was not reloaded: {e}"),
+            ReloadError::Invalid(e) => {
+                // The parser's message goes on with a snippet of the file around the error, which
+                // can hold a key on a neighbouring line: this message is logged and sent, so only
+                // its first line (file, line, field, what is wrong) is kept.
+                let mut e = e.clone();
+                if let Some((first, _snippet)) = e.message.split_once('\n') {
+                    e.message = first.trim_end().to_owned();
+                }
+                write!(f, "the config was not reloaded: {e}")
+            }
             ReloadError::Build(e) => write!(f, "the config was not reloaded: {e}"),
         }
     }

@@ -200,10 +200,15 @@ async fn stats_report_each_deployment_after_traffic() {
     let stats = stats_of(&base).await;
     assert_eq!(stats["config"]["generation"], 1);
     assert_eq!(stats["config"]["models"], json!(["m", "plain"]));
-    // Seams for the cache and the usage ledger.
+    // The cache (off in this config) and the usage ledger by model and client key.
+    assert!(stats["cache"].is_object(), "{stats}");
+    assert_eq!(stats["usage"]["by_model"]["m"]["requests"], 6, "{stats}");
+    assert_eq!(stats["usage"]["by_client"]["key-0"]["requests"], 7);
     assert!(
-        stats.get("cache").is_some() && stats.get("usage").is_some(),
-        "{stats}"
+        stats["usage"]["by_model"]["plain"]["output_tokens"]
+            .as_u64()
+            .unwrap()
+            > 0
     );
 
     let a = deployment(&stats, "a");
@@ -235,6 +240,7 @@ async fn stats_report_each_deployment_after_traffic() {
         chat_to(&base, "m", json!({"x_mock": {"status": 500}})).await;
     }
     let stats = stats_of(&base).await;
+    assert_eq!(stats["usage"]["by_model"]["m"]["errors"], 4);
     for id in ["a", "b"] {
         let d = deployment(&stats, id);
         assert_eq!(d["breaker"], "open", "{d}");
@@ -401,9 +407,12 @@ async fn reload_swaps_routing_while_a_running_stream_finishes_on_the_old_config(
     let resp = chat_to(&base, "old-name", json!({})).await;
     assert_eq!(resp.status(), 404);
     assert_eq!(error_of(resp).await["code"], "model_not_found");
-    // ...the kept deployment kept its state...
+    // ...the kept deployment kept its state, usage kept counting...
     let stats = stats_of(&base).await;
     assert_eq!(stats["config"]["generation"], 2);
+    // (The stream; the 404 for an unknown model is no usage of any model.)
+    assert_eq!(stats["usage"]["by_model"]["old-name"]["requests"], 1, "{stats}");
+    assert_eq!(stats["usage"]["by_model"]["new-name"]["requests"], 1, "{stats}");
     assert_eq!(deployment(&stats, "s")["breaker"], "forced_open");
     assert_eq!(chat_to(&base, "stable", json!({})).await.status(), 503);
     // ...and the stream started before the reload ends whole.
@@ -444,7 +453,12 @@ async fn a_broken_config_file_leaves_the_running_config_serving() {
     assert!(message.contains("weir.yaml:9"), "names file and line: {message}");
     assert!(message.contains("nmae"), "names the field: {message}");
     assert!(message.contains("not reloaded"), "{message}");
-    assert!(!message.contains(ADMIN_KEY), "{message}");
+    // The parser's snippet of the file (whose neighbouring lines hold keys) is left out.
+    assert!(
+        !message.contains(ADMIN_KEY) && !message.contains(CLIENT_KEY),
+        "{message}"
+    );
+    assert!(!message.contains('\n'), "{message}");
 
     assert_eq!(chat_to(&base, "one", json!({})).await.status(), 200);
     assert_eq!(chat_to(&base, "two", json!({})).await.status(), 404);

@@ -643,7 +643,8 @@ impl Engine {
         };
         Ok(Engine {
             prices: PriceTable::builtin().with_overrides(&config.pricing),
-            usage: Arc::new(UsageLedger::new()),
+            // Usage so far is history, not config: a reload keeps counting into the same ledger.
+            usage: previous.map_or_else(|| Arc::new(UsageLedger::new()), |p| p.usage.clone()),
             // A reload with the same cache settings keeps the cache (entries, counters, Redis link).
             cache: match previous.filter(|p| *p.cache.config() == config.cache) {
                 Some(p) => p.cache.clone(),

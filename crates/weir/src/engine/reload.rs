@@ -7,9 +7,10 @@
 //! estimates would start over. So a deployment whose settings did not change — same id, same
 //! model group, equal [`DeploymentConfig`] — is carried over as it is (the same
 //! `Arc<Deployment>`, with its breaker, cooldown, limiter, load, health state and pool), and so
-//! are the per-client limits when `server.client_rate_limits` did not change. Anything else is
-//! built new: a changed deployment starts with a closed breaker and empty limits, which is what a
-//! changed key, URL or limit calls for.
+//! are the per-client limits when `server.client_rate_limits` did not change. The usage ledger
+//! (requests, tokens, cost) is history rather than config: it always carries over. Anything else
+//! is built new: a changed deployment starts with a closed breaker and empty limits, which is
+//! what a changed key, URL or limit calls for.
 
 use std::sync::Arc;
 
@@ -94,6 +95,7 @@ models:
             !new.shares_deployment(&old, "b"),
             "a changed URL builds a new deployment"
         );
+        assert!(Arc::ptr_eq(&new.usage, &old.usage), "usage keeps counting");
         assert!(Arc::ptr_eq(
             new.client_limiter.as_ref().unwrap(),
             old.client_limiter.as_ref().unwrap()
