@@ -186,4 +186,8 @@ impl Provider for AnthropicProvider {
     fn send(&self, request: UpstreamRequest) -> BoxFuture<'_, Result<UpstreamResponse, Error>> {
         Box::pin(self.send_inner(request))
     }
+
+    fn pool_stats(&self) -> Option<crate::pool::PoolStats> {
+        self.http.pool_stats()
+    }
 }
