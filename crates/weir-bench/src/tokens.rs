@@ -81,6 +81,8 @@ pub struct TokensReport {
     pub throughput: Vec<ThroughputRow>,
     /// Per-request estimate cost rows.
     pub per_request: Vec<RequestRow>,
+    /// Milliseconds the first count took per encoding (loading the vocabulary; once per process).
+    pub vocabulary_load_ms: Vec<(&'static str, f64)>,
 }
 
 const WORDS: &[&str] = &[
@@ -284,6 +286,15 @@ fn time_passes(repetitions: usize, mut pass: impl FnMut() -> u64) -> (u64, f64) 
 
 /// Runs the benchmark, prints the table and writes the JSON report to `path`.
 pub fn run(settings: &TokensSettings, path: &Path) -> Result<()> {
+    // First: what the first count in a process costs (the vocabulary is loaded lazily).
+    let vocabulary_load_ms: Vec<(&'static str, f64)> = [Encoding::O200kBase, Encoding::Cl100kBase]
+        .into_iter()
+        .map(|encoding| {
+            let started = Instant::now();
+            black_box(count_text(encoding, "warm up"));
+            (encoding.as_str(), started.elapsed().as_secs_f64() * 1e3)
+        })
+        .collect();
     let docs = corpus(settings.corpus_mb as usize * 1_000_000);
     let bytes: usize = docs.iter().map(String::len).sum();
     eprintln!(
@@ -375,6 +386,9 @@ pub fn run(settings: &TokensSettings, path: &Path) -> Result<()> {
             row.counter, row.encoding, row.tokens, row.tokens_per_sec, row.mb_per_sec
         );
     }
+    for (encoding, ms) in &vocabulary_load_ms {
+        println!("first count (vocabulary load), {encoding}: {ms:.1} ms");
+    }
     println!("\nPer-request input estimate (gpt-4o chat body, exact count)");
     println!("{:>12} {:>12} {:>14}", "body bytes", "tokens", "µs/request");
     for row in &per_request {
@@ -395,6 +409,7 @@ pub fn run(settings: &TokensSettings, path: &Path) -> Result<()> {
         documents: docs.len(),
         throughput,
         per_request,
+        vocabulary_load_ms,
     };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;

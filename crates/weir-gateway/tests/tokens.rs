@@ -163,3 +163,21 @@ async fn rate_limit_reservations_use_exact_input_counts() {
     assert!(err["message"].as_str().unwrap().contains("input"), "{err}");
     assert_eq!(mock.state().request_count(), 1);
 }
+
+#[tokio::test]
+async fn requests_refused_by_a_client_limit_count_as_errors() {
+    let mock = MockServer::start().await.unwrap();
+    let server =
+        "server:\n  api_keys: [gw-key-1]\n  client_rate_limits: { requests_per_minute: 1, mode: fail_fast }";
+    let gw = Gateway::start(&config_for(&mock, "", server)).await;
+    assert_eq!(chat(&gw, "gw-key-1", chat_body(json!({}))).await.status(), 200);
+    assert_eq!(chat(&gw, "gw-key-1", chat_body(json!({}))).await.status(), 429);
+    let usage = gw.state.engine.usage();
+    let client = &usage.by_client["key-0"];
+    assert_eq!((client.requests, client.errors), (2, 1), "{usage:?}");
+    assert_eq!(usage.by_model["mock-model"].errors, 1);
+    assert_eq!(
+        usage.by_deployment["mock-a"].requests, 1,
+        "the refused one never left"
+    );
+}

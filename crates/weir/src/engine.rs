@@ -732,8 +732,9 @@ impl Engine {
                     .map_err(|_| Error::Timeout {
                         phase: TimeoutPhase::Deadline,
                         after: time_allowed,
-                    })?
-                    .map_err(|e| rate_limit_error(format!("client {client}"), e))?;
+                    })
+                    .and_then(|r| r.map_err(|e| rate_limit_error(format!("client {client}"), e)))
+                    .inspect_err(|_| self.usage.record_request(&parsed.model, Some(client), false))?;
                 limit_headers = reserved.headers();
                 Some(reserved)
             }
