@@ -9,9 +9,11 @@
 //! reported as tokens/s and MB/s. Both counters must agree on every document's count (the run
 //! fails otherwise): `tiktoken-rs` counts ordinary text here (`encode_ordinary`), as Weir does.
 //!
-//! The per-request rows time `weir::tokens::estimate_input` on chat bodies of several sizes (the
-//! body is parsed once beforehand, as the engine already has it parsed): what exact counting adds
-//! to a request before it is routed.
+//! The per-request rows time the exact count of chat bodies of several sizes (`count_chat`, what
+//! `weir::tokens::estimate_input` runs; the body is parsed once beforehand, as the engine already
+//! has it parsed): what exact counting adds to a request before it is routed. The `counted` column
+//! says whether the engine counts a body that size (above `MAX_COUNTED_BYTES` it keeps its byte
+//! estimate).
 
 use std::{hint::black_box, path::Path};
 
@@ -21,7 +23,7 @@ use tokio::time::Instant;
 use weir::{
     Endpoint,
     body::RawObject,
-    tokens::{Encoding, count_text, estimate_input},
+    tokens::{Encoding, count_chat, count_text, estimate_input},
 };
 
 use crate::report::Machine;
@@ -64,6 +66,8 @@ pub struct RequestRow {
     pub input_tokens: u64,
     /// Median microseconds per estimate.
     pub micros_per_request: f64,
+    /// Whether the engine counts a body this size (else it keeps the byte estimate).
+    pub counted_by_engine: bool,
 }
 
 /// The report written to `tokens.json`.
@@ -354,8 +358,11 @@ pub fn run(settings: &TokensSettings, path: &Path) -> Result<()> {
         })
         .to_string();
         let parsed = RawObject::parse(body.as_bytes()).context("parsing the request body")?;
-        let estimate = || estimate_input(Endpoint::ChatCompletions, "gpt-4o", &parsed);
-        let input_tokens = estimate().map_or(0, |e| e.tokens);
+        // `count_chat` is what `estimate_input` runs for bodies under its size cap; timed directly
+        // so the larger rows show what counting them would cost.
+        let estimate = || count_chat(Encoding::O200kBase, &parsed);
+        let counted = estimate_input(Endpoint::ChatCompletions, "gpt-4o", &parsed).is_some();
+        let input_tokens = estimate().unwrap_or(0);
         let iterations = (2_000_000 / size).clamp(3, 2000);
         let mut micros = Vec::new();
         for _ in 0..settings.repetitions.max(3) {
@@ -369,6 +376,7 @@ pub fn run(settings: &TokensSettings, path: &Path) -> Result<()> {
             body_bytes: body.len(),
             input_tokens,
             micros_per_request: median(micros),
+            counted_by_engine: counted,
         });
     }
 
@@ -390,11 +398,17 @@ pub fn run(settings: &TokensSettings, path: &Path) -> Result<()> {
         println!("first count (vocabulary load), {encoding}: {ms:.1} ms");
     }
     println!("\nPer-request input estimate (gpt-4o chat body, exact count)");
-    println!("{:>12} {:>12} {:>14}", "body bytes", "tokens", "µs/request");
+    println!(
+        "{:>12} {:>12} {:>14} {:>10}",
+        "body bytes", "tokens", "µs/request", "counted"
+    );
     for row in &per_request {
         println!(
-            "{:>12} {:>12} {:>14.1}",
-            row.body_bytes, row.input_tokens, row.micros_per_request
+            "{:>12} {:>12} {:>14.1} {:>10}",
+            row.body_bytes,
+            row.input_tokens,
+            row.micros_per_request,
+            if row.counted_by_engine { "yes" } else { "no (cap)" }
         );
     }
 

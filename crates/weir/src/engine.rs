@@ -641,6 +641,8 @@ impl Engine {
                 .transpose()
                 .map_err(|m| Error::Config(format!("server.client_rate_limits: {m}")))?,
         };
+        // Every chat and embeddings request is counted: load the vocabularies before the first.
+        crate::tokens::warm_up();
         Ok(Engine {
             prices: PriceTable::builtin().with_overrides(&config.pricing),
             // Usage so far is history, not config: a reload keeps counting into the same ledger.

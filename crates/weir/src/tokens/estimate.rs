@@ -22,6 +22,12 @@ pub const GEMINI_FACTOR: f64 = 1.15;
 /// Safety factor over the `o200k_base` count for models of unknown tokenizers.
 pub const UNKNOWN_FACTOR: f64 = 1.25;
 
+/// Requests whose `messages` (or `input`) JSON is larger than this are not counted: counting runs
+/// on the request's task at roughly 15–30 MB/s (see docs/benchmarks.md), so 128 KiB costs a few
+/// milliseconds and a 10 MB body would hold a runtime thread for most of a second. The engine
+/// falls back to its byte estimate for them, which the upstream's usage then corrects.
+pub const MAX_COUNTED_BYTES: usize = 128 * 1024;
+
 /// An input-token estimate.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Estimate {
@@ -51,8 +57,17 @@ pub fn counting_rule(model: &str) -> (Encoding, f64, bool) {
 
 /// The input tokens of a chat completion or embeddings request for `model`; `None` for other
 /// endpoints and for bodies whose `messages`/`input` have an unexpected shape (the caller keeps
-/// its byte-based estimate then; validating the request is the upstream's job).
+/// its byte-based estimate then; validating the request is the upstream's job), and for inputs
+/// over [`MAX_COUNTED_BYTES`].
 pub fn estimate_input(endpoint: Endpoint, model: &str, body: &RawObject) -> Option<Estimate> {
+    let counted = match endpoint {
+        Endpoint::ChatCompletions => body.get("messages")?,
+        Endpoint::Embeddings => body.get("input")?,
+        Endpoint::ImageGenerations | Endpoint::Passthrough => return None,
+    };
+    if counted.get().len() > MAX_COUNTED_BYTES {
+        return None;
+    }
     let (encoding, factor, exact) = counting_rule(model);
     let tokens = match endpoint {
         Endpoint::ChatCompletions => count::count_chat(encoding, body)?,

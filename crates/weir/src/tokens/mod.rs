@@ -71,6 +71,25 @@ impl Encoding {
     }
 }
 
+/// Loads both vocabularies on a background thread, so the first request that needs a count does
+/// not pay for it (a few hundred milliseconds in a release build: the vocabularies are
+/// deserialised and indexed on first use). Idempotent; without threads, the first count loads them.
+pub fn warm_up() {
+    static STARTED: std::sync::Once = std::sync::Once::new();
+    STARTED.call_once(|| {
+        let spawned = std::thread::Builder::new()
+            .name("weir-tokens-warmup".to_owned())
+            .spawn(|| {
+                for encoding in [Encoding::O200kBase, Encoding::Cl100kBase] {
+                    std::hint::black_box(count_text(encoding, "warm up"));
+                }
+            });
+        if let Err(err) = spawned {
+            tracing::debug!(error = %err, "could not warm up the tokenizers in the background");
+        }
+    });
+}
+
 /// Model-name prefixes and their encodings. The longest matching prefix wins, so `gpt-4o-mini`
 /// is `o200k_base` (via `gpt-4o`) although `gpt-4` alone is `cl100k_base`.
 const ENCODINGS: &[(&str, Encoding)] = &[
