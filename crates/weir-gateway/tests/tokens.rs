@@ -172,7 +172,7 @@ async fn requests_refused_by_a_client_limit_count_as_errors() {
     let gw = Gateway::start(&config_for(&mock, "", server)).await;
     assert_eq!(chat(&gw, "gw-key-1", chat_body(json!({}))).await.status(), 200);
     assert_eq!(chat(&gw, "gw-key-1", chat_body(json!({}))).await.status(), 429);
-    let usage = gw.state.engine.usage();
+    let usage = gw.state.engine().usage();
     let client = &usage.by_client["key-0"];
     assert_eq!((client.requests, client.errors), (2, 1), "{usage:?}");
     assert_eq!(usage.by_model["mock-model"].errors, 1);
