@@ -97,7 +97,9 @@ impl Entry {
             .ok_or("not a weir cache entry")?;
         let (&flags, rest) = rest.split_first().ok_or("truncated entry")?;
         let body: Vec<u8> = if flags & FLAG_ZSTD != 0 {
-            zstd::bulk::decompress(rest, max_bytes + 64 * 1024).map_err(|e| format!("zstd: {e}"))?
+            // The payload bound plus room for the header and per-event lengths.
+            let limit = max_bytes.saturating_add(max_bytes / 8).saturating_add(64 * 1024);
+            zstd::bulk::decompress(rest, limit).map_err(|e| format!("zstd: {e}"))?
         } else {
             rest.to_vec()
         };

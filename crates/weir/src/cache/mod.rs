@@ -338,19 +338,17 @@ impl Cache {
                         .get(header::CONTENT_TYPE)
                         .and_then(|v| v.to_str().ok())
                         .map(str::to_owned);
-                    let entry = self.new_entry(
+                    let entry = Arc::new(self.new_entry(
                         &resp.deployment.config.id,
                         content_type,
                         Payload::Full(bytes.clone()),
-                    );
-                    if let Some(entry) = entry {
-                        let entry = Arc::new(entry);
-                        if plan.write {
-                            self.store(plan.key, entry.clone()).await;
-                        }
-                        if let Some(leader) = leader.take() {
-                            leader.publish(entry);
-                        }
+                    ));
+                    if plan.write && self.fits(&entry) {
+                        self.store(plan.key, entry.clone()).await;
+                    }
+                    // Waiting requests get the answer even when it is too large to keep.
+                    if let Some(leader) = leader.take() {
+                        leader.publish(entry);
                     }
                 }
                 ProxyResponse {
@@ -513,19 +511,23 @@ impl Cache {
         Some(mark(resp, CacheStatus::Hit, Some(age)))
     }
 
-    fn new_entry(&self, deployment: &str, content_type: Option<String>, payload: Payload) -> Option<Entry> {
-        let entry = Entry {
+    fn new_entry(&self, deployment: &str, content_type: Option<String>, payload: Payload) -> Entry {
+        Entry {
             created_unix_ms: unix_ms(),
             ttl_ms: u64::try_from(self.config.ttl.as_millis()).unwrap_or(u64::MAX),
             deployment: deployment.to_owned(),
             content_type,
             payload,
-        };
-        if entry.payload_bytes() > self.config.max_entry_bytes {
-            self.too_large.fetch_add(1, Ordering::Relaxed);
-            return None;
         }
-        Some(entry)
+    }
+
+    /// Whether `entry` is within `max_entry_size` (counting it as too large if not).
+    fn fits(&self, entry: &Entry) -> bool {
+        let fits = entry.payload_bytes() <= self.config.max_entry_bytes;
+        if !fits {
+            self.too_large.fetch_add(1, Ordering::Relaxed);
+        }
+        fits
     }
 
     /// Stores in every tier. Redis is awaited (bounded by its timeout) so that an answer is
@@ -671,14 +673,12 @@ impl Recorder {
             return;
         }
         let events = std::mem::take(&mut self.events);
-        let Some(entry) = self.cache.new_entry(
+        // (`record` already stopped at the size limit.)
+        let entry = Arc::new(self.cache.new_entry(
             &self.deployment,
             Some("text/event-stream".to_owned()),
             Payload::Events(events),
-        ) else {
-            return;
-        };
-        let entry = Arc::new(entry);
+        ));
         if self.write {
             self.cache.store(self.key, entry.clone()).await;
         }

@@ -126,7 +126,7 @@ impl RedisCache {
         }
     }
 
-    fn settle(&self, probe: bool, ok: bool) {
+    fn settle(&self, ok: bool) {
         let mut gate = self.gate.lock();
         if ok {
             if gate.closed_until.is_some() {
@@ -147,9 +147,6 @@ impl RedisCache {
             }
             gate.closed_until = Some(Instant::now() + gate.backoff);
         }
-        if probe {
-            self.probing.store(false, Ordering::Release);
-        }
     }
 
     async fn call<T, F>(&self, op: impl FnOnce(ConnectionManager) -> F) -> Result<T, RedisFailure>
@@ -163,28 +160,31 @@ impl RedisCache {
                 return Err(failure);
             }
         };
+        // Frees the probe slot however this call ends, cancellation included (a request dropped
+        // mid-probe must not keep Redis from ever being probed again).
+        let _probe = probe.then(|| ProbeSlot(&self.probing));
         let result = match self.manager() {
             Ok(manager) => tokio::time::timeout(self.config.timeout, op(manager)).await,
             Err(failure) => {
-                self.settle(probe, false);
+                self.settle(false);
                 self.errors.fetch_add(1, Ordering::Relaxed);
                 return Err(failure);
             }
         };
         match result {
             Ok(Ok(value)) => {
-                self.settle(probe, true);
+                self.settle(true);
                 Ok(value)
             }
             Ok(Err(err)) => {
                 tracing::debug!(error = %err.kind_str(), "redis cache call failed");
-                self.settle(probe, false);
+                self.settle(false);
                 self.errors.fetch_add(1, Ordering::Relaxed);
                 Err(RedisFailure::Failed)
             }
             Err(_) => {
                 tracing::debug!("redis cache call timed out");
-                self.settle(probe, false);
+                self.settle(false);
                 self.errors.fetch_add(1, Ordering::Relaxed);
                 Err(RedisFailure::Failed)
             }
@@ -215,6 +215,14 @@ impl RedisCache {
     }
 }
 
+struct ProbeSlot<'a>(&'a AtomicBool);
+
+impl Drop for ProbeSlot<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
 trait KindStr {
     fn kind_str(&self) -> String;
 }
@@ -223,5 +231,61 @@ impl KindStr for redis::RedisError {
     /// The error's category only: messages can echo connection details.
     fn kind_str(&self) -> String {
         format!("{:?}", self.kind())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A "Redis" that accepts connections (the kernel's backlog) but never answers: every call
+    /// times out. Paused time makes the timeouts and backoffs instant and exact.
+    fn silent_redis() -> (std::net::TcpListener, RedisCache) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("redis://{}", listener.local_addr().unwrap());
+        let cache = RedisCache::new(RedisCacheConfig {
+            url,
+            key_prefix: "t".to_owned(),
+            timeout: Duration::from_millis(50),
+            max_backoff: Duration::from_millis(400),
+        })
+        .unwrap();
+        (listener, cache)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failures_close_the_gate_with_a_growing_backoff_and_one_probe() {
+        let (_listener, redis) = silent_redis();
+        let key = CacheKey([7; 32]);
+        assert_eq!(redis.get(&key).await, Err(RedisFailure::Failed));
+        assert!(!redis.is_up());
+        // During the backoff (50ms), calls cost nothing.
+        for _ in 0..10 {
+            assert_eq!(redis.get(&key).await, Err(RedisFailure::Skipped));
+        }
+        tokio::time::advance(Duration::from_millis(60)).await;
+        // The probe fails: the backoff doubles (100ms).
+        assert_eq!(redis.get(&key).await, Err(RedisFailure::Failed));
+        tokio::time::advance(Duration::from_millis(60)).await;
+        assert_eq!(redis.get(&key).await, Err(RedisFailure::Skipped));
+        assert_eq!((redis.errors(), redis.skipped()), (2, 11));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancelled_probe_frees_the_probe_slot() {
+        let (_listener, redis) = silent_redis();
+        let key = CacheKey([7; 32]);
+        assert_eq!(redis.get(&key).await, Err(RedisFailure::Failed));
+        tokio::time::advance(Duration::from_millis(60)).await;
+        {
+            let probe = redis.get(&key);
+            futures::pin_mut!(probe);
+            assert!(futures::poll!(probe.as_mut()).is_pending());
+            // While the probe is under way, others skip.
+            assert_eq!(redis.get(&key).await, Err(RedisFailure::Skipped));
+            // The request holding the probe goes away.
+        }
+        // The next call probes (and fails) rather than being skipped forever.
+        assert_eq!(redis.get(&key).await, Err(RedisFailure::Failed));
     }
 }
