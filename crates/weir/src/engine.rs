@@ -22,7 +22,8 @@ use crate::{
     error::TimeoutPhase,
     path::ApiPath,
     provider::{
-        AnthropicProvider, ByteStream, MockProvider, OpenAiProvider, Provider, UpstreamBody, UpstreamRequest,
+        AnthropicProvider, ByteStream, GeminiProvider, MockProvider, OpenAiProvider, Provider, UpstreamBody,
+        UpstreamRequest,
     },
     resilience::{
         circuit_breaker::{BreakerPermit, CircuitBreaker, Outcome},
@@ -585,17 +586,10 @@ impl Engine {
                     continue;
                 }
                 let provider: Arc<dyn Provider> = match dep.provider {
-                    ProviderKind::OpenAi => Arc::new(OpenAiProvider::new(dep)?),
+                    ProviderKind::OpenAi | ProviderKind::Azure => Arc::new(OpenAiProvider::new(dep)?),
+                    ProviderKind::Gemini => Arc::new(GeminiProvider::new(dep)?),
                     ProviderKind::Mock => Arc::new(MockProvider),
                     ProviderKind::Anthropic => Arc::new(AnthropicProvider::new(dep)?),
-                    // Adapters under construction (issue 5): refused at startup, never half-served.
-                    ProviderKind::Gemini | ProviderKind::Azure => {
-                        return Err(Error::Config(format!(
-                            "deployment `{}`: provider `{}` is not available in this build",
-                            dep.id,
-                            dep.provider.as_str()
-                        )));
-                    }
                 };
                 deployments.push(Arc::new(Deployment {
                     cooldown_until: parking_lot::Mutex::new(None),

@@ -243,7 +243,7 @@ pub(super) fn respond(body: &[u8], overrides: &Directives) -> Reply {
 }
 
 /// Cuts `text` to `max_tokens` words (our token estimate), reporting `length` when it did.
-fn truncate(text: &str, max_tokens: Option<u64>) -> (String, &'static str) {
+pub(super) fn truncate(text: &str, max_tokens: Option<u64>) -> (String, &'static str) {
     let Some(max) = max_tokens.and_then(|max| usize::try_from(max).ok()) else {
         return (text.to_owned(), "stop");
     };

@@ -164,7 +164,7 @@ fn items(input: &Value) -> Result<Vec<Item<'_>>, Reply> {
 }
 
 /// FNV-1a: tiny and stable across processes and platforms (std's hasher is randomly seeded).
-fn fnv1a(seed: u64, bytes: &[u8]) -> u64 {
+pub(super) fn fnv1a(seed: u64, bytes: &[u8]) -> u64 {
     const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
     const PRIME: u64 = 0x0000_0100_0000_01b3;
     bytes
@@ -173,7 +173,7 @@ fn fnv1a(seed: u64, bytes: &[u8]) -> u64 {
 }
 
 /// `dimensions` pseudo-random components from splitmix64, scaled to unit length.
-fn unit_vector(seed: u64, dimensions: usize) -> Vec<f32> {
+pub(super) fn unit_vector(seed: u64, dimensions: usize) -> Vec<f32> {
     let mut state = seed;
     let mut next = move || {
         state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -191,8 +191,9 @@ fn unit_vector(seed: u64, dimensions: usize) -> Vec<f32> {
     raw.iter().map(|x| (x / norm) as f32).collect()
 }
 
-/// Standard base64 with padding: the only place the mock needs it, so no dependency.
-pub(crate) fn base64_encode(bytes: &[u8]) -> String {
+/// Standard base64 with padding (RFC 4648), for `encoding_format: base64` embeddings; public so
+/// the `weir` library's Gemini adapter encodes the same way without a dependency.
+pub fn base64_encode(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for group in bytes.chunks(3) {

@@ -9,6 +9,7 @@ mod chat;
 mod directives;
 mod embeddings;
 mod error;
+pub mod gemini;
 mod images;
 mod models;
 
@@ -20,6 +21,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 pub use directives::{DirectiveError, Directives, HEADER_PREFIX, MAX_CHUNKS, MODEL_PREFIX};
+pub use embeddings::base64_encode;
 pub use error::{error_kind, error_reply, fault_reply};
 pub use images::PNG_1X1_BASE64;
 pub use models::MODELS;

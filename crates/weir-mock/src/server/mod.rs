@@ -103,12 +103,13 @@ async fn handle(State(state): State<Arc<MockState>>, request: Request) -> Respon
         }
     };
     state.record(&parts, &body);
+    let protocol = Protocol::of(parts.uri.path());
 
     if let Some(key) = state.config().required_api_key.as_deref()
         && !authorized(&parts.headers, key)
     {
         // Never include the received key: it would end up in logs and snapshots.
-        let reply = content::error_reply(401, "Incorrect API key provided.", None, Some("invalid_api_key"));
+        let reply = protocol.error(401, "Incorrect API key provided.", None, Some("invalid_api_key"));
         let path = parts.uri.path().strip_prefix("/v1/").unwrap_or_default();
         return reply_response(content::anthropic::restyle(path, reply));
     }
@@ -116,14 +117,12 @@ async fn handle(State(state): State<Arc<MockState>>, request: Request) -> Respon
         let message = format!("Invalid URL ({} {})", parts.method, parts.uri.path());
         return reply_response(content::error_reply(404, &message, None, None));
     };
-    let directives = match gather_directives(&parts.headers, &body) {
+    let directives = match gather_directives(&parts.headers, &body, protocol.path_model(&path)) {
         Ok(directives) => directives,
         Err(err) => {
             let message = err.to_string();
-            return reply_response(content::anthropic::restyle(
-                &path,
-                content::error_reply(400, &message, Some("x_mock"), Some("invalid_mock_directive")),
-            ));
+            let reply = protocol.error(400, &message, Some("x_mock"), Some("invalid_mock_directive"));
+            return reply_response(content::anthropic::restyle(&path, reply));
         }
     };
 
@@ -143,6 +142,7 @@ async fn handle(State(state): State<Arc<MockState>>, request: Request) -> Respon
     if let Some(status) = fault {
         tracing::debug!(status, path = %parts.uri.path(), "weir-mock: scripted status");
         return fault_response(
+            protocol,
             &path,
             status,
             directives.retry_after,
@@ -155,18 +155,73 @@ async fn handle(State(state): State<Arc<MockState>>, request: Request) -> Respon
         .headers
         .contains_key("anthropic-version")
         .then(|| content::anthropic::models(parts.method.as_str(), &path));
-    let reply = anthropic_models
-        .flatten()
-        .unwrap_or_else(|| content::respond_with(parts.method.as_str(), &path, &body, &directives));
+    let reply = match protocol {
+        Protocol::Gemini => content::gemini::respond(parts.method.as_str(), &path, &body, &directives),
+        Protocol::OpenAi => anthropic_models
+            .flatten()
+            .unwrap_or_else(|| content::respond_with(parts.method.as_str(), &path, &body, &directives)),
+    };
     shape_response(reply, &directives, shutdown, in_flight)
 }
 
-/// The path relative to `/v1/` (with its query), or `None` outside the API root.
+/// Which API a request speaks, by its path: errors and answers follow that API's shapes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    /// `/v1/...`, and Azure OpenAI's `/openai/...`.
+    OpenAi,
+    /// Google Gemini's `/v1beta/...`.
+    Gemini,
+}
+
+impl Protocol {
+    fn of(path: &str) -> Protocol {
+        if path.starts_with(GEMINI_PREFIX) {
+            Protocol::Gemini
+        } else {
+            Protocol::OpenAi
+        }
+    }
+
+    fn error(self, status: u16, message: &str, param: Option<&str>, code: Option<&str>) -> Reply {
+        match self {
+            Protocol::OpenAi => content::error_reply(status, message, param, code),
+            Protocol::Gemini => content::gemini::error_reply(status, message, None),
+        }
+    }
+
+    /// A model named in the path (Gemini's `models/{model}:method`), whose directives count
+    /// like a body's `model`.
+    fn path_model(self, path: &str) -> Option<&str> {
+        match self {
+            Protocol::OpenAi => None,
+            Protocol::Gemini => content::gemini::split_model_method(path).map(|(model, _)| model),
+        }
+    }
+}
+
+/// The API root of Gemini's routes.
+const GEMINI_PREFIX: &str = "/v1beta/";
+
+/// Azure OpenAI's roots: `/openai/deployments/{deployment}/...` and `/openai/...`; both map onto
+/// the OpenAI routes (the deployment name stands in for the model, which Azure ignores).
+const AZURE_PREFIX: &str = "/openai/";
+
+/// The path relative to `/v1/` (or `/v1beta/`, or Azure's roots; with its query), or `None`
+/// outside the API roots.
 fn api_path(uri: &Uri) -> Option<Cow<'_, str>> {
-    let rest = uri.path().strip_prefix(API_PREFIX)?;
-    let rest = match rest {
-        "" => "",
-        _ => rest.strip_prefix('/')?,
+    let full = uri.path();
+    let rest = if let Some(rest) = full.strip_prefix(GEMINI_PREFIX) {
+        rest
+    } else if let Some(rest) = full.strip_prefix(AZURE_PREFIX) {
+        match rest.strip_prefix("deployments/") {
+            Some(deployment) => deployment.split_once('/')?.1,
+            None => rest,
+        }
+    } else {
+        match full.strip_prefix(API_PREFIX)? {
+            "" => "",
+            rest => rest.strip_prefix('/')?,
+        }
     };
     Some(match uri.query() {
         Some(query) => Cow::Owned(format!("{rest}?{query}")),
@@ -174,10 +229,14 @@ fn api_path(uri: &Uri) -> Option<Cow<'_, str>> {
     })
 }
 
+/// `Authorization: Bearer` (OpenAI), `api-key` (Azure) or `x-goog-api-key` (Gemini).
 fn authorized(headers: &HeaderMap, key: &str) -> bool {
-    // Anthropic clients send `x-api-key` instead of a bearer token.
-    if let Some(given) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
-        return given.trim() == key;
+    // Anthropic clients send `x-api-key`, Azure's `api-key`, Gemini's `x-goog-api-key`.
+    let plain = ["x-api-key", "api-key", "x-goog-api-key"]
+        .iter()
+        .filter_map(|name| headers.get(*name)?.to_str().ok());
+    if plain.into_iter().any(|given| given.trim() == key) {
+        return true;
     }
     headers
         .get(AUTHORIZATION)
@@ -190,9 +249,17 @@ fn authorized(headers: &HeaderMap, key: &str) -> bool {
         .is_some_and(|given| given.trim() == key)
 }
 
-/// Model name < `x_mock` < `x-mock-*` headers.
-fn gather_directives(headers: &HeaderMap, body: &[u8]) -> Result<Directives, DirectiveError> {
-    let mut directives = Directives::from_body(body)?;
+/// Model name (the path's, then the body's) < `x_mock` < `x-mock-*` headers.
+fn gather_directives(
+    headers: &HeaderMap,
+    body: &[u8],
+    path_model: Option<&str>,
+) -> Result<Directives, DirectiveError> {
+    let mut directives = match path_model {
+        Some(model) => Directives::from_model(model)?,
+        None => Directives::default(),
+    };
+    directives.overlay(&Directives::from_body(body)?);
     let mut from_headers = Directives::default();
     for (name, value) in headers {
         let Some(key) = name.as_str().strip_prefix(HEADER_PREFIX) else {
@@ -220,8 +287,19 @@ fn scripted_status(state: &MockState, directives: &Directives) -> Option<u16> {
     }
 }
 
-fn fault_response(path: &str, status: u16, retry_after: Option<f64>, error_code: Option<&str>) -> Response {
+fn fault_response(
+    protocol: Protocol,
+    path: &str,
+    status: u16,
+    retry_after: Option<f64>,
+    error_code: Option<&str>,
+) -> Response {
     let reply = match error_code {
+        _ if protocol == Protocol::Gemini => {
+            let message = format!("Mock upstream fault: HTTP {status} requested by a directive.");
+            let delay = retry_after.or((status == 429).then_some(DEFAULT_RETRY_AFTER_SECS));
+            content::gemini::error_reply(status, &message, delay)
+        }
         Some(code) => content::error_reply(
             status,
             &format!("Mock upstream fault: HTTP {status} ({code}) requested by a directive."),
@@ -330,6 +408,11 @@ mod tests {
         assert_eq!(api_path(&uri).unwrap(), "");
         assert!(api_path(&"/v10/models".parse().unwrap()).is_none());
         assert!(api_path(&"/health".parse().unwrap()).is_none());
+        let uri: Uri = "/openai/deployments/gpt4o/chat/completions?api-version=2024-10-21".parse().unwrap();
+        assert_eq!(api_path(&uri).unwrap(), "chat/completions?api-version=2024-10-21");
+        let uri: Uri = "/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse".parse().unwrap();
+        assert_eq!(api_path(&uri).unwrap(), "models/gemini-2.0-flash:streamGenerateContent?alt=sse");
+        assert_eq!(Protocol::of(uri.path()), Protocol::Gemini);
     }
 
     #[test]
@@ -338,12 +421,12 @@ mod tests {
         headers.insert("x-mock-latency-ms", HeaderValue::from_static("7"));
         headers.insert("x-mock-status", HeaderValue::from_static("429"));
         let body = br#"{"model":"mock:status=500,chunks=2","x_mock":{"status":503,"latency_ms":1}}"#;
-        let d = gather_directives(&headers, body).unwrap();
+        let d = gather_directives(&headers, body, None).unwrap();
         assert_eq!(d.status, Some(429));
         assert_eq!(d.latency_ms, Some(7));
         assert_eq!(d.chunks, Some(2));
         headers.insert("x-mock-bogus", HeaderValue::from_static("1"));
-        assert!(gather_directives(&headers, body).is_err());
+        assert!(gather_directives(&headers, body, None).is_err());
     }
 
     #[test]
@@ -355,5 +438,7 @@ mod tests {
         assert!(!authorized(&headers, "other"));
         headers.insert(AUTHORIZATION, HeaderValue::from_static("Basic k"));
         assert!(!authorized(&headers, "k"));
+        headers.insert("x-goog-api-key", HeaderValue::from_static("k"));
+        assert!(authorized(&headers, "k"));
     }
 }

@@ -8,6 +8,7 @@ pub mod anthropic;
 mod chat;
 mod embeddings;
 mod error;
+pub mod gemini;
 mod images;
 mod models;
 

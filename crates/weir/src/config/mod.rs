@@ -202,6 +202,8 @@ pub struct DeploymentConfig {
     pub organization: Option<String>,
     /// `OpenAI-Project` header.
     pub project: Option<String>,
+    /// Azure OpenAI's `api-version` query parameter (`None`: the provider's default GA version).
+    pub api_version: Option<String>,
     /// Connect, read and total timeouts.
     pub timeouts: Timeouts,
     /// Connection pool limits.
@@ -384,6 +386,7 @@ impl Config {
                         model: None,
                         organization: var("OPENAI_ORG_ID"),
                         project: var("OPENAI_PROJECT_ID"),
+                        api_version: None,
                         timeouts,
                         pool: PoolLimits::default(),
                         retry: RetryPolicy {
@@ -478,6 +481,7 @@ pub(crate) fn mock_deployment(
         model: None,
         organization: None,
         project: None,
+        api_version: None,
         timeouts,
         pool: PoolLimits::default(),
         retry,

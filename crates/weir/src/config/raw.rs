@@ -218,6 +218,8 @@ struct RawDeployment {
     priority: Option<u32>,
     organization: Option<EnvString>,
     project: Option<EnvString>,
+    /// Azure only: the `api-version` query parameter.
+    api_version: Option<EnvString>,
     #[serde(default)]
     timeouts: RawTimeouts,
     #[serde(default)]
@@ -552,7 +554,34 @@ fn deployment(
     config.organization = dep.organization.map(|s| s.0).filter(|s| !s.is_empty());
     config.project = dep.project.map(|s| s.0).filter(|s| !s.is_empty());
     config.api_key = dep.api_key.filter(|k| !k.expose().is_empty());
+    config.api_version = dep.api_version.map(|s| s.0.trim().to_owned()).filter(|s| !s.is_empty());
     config.pool = pool;
+    if dep.provider == ProviderKind::Azure && config.model.is_none() {
+        return Err(ctx.error(
+            line,
+            format!("{path}.model"),
+            "azure needs model: the name of the Azure deployment (it goes into the URL path)",
+        ));
+    }
+    if let Some(version) = &config.api_version {
+        if dep.provider != ProviderKind::Azure {
+            return Err(ctx.error(
+                line,
+                format!("{path}.api_version"),
+                "api_version only applies to provider: azure",
+            ));
+        }
+        if !version
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        {
+            return Err(ctx.error(
+                line,
+                format!("{path}.api_version"),
+                format!("`{version}` is not an API version (e.g. 2024-10-21)"),
+            ));
+        }
+    }
     match (dep.provider, dep.base_url) {
         (ProviderKind::OpenAi, Some(url)) => {
             config.base_url = parse_base_url(&url.value.0)

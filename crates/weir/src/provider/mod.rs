@@ -4,11 +4,14 @@
 //! model) and returns the raw upstream response. It does not retry, route or interpret errors:
 //! the engine turns non-2xx answers into [`crate::Error`] in one place for every provider.
 //! Translating providers (Anthropic, Gemini) and path-rewriting ones (Azure) fit the same trait:
-//! they rewrite `path`/`body` on the way in and the response on the way out.
+//! they rewrite `path`/`body` on the way in and the response on the way out. All of them send
+//! through one [`Transport`] (pool, auth header, timeouts).
 
 pub mod anthropic;
+mod gemini;
 mod mock;
 mod openai;
+mod transport;
 
 use std::{fmt, pin::Pin};
 
@@ -18,7 +21,9 @@ use http::{HeaderMap, Method, StatusCode};
 
 pub use anthropic::AnthropicProvider;
 pub use mock::MockProvider;
-pub use openai::{MAX_RESPONSE_BYTES, OpenAiProvider};
+pub use gemini::GeminiProvider;
+pub use openai::{AZURE_DEFAULT_API_VERSION, OpenAiProvider};
+pub use transport::{MAX_RESPONSE_BYTES, Transport};
 
 use crate::{config::ProviderKind, error::Error};
 

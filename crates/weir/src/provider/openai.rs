@@ -1,247 +1,149 @@
-//! OpenAI and OpenAI-compatible servers (vLLM, Ollama, llama.cpp, Groq...): bearer key, JSON passthrough.
+//! OpenAI and OpenAI-compatible servers (vLLM, Ollama, llama.cpp, Groq...): bearer key, JSON
+//! passthrough. Azure OpenAI is the same protocol with another address scheme and auth header, so
+//! it is a mode of this provider rather than a copy of it.
 
-use std::{sync::Arc, time::Duration};
-
-use bytes::Bytes;
-use futures::{StreamExt, future::BoxFuture};
-use http::{HeaderMap, HeaderValue, header};
+use futures::future::BoxFuture;
 use url::Url;
 
-use super::{Provider, UpstreamBody, UpstreamRequest, UpstreamResponse};
+use super::{Provider, UpstreamRequest, UpstreamResponse, transport::Transport};
 use crate::{
-    config::{DeploymentConfig, ProviderKind, Timeouts},
-    error::{Error, TimeoutPhase},
-    pool::{HttpPool, PoolSettings},
+    config::{DeploymentConfig, ProviderKind},
+    error::Error,
+    path::ApiPath,
+    pool::HttpPool,
 };
+
+/// The Azure OpenAI data-plane API version used when a deployment sets no `api_version`: the
+/// latest generally available (non-preview) one.
+pub const AZURE_DEFAULT_API_VERSION: &str = "2024-10-21";
+
+/// Paths Azure serves under `/openai/deployments/{deployment}/`; everything else (files, batches,
+/// models...) lives at the resource level under `/openai/`.
+const AZURE_DEPLOYMENT_PATHS: &[&str] = &[
+    "chat/completions",
+    "completions",
+    "embeddings",
+    "images/generations",
+    "images/edits",
+    "audio/transcriptions",
+    "audio/translations",
+    "audio/speech",
+];
 
 /// Talks to an OpenAI-compatible API root over a shared connection pool.
 #[derive(Debug)]
 pub struct OpenAiProvider {
-    /// API root without a trailing slash, e.g. `https://api.openai.com/v1`.
-    base_url: Url,
-    /// Host (and port) key for the per-host connection cap.
-    host_key: String,
-    /// Headers sent on every request: auth, organisation, project. Marked sensitive so that
-    /// `Debug` output of requests never shows the key.
-    headers: HeaderMap,
-    /// Connection pool shared with every deployment that has the same settings.
-    pool: Arc<HttpPool>,
-    /// Timeouts (also inside `pool.settings()`, kept here for brevity).
-    timeouts: Timeouts,
+    /// Pool, auth and timeouts.
+    transport: Transport,
+    /// Set for Azure OpenAI: how paths are rewritten.
+    azure: Option<Azure>,
+}
+
+/// Azure's address scheme: `{base}/openai/deployments/{deployment}/{path}?api-version=...`.
+#[derive(Debug)]
+struct Azure {
+    /// The Azure deployment name (the deployment's `model` in our config).
+    deployment: String,
+    /// `api-version` query parameter.
+    api_version: String,
 }
 
 impl OpenAiProvider {
-    /// Builds the provider for a deployment, joining (or creating) the shared pool for its settings.
+    /// Builds the provider for a deployment, joining (or creating) the shared pool for its
+    /// settings. `provider: azure` deployments get Azure's paths and `api-key` header.
     pub fn new(config: &DeploymentConfig) -> Result<Self, Error> {
-        let mut headers = HeaderMap::new();
-        if let Some(key) = &config.api_key {
-            let mut value = HeaderValue::try_from(format!("Bearer {}", key.expose())).map_err(|_| {
-                Error::Config(format!(
-                    "deployment `{}`: api_key has invalid characters",
-                    config.id
-                ))
-            })?;
-            value.set_sensitive(true);
-            headers.insert(header::AUTHORIZATION, value);
-        }
-        for (name, value) in [
-            ("openai-organization", &config.organization),
-            ("openai-project", &config.project),
-        ] {
-            if let Some(value) = value {
-                let value = HeaderValue::try_from(value.as_str()).map_err(|_| {
+        let mut transport = Transport::new(config)?;
+        let azure = match config.provider {
+            ProviderKind::Azure => {
+                let deployment = config.model.clone().ok_or_else(|| {
                     Error::Config(format!(
-                        "deployment `{}`: {name} has invalid characters",
+                        "deployment `{}`: azure needs `model` (the Azure deployment name)",
                         config.id
                     ))
                 })?;
-                headers.insert(name, value);
+                // Validated here so a bad name fails at startup, not on every request.
+                ApiPath::parse(&format!("openai/deployments/{deployment}")).map_err(|_| {
+                    Error::Config(format!(
+                        "deployment `{}`: model `{deployment}` is not a valid Azure deployment name",
+                        config.id
+                    ))
+                })?;
+                transport = transport.with_secret_header(config, "api-key", str::to_owned)?;
+                Some(Azure {
+                    deployment,
+                    api_version: config
+                        .api_version
+                        .clone()
+                        .unwrap_or_else(|| AZURE_DEFAULT_API_VERSION.to_owned()),
+                })
             }
-        }
-        Self::with_headers(config, headers)
-    }
-
-    /// The transport alone: the deployment's API root, pool and timeouts with these headers on
-    /// every request. Translating providers (Anthropic) send through it with their own auth.
-    pub(crate) fn with_headers(config: &DeploymentConfig, headers: HeaderMap) -> Result<Self, Error> {
-        let pool = HttpPool::shared(PoolSettings {
-            timeouts: config.timeouts,
-            limits: config.pool,
-        })?;
-        let host_key = format!(
-            "{}:{}",
-            config.base_url.host_str().unwrap_or_default(),
-            config.base_url.port_or_known_default().unwrap_or_default()
-        );
-        Ok(OpenAiProvider {
-            base_url: config.base_url.clone(),
-            host_key,
-            headers,
-            pool,
-            timeouts: config.timeouts,
-        })
+            _ => {
+                transport = transport.with_secret_header(config, "authorization", |key| format!("Bearer {key}"))?;
+                for (name, field, value) in [
+                    ("openai-organization", "organization", &config.organization),
+                    ("openai-project", "project", &config.project),
+                ] {
+                    if let Some(value) = value {
+                        transport = transport.with_header(config, name, value, field, false)?;
+                    }
+                }
+                None
+            }
+        };
+        Ok(OpenAiProvider { transport, azure })
     }
 
     /// The pool this provider sends through.
-    pub fn pool(&self) -> &Arc<HttpPool> {
-        &self.pool
+    pub fn pool(&self) -> &std::sync::Arc<HttpPool> {
+        self.transport.pool()
     }
 
-    pub(crate) async fn send_inner(&self, req: UpstreamRequest) -> Result<UpstreamResponse, Error> {
-        let url = req.path.join_onto(&self.base_url, req.query.as_deref())?;
-        let permit = self.pool.acquire(&self.host_key).await?;
-        let mut builder = self
-            .pool
-            .client()
-            .request(req.method.clone(), url)
-            .headers(self.headers.clone());
-        if let Some(id) = req
-            .request_id
-            .as_deref()
-            .and_then(|id| HeaderValue::from_str(id).ok())
-        {
-            builder = builder.header("x-request-id", id);
-        }
-        if req.stream {
-            builder = builder.header(header::ACCEPT, "text/event-stream");
-        }
-        if let Some(body) = req.body {
-            let content_type = req
-                .content_type
-                .unwrap_or_else(|| HeaderValue::from_static("application/json"));
-            builder = builder.header(header::CONTENT_TYPE, content_type).body(body);
-        }
-        let timeouts = self.timeouts;
-        let map_err = move |e: reqwest::Error| Error::from_reqwest(e, &timeouts);
-
-        if !req.stream {
-            // Unary: one total deadline over connecting, waiting and reading the body.
-            let call = async {
-                let resp = builder.send().await.map_err(map_err)?;
-                let status = resp.status();
-                let headers = resp.headers().clone();
-                let body = read_limited(resp, MAX_RESPONSE_BYTES)
-                    .await
-                    .map_err(|e| match e {
-                        ReadError::Http(e) => map_err(e),
-                        ReadError::TooLarge => too_large(),
-                    })?;
-                Ok(UpstreamResponse {
-                    status,
-                    headers,
-                    body: UpstreamBody::Full(body),
-                })
-            };
-            let total = timeouts.total;
-            let result = tokio::time::timeout(total, call)
-                .await
-                .map_err(|_| Error::Timeout {
-                    phase: TimeoutPhase::Total,
-                    after: total,
-                })?;
-            drop(permit);
-            return result;
-        }
-
-        // Streaming: no total deadline (it would cut long generations); instead every wait for
-        // bytes, the response head included, is bounded by the read (idle) timeout.
-        let read = timeouts.read;
-        let idle = || Error::Timeout {
-            phase: TimeoutPhase::Read,
-            after: read,
-        };
-        let resp = tokio::time::timeout(read + timeouts.connect, builder.send())
-            .await
-            .map_err(|_| idle())?
-            .map_err(map_err)?;
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        if !status.is_success() {
-            // Error bodies are small; read them whole so the engine can parse the message.
-            let body = tokio::time::timeout(read, read_limited(resp, MAX_RESPONSE_BYTES))
-                .await
-                .map_err(|_| idle())?
-                .map_err(|e| match e {
-                    ReadError::Http(e) => map_err(e),
-                    ReadError::TooLarge => too_large(),
-                })?;
-            return Ok(UpstreamResponse {
-                status,
-                headers,
-                body: UpstreamBody::Full(body),
-            });
-        }
-        let body = idle_guarded(resp.bytes_stream(), read, timeouts, permit);
-        Ok(UpstreamResponse {
-            status,
-            headers,
-            body: UpstreamBody::Stream(body),
+    /// The transport alone, plain OpenAI addressing with these headers on every request:
+    /// translating providers (Anthropic) send through it with their own auth.
+    pub(crate) fn with_headers(config: &DeploymentConfig, headers: http::HeaderMap) -> Result<Self, Error> {
+        Ok(OpenAiProvider {
+            transport: Transport::new(config)?.with_headers(headers),
+            azure: None,
         })
     }
-}
 
-/// Wraps a body stream so that each chunk must arrive within `read`, and so that the pool permit
-/// is held until the stream is finished or dropped.
-fn idle_guarded(
-    stream: impl futures::Stream<Item = Result<Bytes, reqwest::Error>> + Send + 'static,
-    read: Duration,
-    timeouts: Timeouts,
-    permit: crate::pool::PoolPermit,
-) -> super::ByteStream {
-    let stream = Box::pin(stream);
-    Box::pin(futures::stream::unfold(
-        Some((stream, permit)),
-        move |state| async move {
-            let (mut stream, permit) = state?;
-            match tokio::time::timeout(read, stream.next()).await {
-                Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some((stream, permit)))),
-                Ok(Some(Err(e))) => Some((Err(Error::from_reqwest(e, &timeouts)), None)),
-                Ok(None) => None,
-                Err(_) => Some((
-                    Err(Error::Timeout {
-                        phase: TimeoutPhase::Read,
-                        after: read,
-                    }),
-                    None,
-                )),
+    /// Sends a request to where it goes (see [`OpenAiProvider::url`]).
+    pub(crate) async fn send_inner(&self, req: UpstreamRequest) -> Result<UpstreamResponse, Error> {
+        let url = self.url(&req)?;
+        self.transport.send(url, req).await
+    }
+
+    /// Where a request goes.
+    fn url(&self, req: &UpstreamRequest) -> Result<Url, Error> {
+        let base = self.transport.base_url();
+        let Some(azure) = &self.azure else {
+            return req.path.join_onto(base, req.query.as_deref());
+        };
+        let rel = req.path.as_str();
+        let path = if AZURE_DEPLOYMENT_PATHS.contains(&rel) {
+            format!("openai/deployments/{}/{rel}", azure.deployment)
+        } else {
+            format!("openai/{rel}")
+        };
+        let mut query = format!("api-version={}", azure.api_version);
+        // The client's own query (a listing's `limit=`) goes after ours; an `api-version` of the
+        // client's would make the parameter ambiguous, so it is dropped.
+        for pair in req.query.iter().flat_map(|q| q.split('&')) {
+            if !pair.is_empty() && !pair.starts_with("api-version=") {
+                query.push('&');
+                query.push_str(pair);
             }
-        },
-    ))
-}
-
-/// The largest non-streamed upstream body accepted (a few base64 images fit easily); a larger one
-/// is refused rather than buffered.
-pub const MAX_RESPONSE_BYTES: usize = 128 << 20;
-
-fn too_large() -> Error {
-    Error::BadUpstreamResponse {
-        message: format!("the upstream response exceeded {MAX_RESPONSE_BYTES} bytes"),
-    }
-}
-
-enum ReadError {
-    Http(reqwest::Error),
-    TooLarge,
-}
-
-/// Reads a response body, refusing to buffer more than `limit` bytes.
-async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Result<Bytes, ReadError> {
-    if resp.content_length().is_some_and(|len| len > limit as u64) {
-        return Err(ReadError::TooLarge);
-    }
-    let mut out = bytes::BytesMut::new();
-    while let Some(chunk) = resp.chunk().await.map_err(ReadError::Http)? {
-        if out.len() + chunk.len() > limit {
-            return Err(ReadError::TooLarge);
         }
-        out.extend_from_slice(&chunk);
+        ApiPath::parse(&path)?.join_onto(base, Some(&query))
     }
-    Ok(out.freeze())
 }
 
 impl Provider for OpenAiProvider {
     fn kind(&self) -> ProviderKind {
-        ProviderKind::OpenAi
+        match self.azure {
+            Some(_) => ProviderKind::Azure,
+            None => ProviderKind::OpenAi,
+        }
     }
 
     fn send(&self, request: UpstreamRequest) -> BoxFuture<'_, Result<UpstreamResponse, Error>> {
@@ -249,6 +151,68 @@ impl Provider for OpenAiProvider {
     }
 
     fn pool_stats(&self) -> Option<crate::pool::PoolStats> {
-        Some(self.pool.stats())
+        Some(self.transport.pool().stats())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn provider(yaml_deployment: &str) -> OpenAiProvider {
+        let yaml = format!("models:\n  - name: m\n    deployments:\n      - {yaml_deployment}\n");
+        let config = Config::from_yaml(&yaml, None).unwrap();
+        OpenAiProvider::new(&config.models[0].deployments[0]).unwrap()
+    }
+
+    fn request(path: &str, query: Option<&str>) -> UpstreamRequest {
+        UpstreamRequest {
+            method: http::Method::POST,
+            path: ApiPath::parse(path).unwrap(),
+            query: query.map(str::to_owned),
+            body: None,
+            content_type: None,
+            stream: false,
+            request_id: None,
+        }
+    }
+
+    #[test]
+    fn azure_paths_carry_the_deployment_and_api_version() {
+        let p = provider(
+            "{provider: azure, base_url: 'https://res.openai.azure.com', api_key: k, model: gpt4o-prod}",
+        );
+        assert_eq!(p.kind(), ProviderKind::Azure);
+        let url = p.url(&request("chat/completions", None)).unwrap();
+        assert_eq!(
+            url.as_str(),
+            format!(
+                "https://res.openai.azure.com/openai/deployments/gpt4o-prod/chat/completions?api-version={AZURE_DEFAULT_API_VERSION}"
+            )
+        );
+        let url = p
+            .url(&request("files", Some("limit=2&api-version=evil")))
+            .unwrap();
+        assert_eq!(
+            url.as_str(),
+            format!("https://res.openai.azure.com/openai/files?api-version={AZURE_DEFAULT_API_VERSION}&limit=2")
+        );
+        let p = provider(
+            "{provider: azure, base_url: 'https://res.openai.azure.com', api_key: k, model: emb, api_version: 2025-01-01-preview}",
+        );
+        let url = p.url(&request("embeddings", None)).unwrap();
+        assert_eq!(
+            url.as_str(),
+            "https://res.openai.azure.com/openai/deployments/emb/embeddings?api-version=2025-01-01-preview"
+        );
+    }
+
+    #[test]
+    fn openai_paths_are_unchanged() {
+        let p = provider("{provider: openai, base_url: 'http://localhost:11434/v1'}");
+        assert_eq!(p.kind(), ProviderKind::OpenAi);
+        let url = p.url(&request("chat/completions", Some("a=1"))).unwrap();
+        assert_eq!(url.as_str(), "http://localhost:11434/v1/chat/completions?a=1");
     }
 }
