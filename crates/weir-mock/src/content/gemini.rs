@@ -93,7 +93,11 @@ pub fn respond(method: &str, path: &str, body: &[u8], directives: &Directives) -
             }
             "embedContent" => embed(body, false),
             "batchEmbedContents" => embed(body, true),
-            other => error_reply(404, &format!("Method `{other}` is not modelled by the mock."), None),
+            other => error_reply(
+                404,
+                &format!("Method `{other}` is not modelled by the mock."),
+                None,
+            ),
         };
     }
     if let Some(id) = route.strip_prefix("models/")
@@ -101,10 +105,18 @@ pub fn respond(method: &str, path: &str, body: &[u8], directives: &Directives) -
     {
         return match GEMINI_MODELS.iter().find(|(m, _)| *m == id) {
             Some((id, methods)) => ok(&model(id, methods)),
-            None => error_reply(404, &format!("models/{id} is not found for API version v1beta."), None),
+            None => error_reply(
+                404,
+                &format!("models/{id} is not found for API version v1beta."),
+                None,
+            ),
         };
     }
-    error_reply(404, &format!("{method} /v1beta/{route} is not modelled by the mock."), None)
+    error_reply(
+        404,
+        &format!("{method} /v1beta/{route} is not modelled by the mock."),
+        None,
+    )
 }
 
 fn model(id: &str, methods: &[&str]) -> Value {
@@ -218,7 +230,10 @@ fn generate(name: &str, body: &[u8], overrides: &Directives, stream: Option<bool
     let events: Vec<Value> = match &answer {
         Answer::Call(function, args) => {
             let part = json!([{"functionCall": {"name": function, "args": args}}]);
-            vec![response((0..n).map(|i| candidate(part.clone(), Some("STOP"), i)).collect(), true)]
+            vec![response(
+                (0..n).map(|i| candidate(part.clone(), Some("STOP"), i)).collect(),
+                true,
+            )]
         }
         Answer::Text(text, finish) => {
             let pieces = if stream.is_some() {
@@ -234,7 +249,10 @@ fn generate(name: &str, body: &[u8], overrides: &Directives, stream: Option<bool
                     let finish = (k == last).then_some(*finish);
                     let parts = json!([{ "text": piece }]);
                     // Google reports usage on every event; the last one has the final counts.
-                    response((0..n).map(|i| candidate(parts.clone(), finish, i)).collect(), true)
+                    response(
+                        (0..n).map(|i| candidate(parts.clone(), finish, i)).collect(),
+                        true,
+                    )
                 })
                 .collect()
         }
@@ -372,7 +390,10 @@ mod tests {
 
     fn call(path: &str, body: Value) -> (u16, Value) {
         let reply = respond("POST", path, body.to_string().as_bytes(), &Directives::default());
-        (reply.status, serde_json::from_slice(&reply.to_bytes()).unwrap_or(Value::Null))
+        (
+            reply.status,
+            serde_json::from_slice(&reply.to_bytes()).unwrap_or(Value::Null),
+        )
     }
 
     #[test]
@@ -441,7 +462,11 @@ mod tests {
             panic!("not a stream")
         };
         assert_eq!(events.len(), 3);
-        assert!(events.iter().all(|e| e.starts_with(b"data: {") && e.ends_with(b"\r\n\r\n")));
+        assert!(
+            events
+                .iter()
+                .all(|e| e.starts_with(b"data: {") && e.ends_with(b"\r\n\r\n"))
+        );
         let last: Value = serde_json::from_slice(&events[2][6..]).unwrap();
         assert_eq!(last["candidates"][0]["finishReason"], "STOP");
         let (status, v) = call("models/gemini-2.0-flash:streamGenerateContent", body);
@@ -464,7 +489,10 @@ mod tests {
             ]}),
         );
         assert_eq!(batch["embeddings"][0], one["embedding"]);
-        assert_eq!(batch["embeddings"][1]["values"].as_array().unwrap().len(), DEFAULT_DIMENSIONS);
+        assert_eq!(
+            batch["embeddings"][1]["values"].as_array().unwrap().len(),
+            DEFAULT_DIMENSIONS
+        );
         let list = respond("GET", "models", b"", &Directives::default());
         let v: Value = serde_json::from_slice(&list.to_bytes()).unwrap();
         assert_eq!(v["models"][0]["name"], "models/gemini-2.0-flash");

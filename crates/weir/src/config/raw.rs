@@ -554,7 +554,10 @@ fn deployment(
     config.organization = dep.organization.map(|s| s.0).filter(|s| !s.is_empty());
     config.project = dep.project.map(|s| s.0).filter(|s| !s.is_empty());
     config.api_key = dep.api_key.filter(|k| !k.expose().is_empty());
-    config.api_version = dep.api_version.map(|s| s.0.trim().to_owned()).filter(|s| !s.is_empty());
+    config.api_version = dep
+        .api_version
+        .map(|s| s.0.trim().to_owned())
+        .filter(|s| !s.is_empty());
     config.pool = pool;
     if dep.provider == ProviderKind::Azure && config.model.is_none() {
         return Err(ctx.error(

@@ -78,7 +78,8 @@ impl OpenAiProvider {
                 })
             }
             _ => {
-                transport = transport.with_secret_header(config, "authorization", |key| format!("Bearer {key}"))?;
+                transport =
+                    transport.with_secret_header(config, "authorization", |key| format!("Bearer {key}"))?;
                 for (name, field, value) in [
                     ("openai-organization", "organization", &config.organization),
                     ("openai-project", "project", &config.project),
@@ -196,7 +197,9 @@ mod tests {
             .unwrap();
         assert_eq!(
             url.as_str(),
-            format!("https://res.openai.azure.com/openai/files?api-version={AZURE_DEFAULT_API_VERSION}&limit=2")
+            format!(
+                "https://res.openai.azure.com/openai/files?api-version={AZURE_DEFAULT_API_VERSION}&limit=2"
+            )
         );
         let p = provider(
             "{provider: azure, base_url: 'https://res.openai.azure.com', api_key: k, model: emb, api_version: 2025-01-01-preview}",

@@ -70,13 +70,12 @@ fn parse(http_status: Option<u16>, body: &Value) -> Option<Parsed> {
         .or_else(|| rpc.map(status_for))
         .unwrap_or(500);
     let lower = message.to_ascii_lowercase();
-    let code = if lower.contains("exceeds the maximum number of tokens")
-        || lower.contains("input token count")
-    {
-        Some("context_length_exceeded".to_owned())
-    } else {
-        rpc.map(str::to_ascii_lowercase)
-    };
+    let code =
+        if lower.contains("exceeds the maximum number of tokens") || lower.contains("input token count") {
+            Some("context_length_exceeded".to_owned())
+        } else {
+            rpc.map(str::to_ascii_lowercase)
+        };
     let retry_after = error
         .get("details")
         .and_then(Value::as_array)
@@ -185,7 +184,8 @@ mod tests {
 
     #[test]
     fn stream_errors_take_their_status_from_the_body() {
-        let err = stream_error(&json!({"error": {"code": 503, "message": "overloaded", "status": "UNAVAILABLE"}}));
+        let err =
+            stream_error(&json!({"error": {"code": 503, "message": "overloaded", "status": "UNAVAILABLE"}}));
         match err {
             Error::Upstream { status, code, .. } => {
                 assert_eq!(status.as_u16(), 503);

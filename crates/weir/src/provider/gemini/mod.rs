@@ -90,7 +90,8 @@ fn json_headers(mut headers: HeaderMap) -> HeaderMap {
 impl GeminiProvider {
     /// Builds the provider for a deployment (joining the shared pool for its settings).
     pub fn new(config: &DeploymentConfig) -> Result<Self, Error> {
-        let transport = Transport::new(config)?.with_secret_header(config, "x-goog-api-key", str::to_owned)?;
+        let transport =
+            Transport::new(config)?.with_secret_header(config, "x-goog-api-key", str::to_owned)?;
         let last = config
             .base_url
             .path_segments()
@@ -110,13 +111,14 @@ impl GeminiProvider {
     /// `{base}/v1beta/models/{model}{suffix}`; the model may be given as `models/x` or `x`.
     fn model_url(&self, model: &str, suffix: &str, query: Option<&str>) -> Result<Url, Error> {
         let model = model.strip_prefix("models/").unwrap_or(model);
-        let path = ApiPath::parse(&format!("{}models/{model}{suffix}", self.version_prefix)).map_err(|_| {
-            Error::invalid_param(
-                "model",
-                format!("`{model}` is not a valid Gemini model name"),
-                Some("invalid_value"),
-            )
-        })?;
+        let path =
+            ApiPath::parse(&format!("{}models/{model}{suffix}", self.version_prefix)).map_err(|_| {
+                Error::invalid_param(
+                    "model",
+                    format!("`{model}` is not a valid Gemini model name"),
+                    Some("invalid_value"),
+                )
+            })?;
         path.join_onto(self.transport.base_url(), query)
     }
 
@@ -165,11 +167,12 @@ impl GeminiProvider {
 
     async fn chat(&self, req: UpstreamRequest) -> Result<UpstreamResponse, Error> {
         let body = req.body.clone().unwrap_or_default();
-        let chat: ChatCompletionRequest = serde_json::from_slice(&body).map_err(|e| Error::InvalidRequest {
-            message: format!("Invalid chat completion request: {e}"),
-            param: None,
-            code: Some("invalid_type"),
-        })?;
+        let chat: ChatCompletionRequest =
+            serde_json::from_slice(&body).map_err(|e| Error::InvalidRequest {
+                message: format!("Invalid chat completion request: {e}"),
+                param: None,
+                code: Some("invalid_type"),
+            })?;
         let translated = chat_request(&chat)?;
         let stream = chat.stream == Some(true);
         let include_usage = chat
@@ -182,7 +185,10 @@ impl GeminiProvider {
         } else {
             self.model_url(&chat.model, ":generateContent", None)?
         };
-        let resp = match self.send_json(url, req, Some(json_bytes(&translated)?), stream).await? {
+        let resp = match self
+            .send_json(url, req, Some(json_bytes(&translated)?), stream)
+            .await?
+        {
             Ok(resp) => resp,
             Err(error) => return Ok(error),
         };
@@ -193,9 +199,14 @@ impl GeminiProvider {
             let upstream = match resp.body {
                 UpstreamBody::Stream(s) => s,
                 // Whole bodies only come from non-streaming sends; treated as a one-piece stream.
-                UpstreamBody::Full(bytes) => Box::pin(futures::stream::iter([Ok(bytes)])) as super::ByteStream,
+                UpstreamBody::Full(bytes) => {
+                    Box::pin(futures::stream::iter([Ok(bytes)])) as super::ByteStream
+                }
             };
-            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            );
             return Ok(UpstreamResponse {
                 status: resp.status,
                 headers,
@@ -277,7 +288,10 @@ impl GeminiProvider {
                 )?,
             ),
         };
-        let resp = match self.send_json(url, req, Some(json_bytes(&payload)?), false).await? {
+        let resp = match self
+            .send_json(url, req, Some(json_bytes(&payload)?), false)
+            .await?
+        {
             Ok(resp) => resp,
             Err(error) => return Ok(error),
         };
@@ -302,7 +316,8 @@ impl GeminiProvider {
         let reported = serde_json::from_slice::<Value>(&bytes)
             .ok()
             .and_then(|v| v.pointer("/usageMetadata/promptTokenCount")?.as_u64());
-        let tokens = reported.unwrap_or_else(|| texts.iter().map(|t| (t.len() as u64).div_ceil(4).max(1)).sum());
+        let tokens =
+            reported.unwrap_or_else(|| texts.iter().map(|t| (t.len() as u64).div_ceil(4).max(1)).sum());
         let data: Vec<Value> = vectors
             .into_iter()
             .enumerate()

@@ -144,7 +144,9 @@ fn content_parts(message: &ChatMessage, param: &str, media: bool) -> Result<Vec<
                     other => {
                         return Err(invalid(
                             param,
-                            format!("content part type `{other}` is not supported by the gemini provider here"),
+                            format!(
+                                "content part type `{other}` is not supported by the gemini provider here"
+                            ),
                         ));
                     }
                 }
@@ -188,7 +190,10 @@ fn media_part(url: &str, param: &str) -> Result<Part, Error> {
             ..Part::default()
         });
     }
-    Err(invalid(param, "an image URL must be a data: URL or an http(s) URL"))
+    Err(invalid(
+        param,
+        "an image URL must be a data: URL or an http(s) URL",
+    ))
 }
 
 /// Gemini wants a MIME type with every file; the URL's extension is the only hint we have.
@@ -223,8 +228,12 @@ fn assistant_parts<'a>(
         let args = match function.and_then(|f| f.get("arguments")) {
             None | Some(Value::Null) => json!({}),
             Some(Value::String(s)) if s.trim().is_empty() => json!({}),
-            Some(Value::String(s)) => serde_json::from_str(s)
-                .map_err(|e| invalid(format!("{param}.function.arguments"), format!("not valid JSON: {e}")))?,
+            Some(Value::String(s)) => serde_json::from_str(s).map_err(|e| {
+                invalid(
+                    format!("{param}.function.arguments"),
+                    format!("not valid JSON: {e}"),
+                )
+            })?,
             Some(other) => other.clone(),
         };
         let id = call.get("id").and_then(Value::as_str).unwrap_or_default();

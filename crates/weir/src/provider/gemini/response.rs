@@ -89,10 +89,7 @@ pub fn split_parts(parts: &[Part], first_index: usize) -> (Option<String>, Vec<V
             text.get_or_insert_with(String::new).push_str(t);
         }
         if let Some(call) = &part.function_call {
-            let mut id = call
-                .id
-                .clone()
-                .unwrap_or_else(|| format!("call_{}", random_id()));
+            let mut id = call.id.clone().unwrap_or_else(|| format!("call_{}", random_id()));
             // A thinking model's signature must come back with the call in the next turn; the
             // client only keeps the id, so the signature rides in it.
             if let Some(sig) = &part.thought_signature {

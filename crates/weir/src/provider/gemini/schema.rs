@@ -103,10 +103,7 @@ fn convert(node: &Map<String, Value>, root: &Map<String, Value>, depth: usize) -
                 [one] => type_name = Some((*one).to_owned()),
                 [] => {}
                 many => {
-                    let any: Vec<Value> = many
-                        .iter()
-                        .map(|t| serde_json::json!({ "type": t }))
-                        .collect();
+                    let any: Vec<Value> = many.iter().map(|t| serde_json::json!({ "type": t })).collect();
                     out.insert("anyOf".to_owned(), Value::Array(any));
                 }
             }
