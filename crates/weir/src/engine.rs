@@ -710,9 +710,7 @@ impl Engine {
         let parsed = self.parse(&req)?;
         let group = self
             .group_for(&parsed.model)
-            .ok_or_else(|| Error::ModelNotFound {
-                model: parsed.model.clone(),
-            })?;
+            .ok_or_else(|| self.config.model_not_found(&parsed.model))?;
         let resilience = &self.config.resilience;
         let time_allowed = req.deadline.map_or(resilience.request_deadline, |d| {
             d.min(resilience.request_deadline)
@@ -1360,7 +1358,7 @@ impl Engine {
     pub async fn retrieve_model(&self, id: &str, request_id: Option<String>) -> Result<Bytes, Error> {
         let group = self
             .group_for(id)
-            .ok_or_else(|| Error::ModelNotFound { model: id.to_owned() })?;
+            .ok_or_else(|| self.config.model_not_found(id))?;
         if !group.wildcard {
             let model = Model {
                 id: id.to_owned(),

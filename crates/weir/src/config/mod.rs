@@ -46,8 +46,17 @@ pub struct Config {
 pub enum ConfigSource {
     /// A YAML file.
     File(String),
-    /// No file; `OPENAI_API_KEY` was set, so every model goes to OpenAI (or `OPENAI_BASE_URL`).
-    EnvOpenAi,
+    /// No file; provider keys in the environment: `claude-*` goes to Anthropic when
+    /// `ANTHROPIC_API_KEY` is set, `gemini-*` to Gemini with `GEMINI_API_KEY`, every other model to
+    /// OpenAI (or `OPENAI_BASE_URL`) with `OPENAI_API_KEY`.
+    Env {
+        /// `OPENAI_API_KEY` is set.
+        openai: bool,
+        /// `ANTHROPIC_API_KEY` is set.
+        anthropic: bool,
+        /// `GEMINI_API_KEY` is set.
+        gemini: bool,
+    },
     /// No file and no key: the built-in offline mock provider.
     BuiltinMock,
 }
@@ -56,10 +65,30 @@ impl fmt::Display for ConfigSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ConfigSource::File(path) => write!(f, "config file {path}"),
-            ConfigSource::EnvOpenAi => f.write_str("zero-config: OPENAI_API_KEY is set, proxying every model to OpenAI"),
+            ConfigSource::Env {
+                openai,
+                anthropic,
+                gemini,
+            } => {
+                let mut routes = Vec::new();
+                if *anthropic {
+                    routes.push("claude-* to Anthropic (ANTHROPIC_API_KEY)");
+                }
+                if *gemini {
+                    routes.push("gemini-* to Gemini (GEMINI_API_KEY)");
+                }
+                if *openai {
+                    routes.push("every other model to OpenAI (OPENAI_API_KEY)");
+                }
+                write!(f, "zero-config from the environment: {}", routes.join(", "))?;
+                if !openai {
+                    f.write_str("; other models are not served (set OPENAI_API_KEY to proxy them to OpenAI)")?;
+                }
+                Ok(())
+            }
             ConfigSource::BuiltinMock => f.write_str(
-                "zero-config: no config file and no OPENAI_API_KEY, serving the built-in offline mock provider \
-                 (answers are canned; set OPENAI_API_KEY or pass --config for real models)",
+                "zero-config: no config file and no OPENAI_API_KEY, ANTHROPIC_API_KEY or GEMINI_API_KEY, serving \
+                 the built-in offline mock provider (answers are canned; set a key or pass --config for real models)",
             ),
         }
     }
@@ -342,9 +371,13 @@ impl Config {
         raw::parse(text, file)
     }
 
-    /// The zero-config setup: OpenAI when `OPENAI_API_KEY` is set (honouring `OPENAI_BASE_URL`,
-    /// `OPENAI_TIMEOUT`, `OPENAI_MAX_RETRIES`, `OPENAI_ORG_ID`, `OPENAI_PROJECT_ID`), otherwise the
-    /// built-in mock provider, so a fresh machine can run the gateway offline.
+    /// The zero-config setup, from provider keys in the environment: `claude-*` → Anthropic with
+    /// `ANTHROPIC_API_KEY` (`ANTHROPIC_BASE_URL`, default `https://api.anthropic.com`), `gemini-*`
+    /// → Gemini with `GEMINI_API_KEY` (`GEMINI_BASE_URL`, default
+    /// `https://generativelanguage.googleapis.com`), every other model → OpenAI with
+    /// `OPENAI_API_KEY` (honouring `OPENAI_BASE_URL`, `OPENAI_ORG_ID`, `OPENAI_PROJECT_ID`).
+    /// `OPENAI_TIMEOUT` and `OPENAI_MAX_RETRIES` apply to every deployment. With no key at all,
+    /// the built-in mock provider, so a fresh machine can run the gateway offline.
     pub fn from_env() -> Result<Config, ConfigError> {
         Self::from_env_with(|name| std::env::var(name).ok())
     }
@@ -373,56 +406,99 @@ impl Config {
             })?,
             None => 2,
         };
-        let (deployment, source) = match var("OPENAI_API_KEY") {
-            Some(key) => {
-                let base = var("OPENAI_BASE_URL").unwrap_or_else(|| "https://api.openai.com/v1".to_owned());
-                let base_url = raw::parse_base_url(&base).map_err(|m| env_error("OPENAI_BASE_URL", m))?;
-                (
-                    DeploymentConfig {
-                        id: "openai".to_owned(),
-                        provider: ProviderKind::OpenAi,
-                        base_url,
-                        api_key: Some(Secret::new(key)),
-                        model: None,
-                        organization: var("OPENAI_ORG_ID"),
-                        project: var("OPENAI_PROJECT_ID"),
-                        api_version: None,
-                        timeouts,
-                        pool: PoolLimits::default(),
-                        retry: RetryPolicy {
-                            max_retries,
-                            ..RetryPolicy::default()
-                        },
-                        circuit_breaker: Some(CircuitBreakerConfig::default()),
-                        rate_limits: None,
-                        weight: 1,
-                        priority: 0,
-                        health_check: None,
-                    },
-                    ConfigSource::EnvOpenAi,
-                )
-            }
-            None => (
-                mock_deployment("mock", timeouts, max_retries)?,
-                ConfigSource::BuiltinMock,
-            ),
+        // One deployment per provider key found; OPENAI_TIMEOUT and OPENAI_MAX_RETRIES apply to all.
+        let env_deployment =
+            |id: &str, provider: ProviderKind, key: String, url_var: &str, default_url: &str| {
+                let base = var(url_var).unwrap_or_else(|| default_url.to_owned());
+                let mut d = mock_deployment(id, timeouts, max_retries)?;
+                d.base_url = raw::parse_base_url(&base).map_err(|m| env_error(url_var, m))?;
+                d.provider = provider;
+                d.api_key = Some(Secret::new(key));
+                Ok::<_, ConfigError>(d)
+            };
+        let group = |name: &str, deployment: DeploymentConfig| ModelGroupConfig {
+            name: name.to_owned(),
+            deployments: vec![deployment],
+            fallbacks: Vec::new(),
+            context_window_fallbacks: Vec::new(),
+            strategy: Strategy::RoundRobin,
+        };
+        let mut models = Vec::new();
+        let anthropic = var("ANTHROPIC_API_KEY");
+        let gemini = var("GEMINI_API_KEY");
+        let openai = var("OPENAI_API_KEY");
+        let source = ConfigSource::Env {
+            openai: openai.is_some(),
+            anthropic: anthropic.is_some(),
+            gemini: gemini.is_some(),
+        };
+        if let Some(key) = anthropic {
+            let d = env_deployment(
+                "anthropic",
+                ProviderKind::Anthropic,
+                key,
+                "ANTHROPIC_BASE_URL",
+                "https://api.anthropic.com",
+            )?;
+            models.push(group("claude-*", d));
+        }
+        if let Some(key) = gemini {
+            let d = env_deployment(
+                "gemini",
+                ProviderKind::Gemini,
+                key,
+                "GEMINI_BASE_URL",
+                "https://generativelanguage.googleapis.com",
+            )?;
+            models.push(group("gemini-*", d));
+        }
+        if let Some(key) = openai {
+            let mut d = env_deployment(
+                "openai",
+                ProviderKind::OpenAi,
+                key,
+                "OPENAI_BASE_URL",
+                "https://api.openai.com/v1",
+            )?;
+            d.organization = var("OPENAI_ORG_ID");
+            d.project = var("OPENAI_PROJECT_ID");
+            models.push(group("*", d));
+        }
+        let (source, default_model) = if models.is_empty() {
+            models.push(group("*", mock_deployment("mock", timeouts, max_retries)?));
+            (ConfigSource::BuiltinMock, Some("*".to_owned()))
+        } else {
+            // Pass-through calls that name no model are OpenAI's (files, batches...).
+            let default = models.iter().any(|g| g.name == "*").then(|| "*".to_owned());
+            (source, default)
         };
         Ok(Config {
             server: ServerConfig::default(),
             logging: LoggingConfig::default(),
-            models: vec![ModelGroupConfig {
-                name: "*".to_owned(),
-                deployments: vec![deployment],
-                fallbacks: Vec::new(),
-                context_window_fallbacks: Vec::new(),
-                strategy: Strategy::RoundRobin,
-            }],
-            default_model: Some("*".to_owned()),
+            models,
+            default_model,
             resilience: ResilienceConfig::default(),
             pricing: Default::default(),
             cache: Default::default(),
             source,
         })
+    }
+
+    /// The error for a model no group serves. Zero-config without `OPENAI_API_KEY` says which
+    /// variable would serve it, rather than only that it does not exist.
+    pub fn model_not_found(&self, model: &str) -> crate::Error {
+        match &self.source {
+            ConfigSource::Env { openai: false, .. } => crate::Error::NotFound {
+                message: format!(
+                    "The model `{model}` is not served: without a config file, claude-* models go to \
+                     Anthropic (ANTHROPIC_API_KEY), gemini-* models to Gemini (GEMINI_API_KEY), and other \
+                     models to OpenAI only when OPENAI_API_KEY is set."
+                ),
+            },
+            _ => crate::Error::ModelNotFound {
+                model: model.to_owned(),
+            },
+        }
     }
 
     /// The group serving `model`: an exact name wins over patterns, the longest pattern over shorter ones.

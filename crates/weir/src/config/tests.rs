@@ -116,7 +116,14 @@ fn zero_config_modes() {
     };
     let openai = Config::from_env_with(env).unwrap();
     let d = &openai.models[0].deployments[0];
-    assert_eq!(openai.source, ConfigSource::EnvOpenAi);
+    assert_eq!(
+        openai.source,
+        ConfigSource::Env {
+            openai: true,
+            anthropic: false,
+            gemini: false
+        }
+    );
     assert_eq!(d.base_url.as_str(), "http://127.0.0.1:9/v1");
     assert_eq!(d.timeouts.total, Duration::from_secs(12));
     assert_eq!(d.timeouts.read, Duration::from_secs(12));
@@ -125,6 +132,92 @@ fn zero_config_modes() {
     let bad = |name: &str| (name == "OPENAI_MAX_RETRIES").then(|| "many".to_owned());
     let err = Config::from_env_with(bad).unwrap_err();
     assert_eq!(err.field.as_deref(), Some("OPENAI_MAX_RETRIES"));
+    let bad = |name: &str| match name {
+        "GEMINI_API_KEY" => Some("g".to_owned()),
+        "GEMINI_BASE_URL" => Some("ftp://x".to_owned()),
+        _ => None,
+    };
+    let err = Config::from_env_with(bad).unwrap_err();
+    assert_eq!(err.field.as_deref(), Some("GEMINI_BASE_URL"));
+}
+
+#[test]
+fn zero_config_routes_model_prefixes_to_each_provider_key() {
+    let env = |name: &str| {
+        match name {
+            "OPENAI_API_KEY" => Some("sk-o"),
+            "ANTHROPIC_API_KEY" => Some("sk-ant"),
+            "GEMINI_API_KEY" => Some("g-key"),
+            "GEMINI_BASE_URL" => Some("http://127.0.0.1:9"),
+            "OPENAI_MAX_RETRIES" => Some("4"),
+            _ => None,
+        }
+        .map(str::to_owned)
+    };
+    let config = Config::from_env_with(env).unwrap();
+    let route = |model: &str| {
+        let d = &config.group_for(model).unwrap().deployments[0];
+        (
+            d.provider,
+            d.base_url.as_str().to_owned(),
+            d.api_key.as_ref().unwrap().expose().to_owned(),
+        )
+    };
+    assert_eq!(
+        route("claude-sonnet-4-5"),
+        (
+            ProviderKind::Anthropic,
+            "https://api.anthropic.com/".to_owned(),
+            "sk-ant".to_owned()
+        )
+    );
+    assert_eq!(
+        route("gemini-2.5-flash"),
+        (
+            ProviderKind::Gemini,
+            "http://127.0.0.1:9/".to_owned(),
+            "g-key".to_owned()
+        )
+    );
+    assert_eq!(
+        route("gpt-4o"),
+        (
+            ProviderKind::OpenAi,
+            "https://api.openai.com/v1".to_owned(),
+            "sk-o".to_owned()
+        )
+    );
+    assert!(
+        config
+            .models
+            .iter()
+            .all(|g| g.deployments[0].retry.max_retries == 4)
+    );
+    assert_eq!(config.default_model.as_deref(), Some("*"));
+    let line = config.source.to_string();
+    for part in [
+        "claude-*",
+        "ANTHROPIC_API_KEY",
+        "gemini-*",
+        "GEMINI_API_KEY",
+        "OPENAI_API_KEY",
+    ] {
+        assert!(line.contains(part), "{line}");
+    }
+
+    // Only a Gemini key: Gemini models are served, the rest is refused naming the variable to set
+    // (not the offline mock: a user who set a key wants real answers or a clear no).
+    let only = |name: &str| (name == "GEMINI_API_KEY").then(|| "g".to_owned());
+    let config = Config::from_env_with(only).unwrap();
+    assert_eq!(config.models.len(), 1);
+    assert!(config.group_for("gpt-4o").is_none());
+    assert_eq!(config.default_model, None);
+    let err = config.model_not_found("gpt-4o");
+    assert_eq!(err.kind(), crate::ErrorKind::NotFound);
+    assert!(err.to_string().contains("OPENAI_API_KEY"), "{err}");
+    assert!(config.source.to_string().contains("set OPENAI_API_KEY"));
+    // Keys never appear in the announcement.
+    assert!(!config.source.to_string().contains("g-key"));
 }
 
 #[test]
