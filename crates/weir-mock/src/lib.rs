@@ -14,6 +14,18 @@
 //!   pacing, request counters, request recording and an optional required API key.
 //!   [`server::MockServer`] binds `127.0.0.1:0` for tests.
 //!
+//! The server also speaks two other dialects, with the same directives and fault modes:
+//! - **Gemini** under `/v1beta/` ([`content::gemini`]): `models/{model}:generateContent`,
+//!   `:streamGenerateContent` (`?alt=sse` for SSE), `:embedContent`, `:batchEmbedContents`,
+//!   `GET models` and `GET models/{id}`, with function calling; faults and errors come in
+//!   Gemini's shape (`{"error":{"code","message","status"}}`, a `RetryInfo` detail on 429s).
+//!   Directives may ride in the path's model name (`models/mock:chunks=3:generateContent`).
+//! - **Azure OpenAI** paths: `/openai/deployments/{deployment}/...` and `/openai/...` are served
+//!   like `/v1/...` (the `api-version` query is accepted and ignored).
+//!
+//! A required API key is accepted as `Authorization: Bearer`, `api-key` (Azure) or
+//! `x-goog-api-key` (Gemini).
+//!
 //! # Directives
 //!
 //! A request scripts the mock's behaviour with directives, read from three places; a later one
