@@ -420,3 +420,51 @@ async fn azure_gets_its_path_api_version_and_api_key_header() {
     assert_eq!(stream.status(), 200);
     assert!(stream.text().await.unwrap().ends_with("data: [DONE]\n\n"));
 }
+
+#[tokio::test]
+async fn zero_config_routes_claude_gemini_and_the_rest_by_env_keys() {
+    let mock = mock().await;
+    let root = format!("http://{}", mock.addr());
+    let vars = [
+        ("ANTHROPIC_API_KEY", KEY.to_owned()),
+        ("ANTHROPIC_BASE_URL", root.clone()),
+        ("GEMINI_API_KEY", KEY.to_owned()),
+        ("GEMINI_BASE_URL", root.clone()),
+        ("OPENAI_API_KEY", KEY.to_owned()),
+        ("OPENAI_BASE_URL", mock.base_url()),
+    ];
+    let config = weir::Config::from_env_with(|name| {
+        vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone())
+    })
+    .unwrap();
+    let gw = Gateway::start_config(config).await;
+    for (model, path, auth_header) in [
+        ("claude-sonnet-4-5", "/v1/messages", "x-api-key"),
+        ("gemini-2.0-flash", "/v1beta/models/gemini-2.0-flash:generateContent", "x-goog-api-key"),
+        ("gpt-4o-mini", "/v1/chat/completions", "authorization"),
+    ] {
+        let resp = post(&gw, "/v1/chat/completions", chat(model, json!({}))).await;
+        assert_eq!(resp.status(), 200, "{model}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["object"], "chat.completion", "{model}");
+        assert!(body["choices"][0]["message"]["content"].is_string(), "{model}: {body}");
+        let seen = mock.state().last_request().unwrap();
+        assert_eq!(seen.path_and_query, path, "{model}");
+        assert!(seen.headers.get(auth_header).is_some(), "{model}");
+    }
+
+    // Only a Gemini key: other models are refused, naming the variable that would serve them.
+    let only = |name: &str| match name {
+        "GEMINI_API_KEY" => Some(KEY.to_owned()),
+        "GEMINI_BASE_URL" => Some(root.clone()),
+        _ => None,
+    };
+    let gw = Gateway::start_config(weir::Config::from_env_with(only).unwrap()).await;
+    mock.state().reset();
+    let resp = post(&gw, "/v1/chat/completions", chat("gpt-4o", json!({}))).await;
+    assert_eq!(resp.status(), 404);
+    assert!(error_of(resp).await["message"].as_str().unwrap().contains("OPENAI_API_KEY"));
+    assert_eq!(mock.state().request_count(), 0);
+    let resp = post(&gw, "/v1/chat/completions", chat("gemini-2.5-pro", json!({}))).await;
+    assert_eq!(resp.status(), 200);
+}

@@ -408,10 +408,17 @@ mod tests {
         assert_eq!(api_path(&uri).unwrap(), "");
         assert!(api_path(&"/v10/models".parse().unwrap()).is_none());
         assert!(api_path(&"/health".parse().unwrap()).is_none());
-        let uri: Uri = "/openai/deployments/gpt4o/chat/completions?api-version=2024-10-21".parse().unwrap();
+        let uri: Uri = "/openai/deployments/gpt4o/chat/completions?api-version=2024-10-21"
+            .parse()
+            .unwrap();
         assert_eq!(api_path(&uri).unwrap(), "chat/completions?api-version=2024-10-21");
-        let uri: Uri = "/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse".parse().unwrap();
-        assert_eq!(api_path(&uri).unwrap(), "models/gemini-2.0-flash:streamGenerateContent?alt=sse");
+        let uri: Uri = "/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            api_path(&uri).unwrap(),
+            "models/gemini-2.0-flash:streamGenerateContent?alt=sse"
+        );
         assert_eq!(Protocol::of(uri.path()), Protocol::Gemini);
     }
 

@@ -20,8 +20,8 @@ use futures::{Stream, future::BoxFuture};
 use http::{HeaderMap, Method, StatusCode};
 
 pub use anthropic::AnthropicProvider;
-pub use mock::MockProvider;
 pub use gemini::GeminiProvider;
+pub use mock::MockProvider;
 pub use openai::{AZURE_DEFAULT_API_VERSION, OpenAiProvider};
 pub use transport::{MAX_RESPONSE_BYTES, Transport};
 
