@@ -433,21 +433,27 @@ async fn zero_config_routes_claude_gemini_and_the_rest_by_env_keys() {
         ("OPENAI_API_KEY", KEY.to_owned()),
         ("OPENAI_BASE_URL", mock.base_url()),
     ];
-    let config = weir::Config::from_env_with(|name| {
-        vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone())
-    })
-    .unwrap();
+    let config =
+        weir::Config::from_env_with(|name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone()))
+            .unwrap();
     let gw = Gateway::start_config(config).await;
     for (model, path, auth_header) in [
         ("claude-sonnet-4-5", "/v1/messages", "x-api-key"),
-        ("gemini-2.0-flash", "/v1beta/models/gemini-2.0-flash:generateContent", "x-goog-api-key"),
+        (
+            "gemini-2.0-flash",
+            "/v1beta/models/gemini-2.0-flash:generateContent",
+            "x-goog-api-key",
+        ),
         ("gpt-4o-mini", "/v1/chat/completions", "authorization"),
     ] {
         let resp = post(&gw, "/v1/chat/completions", chat(model, json!({}))).await;
         assert_eq!(resp.status(), 200, "{model}");
         let body: Value = resp.json().await.unwrap();
         assert_eq!(body["object"], "chat.completion", "{model}");
-        assert!(body["choices"][0]["message"]["content"].is_string(), "{model}: {body}");
+        assert!(
+            body["choices"][0]["message"]["content"].is_string(),
+            "{model}: {body}"
+        );
         let seen = mock.state().last_request().unwrap();
         assert_eq!(seen.path_and_query, path, "{model}");
         assert!(seen.headers.get(auth_header).is_some(), "{model}");
@@ -463,7 +469,12 @@ async fn zero_config_routes_claude_gemini_and_the_rest_by_env_keys() {
     mock.state().reset();
     let resp = post(&gw, "/v1/chat/completions", chat("gpt-4o", json!({}))).await;
     assert_eq!(resp.status(), 404);
-    assert!(error_of(resp).await["message"].as_str().unwrap().contains("OPENAI_API_KEY"));
+    assert!(
+        error_of(resp).await["message"]
+            .as_str()
+            .unwrap()
+            .contains("OPENAI_API_KEY")
+    );
     assert_eq!(mock.state().request_count(), 0);
     let resp = post(&gw, "/v1/chat/completions", chat("gemini-2.5-pro", json!({}))).await;
     assert_eq!(resp.status(), 200);
