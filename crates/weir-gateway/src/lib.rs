@@ -12,6 +12,7 @@ mod messages;
 mod middleware;
 pub mod reload;
 mod routes;
+pub mod telemetry;
 
 use std::{
     future::Future,
@@ -57,6 +58,7 @@ impl AppState {
     }
 
     fn with_live(live: reload::Live) -> AppState {
+        telemetry::install_metrics();
         AppState {
             live: Arc::new(live),
             draining: Arc::new(AtomicBool::new(false)),

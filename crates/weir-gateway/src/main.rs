@@ -8,7 +8,6 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
-use tracing_subscriber::{EnvFilter, fmt};
 use weir::{
     Config,
     config::{ConfigSource, LogFormat, LoggingConfig, ProviderKind},
@@ -144,7 +143,7 @@ async fn run_serve(
         log_level,
     };
     let config = loader.load()?;
-    init_logging(&config.logging)?;
+    let telemetry = weir_gateway::telemetry::init(&config.logging, &config.tracing)?;
     // The first log line says what is being served, so nobody mistakes the mock for OpenAI.
     match config.source {
         ConfigSource::BuiltinMock => tracing::warn!("{}", config.source),
@@ -180,9 +179,12 @@ async fn run_serve(
         state.live.clone(),
         hangups,
     ));
-    serve(listener, state, shutdown_signal()).await?;
+    let served = serve(listener, state, shutdown_signal()).await;
     #[cfg(unix)]
     reloads.abort();
+    // Spans of the last requests are still buffered: export them before exiting.
+    telemetry.shutdown().await;
+    served?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -193,7 +195,8 @@ async fn run_mock(
     require_api_key: Option<String>,
     record: bool,
 ) -> anyhow::Result<()> {
-    init_logging(&LoggingConfig {
+    // The mock exports no traces: tracing stays off whatever the environment says.
+    weir_gateway::telemetry::init_logging(&LoggingConfig {
         level: "warn".to_owned(),
         ..LoggingConfig::default()
     })?;
@@ -220,25 +223,6 @@ fn announce(addr: SocketAddr) {
 
 fn is_loopback(addr: &SocketAddr) -> bool {
     addr.ip().is_loopback()
-}
-
-fn init_logging(logging: &LoggingConfig) -> anyhow::Result<()> {
-    let filter = match std::env::var("RUST_LOG") {
-        Ok(env) if !env.trim().is_empty() => EnvFilter::try_new(env).context("invalid RUST_LOG")?,
-        _ => EnvFilter::try_new(&logging.level)
-            .with_context(|| format!("invalid logging.level `{}`", logging.level))?,
-    };
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let result = match logging.format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .try_init(),
-        LogFormat::Human => builder.try_init(),
-    };
-    result.map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
 }
 
 fn describe_limits(l: &weir::resilience::rate_limit::RateLimitConfig) -> String {

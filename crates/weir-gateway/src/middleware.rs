@@ -6,10 +6,10 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use http::{HeaderValue, header};
-use tokio::time::Instant;
-use tracing::Instrument;
+use tracing::{Instrument, field::Empty};
+use weir::telemetry::RequestSummary;
 
-use crate::{AppState, error::ApiError};
+use crate::{AppState, error::ApiError, telemetry};
 
 /// The request's correlation id, available to handlers as an extension.
 #[derive(Debug, Clone)]
@@ -17,7 +17,8 @@ pub struct RequestId(pub String);
 
 /// Takes `x-request-id` from the client when it is sane (short, printable, no spaces: it ends up
 /// in logs and upstream headers) or makes a UUID; puts it on the request, on every log line of the
-/// request (through the span), and on the response. Logs one line when the response head is ready.
+/// request (through the span), and on the response. Logs one line when the response body has been
+/// sent (see [`telemetry::RequestEnd`]), with what the engine put in the request's summary.
 pub async fn request_context(mut req: Request, next: Next) -> Response {
     let id = req
         .headers()
@@ -29,41 +30,33 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
     req.extensions_mut().insert(RequestId(id.clone()));
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let span = tracing::info_span!("request", request_id = %id, %method, %path);
-    let started = Instant::now();
-    let mut resp = next.run(req).instrument(span.clone()).await;
-    let _enter = span.enter();
-    let status = resp.status().as_u16();
-    let latency_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
-    let deployment = resp
-        .headers()
-        .get("x-weir-deployment")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-")
-        .to_owned();
-    match resp.extensions().get::<weir::ErrorKind>() {
-        Some(kind) if status >= 500 => {
-            tracing::warn!(
-                status,
-                latency_ms,
-                deployment,
-                error = kind.as_str(),
-                "request failed"
-            )
-        }
-        Some(kind) => tracing::info!(
-            status,
-            latency_ms,
-            deployment,
-            error = kind.as_str(),
-            "request rejected"
-        ),
-        None => tracing::info!(status, latency_ms, deployment, "request served"),
-    }
+    // Fields named after the OpenTelemetry HTTP and GenAI conventions, filled as they are known.
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        %method,
+        %path,
+        otel.name = %format_args!("{method} {path}"),
+        otel.kind = "server",
+        otel.status_code = Empty,
+        http.response.status_code = Empty,
+        gen_ai.request.model = Empty,
+        gen_ai.usage.input_tokens = Empty,
+        gen_ai.usage.output_tokens = Empty,
+        weir.deployment = Empty,
+        weir.attempts = Empty,
+        error.type = Empty,
+    );
+    let traceparent = telemetry::client_traceparent(req.headers());
+    telemetry::adopt_remote_parent(&span, traceparent.as_deref());
+    let summary = RequestSummary::new();
+    summary.update(|s| s.traceparent = traceparent);
+    let end = telemetry::RequestEnd::start(span.clone(), summary.clone(), path.starts_with("/v1/"));
+    let mut resp = summary.scope(next.run(req)).instrument(span).await;
     if let Ok(value) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert("x-request-id", value);
     }
-    resp
+    end.attach(resp)
 }
 
 fn is_sane_request_id(id: &str) -> bool {

@@ -58,6 +58,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::admin::routes(state.clone()))
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .route("/metrics", get(crate::telemetry::metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(request_context))

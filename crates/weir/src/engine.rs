@@ -35,6 +35,7 @@ use crate::{
         health::{Health, HealthCheckHandle, spawn_checker},
     },
     sse::{GuardItem, OnStreamEnd, StreamEnd, guard, usage_in},
+    telemetry::{self, RequestSummary, ThrottleScope},
     tokens::{PriceTable, UsageLedger, UsageSnapshot},
 };
 
@@ -44,6 +45,7 @@ mod status;
 pub use status::{
     BreakerDetail, DeploymentStats, DeploymentStatus, LatencySummary, LimitUsage, PoolUsage, RateLimitUsage,
 };
+use tracing::Instrument;
 
 /// Which API a request is for; decides validation and stream handling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -593,9 +595,11 @@ impl Engine {
                 };
                 deployments.push(Arc::new(Deployment {
                     cooldown_until: parking_lot::Mutex::new(None),
-                    breaker: dep
-                        .circuit_breaker
-                        .map(|c| CircuitBreaker::new(dep.id.clone(), c)),
+                    breaker: dep.circuit_breaker.map(|c| {
+                        let breaker = CircuitBreaker::new(dep.id.clone(), c);
+                        telemetry::watch_breaker(&breaker);
+                        breaker
+                    }),
                     load: Arc::new(LoadStats::new()),
                     health: Health::new(dep.id.clone()),
                     limiter: dep
@@ -727,7 +731,7 @@ impl Engine {
                         phase: TimeoutPhase::Deadline,
                         after: time_allowed,
                     })
-                    .and_then(|r| r.map_err(|e| rate_limit_error(format!("client {client}"), e)))
+                    .and_then(|r| r.map_err(|e| throttled(ThrottleScope::Client, None, format!("client {client}"), e)))
                     .inspect_err(|_| self.usage.record_request(&parsed.model, Some(client), false))?;
                 limit_headers = reserved.headers();
                 Some(reserved)
@@ -739,8 +743,14 @@ impl Engine {
             deadline,
             time_allowed,
         };
+        RequestSummary::update_current(|s| {
+            s.model = Some(parsed.model.clone());
+            s.model_group = Some(group.name.clone());
+            s.stream = parsed.stream;
+        });
         let result = self
             .route_with_fallbacks(&req, &parsed, group, window, &client_reservation)
+            .instrument(telemetry::trace::route_span(&parsed.model, &group.name))
             .await;
         self.usage
             .record_request(&parsed.model, req.client.as_deref(), result.is_ok());
@@ -893,7 +903,10 @@ impl Engine {
                     let reservation = tokio::time::timeout_at(deadline, limiter.reserve(parsed.demand))
                         .await
                         .map_err(|_| past_deadline())?
-                        .map_err(|e| rate_limit_error(format!("deployment `{}`", deployment.id()), e))?;
+                        .map_err(|e| {
+                            let scope = format!("deployment `{}`", deployment.id());
+                            throttled(ThrottleScope::Deployment, Some(deployment.id()), scope, e)
+                        })?;
                     match deployment.acquire_breaker(Some(reservation)) {
                         Ok(settlement) => (deployment.clone(), settlement),
                         Err(why) => return Err(no_deployment(group, why.wait, why.reason)),
@@ -986,6 +999,7 @@ impl Engine {
                 return Err(err);
             }
             retry += 1;
+            telemetry::record_retry(&group.name, deployment.id(), err.kind());
             last_err = Some(err.clone());
             tracing::warn!(
                 deployment = deployment.id(),
@@ -1015,9 +1029,17 @@ impl Engine {
         client_reservation: &parking_lot::Mutex<Option<Reservation>>,
     ) -> Result<ProxyResponse, Error> {
         let started = Instant::now();
+        let span = telemetry::attempt_started(
+            req,
+            group.name.clone(),
+            deployment,
+            upstream_model(group, deployment, parsed),
+        );
         let result = self
             .attempt_inner(req, parsed, group, deployment, pending, client_reservation)
+            .instrument(span.clone())
             .await;
+        telemetry::attempt_finished(&span, deployment, started.elapsed(), &result);
         if result.is_ok() {
             // Time to the answer (to the first event, for a stream): what lowest_latency ranks by.
             deployment.load.observe_latency(started.elapsed());
@@ -1034,6 +1056,7 @@ impl Engine {
                         let cost = self.prices.get(model).map(|p| p.cost(usage));
                         if let Some(cost) = &cost {
                             crate::tokens::set_cost_header(&mut resp.headers, cost);
+                            RequestSummary::update_current(|s| s.cost_usd = Some(cost.usd));
                         }
                         let client = req.client.as_deref();
                         self.usage
@@ -1088,6 +1111,7 @@ impl Engine {
             },
             stream: parsed.stream,
             request_id: req.request_id.clone(),
+            traceparent: telemetry::trace::upstream_traceparent(),
         };
         let started = Instant::now();
         let resp = deployment.provider.send(upstream_req).await;
@@ -1123,10 +1147,10 @@ impl Engine {
                         // A stream's cost is known when it ends: it goes to the ledger (a header
                         // has long been sent by then).
                         let record = self.stream_usage_recorder(req, parsed, group, deployment);
+                        let watch = telemetry::StreamWatch::current();
                         Box::new(move |end: StreamEnd| {
-                            if let Some(usage) = &end.usage {
-                                record(usage);
-                            }
+                            let cost = end.usage.as_ref().and_then(record);
+                            watch.ended(&end, cost);
                             if let Some(settlement) = slot.lock().take() {
                                 settlement.stream_ended(&end);
                             }
@@ -1146,6 +1170,7 @@ impl Engine {
                             )
                         });
                     let stream = first_event_or_error(stream, expect_done, Some(on_end)).await?;
+                    telemetry::first_event(&group.name, deployment.id());
                     if let Some(mut settlement) = pending.lock().take() {
                         if half_open && let Some(probe) = settlement.permit.take() {
                             probe.record(Outcome::Success);
@@ -1180,7 +1205,7 @@ impl Engine {
         parsed: &Parsed,
         group: &Group,
         deployment: &Arc<Deployment>,
-    ) -> impl FnOnce(&Usage) + Send + 'static {
+    ) -> impl FnOnce(&Usage) -> Option<f64> + Send + 'static {
         let price = self
             .prices
             .get(upstream_model(group, deployment, parsed))
@@ -1190,6 +1215,8 @@ impl Engine {
         move |usage: &Usage| {
             let cost = price.map(|p| p.cost(usage));
             ledger.record_usage(&model, deployment.id(), client.as_deref(), usage, cost.as_ref());
+            // For the request's summary (log line, cost metric).
+            cost.map(|c| c.usd)
         }
     }
 
@@ -1404,6 +1431,7 @@ impl Engine {
                 content_type: None,
                 stream: false,
                 request_id: req.request_id,
+                traceparent: None,
             })
             .await?;
         let (status, headers) = (resp.status, resp.headers);
@@ -1576,6 +1604,15 @@ fn upstream_error(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Error
         param,
         retry_after: retry_after(headers),
     }
+}
+
+/// A refusal by a rate limit, counted as a throttle when it is one (not when the request alone
+/// is too large for the limit).
+fn throttled(scope: ThrottleScope, deployment: Option<&str>, label: String, err: RateLimitError) -> Error {
+    if matches!(err, RateLimitError::Limited(_)) {
+        telemetry::record_throttle(scope, deployment);
+    }
+    rate_limit_error(label, err)
 }
 
 /// A refusal by one of the gateway's own limits, as the client sees it.

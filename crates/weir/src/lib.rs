@@ -25,6 +25,7 @@ pub mod resilience;
 pub mod retry;
 pub mod route;
 pub mod sse;
+pub mod telemetry;
 pub mod tokens;
 
 pub use client::{ChatCompletionStream, Client};

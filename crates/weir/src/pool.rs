@@ -158,6 +158,37 @@ impl HttpPool {
     }
 }
 
+/// Connection slots in use per upstream host (`host:port`), over every live pool: what the
+/// `weir_upstream_connections_*` gauges show. Pools with equal hosts (different timeouts, same
+/// upstream) are added up.
+///
+/// These are the pool's permits, i.e. requests holding a connection (HTTP/1: one connection each).
+/// Idle keep-alive connections are not counted: reqwest does not expose its idle pool.
+pub fn host_stats() -> Vec<(String, PoolStats)> {
+    let pools: Vec<Arc<HttpPool>> = REGISTRY.lock().values().filter_map(Weak::upgrade).collect();
+    let mut out: Vec<(String, PoolStats)> = Vec::new();
+    for pool in pools {
+        let cap = pool.settings.limits.max_connections_per_host;
+        for (host, sem) in pool.per_host.lock().iter() {
+            let in_flight = cap.saturating_sub(sem.available_permits());
+            match out.iter_mut().find(|(h, _)| h == host) {
+                Some((_, stats)) => {
+                    stats.in_flight += in_flight;
+                    stats.max_connections += cap;
+                }
+                None => out.push((
+                    host.clone(),
+                    PoolStats {
+                        in_flight,
+                        max_connections: cap,
+                    },
+                )),
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;

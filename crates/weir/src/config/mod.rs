@@ -26,6 +26,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// Log format and level.
     pub logging: LoggingConfig,
+    /// OpenTelemetry trace export (the gateway's; off unless an endpoint is configured).
+    pub tracing: TracingConfig,
     /// Public model names and the deployments that serve them.
     pub models: Vec<ModelGroupConfig>,
     /// The model group used for pass-through requests that name no model (e.g. `GET /v1/files`).
@@ -142,6 +144,31 @@ impl Default for LoggingConfig {
         LoggingConfig {
             format: LogFormat::Human,
             level: "info".to_owned(),
+        }
+    }
+}
+
+/// OpenTelemetry trace export over OTLP/HTTP (protobuf). Off unless `otlp_endpoint` is set here
+/// or the standard `OTEL_EXPORTER_OTLP_ENDPOINT` / `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` variables are.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TracingConfig {
+    /// The collector's root URL (`/v1/traces` is appended), e.g. `http://localhost:4318`.
+    pub otlp_endpoint: Option<url::Url>,
+    /// Headers sent with every export (authentication for hosted collectors); values are secret.
+    pub otlp_headers: Vec<(String, Secret)>,
+    /// `service.name` of the spans; default `OTEL_SERVICE_NAME`, else `weir`.
+    pub service_name: Option<String>,
+    /// Fraction of traces sampled (when the client did not decide): 0 to 1, default 1.
+    pub sample_ratio: f64,
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        TracingConfig {
+            otlp_endpoint: None,
+            otlp_headers: Vec::new(),
+            service_name: None,
+            sample_ratio: 1.0,
         }
     }
 }
@@ -475,6 +502,7 @@ impl Config {
         Ok(Config {
             server: ServerConfig::default(),
             logging: LoggingConfig::default(),
+            tracing: TracingConfig::default(),
             models,
             default_model,
             resilience: ResilienceConfig::default(),

@@ -18,7 +18,7 @@ use crate::{
 use super::{
     ByteSize, Config, ConfigDuration, ConfigError, ConfigSource, DeploymentConfig, EnvString, LogFormat,
     LoggingConfig, ModelGroupConfig, PoolLimits, ProviderKind, ResilienceConfig, Secret, ServerConfig,
-    Timeouts,
+    Timeouts, TracingConfig,
 };
 
 #[derive(Debug, Deserialize)]
@@ -28,6 +28,9 @@ struct RawConfig {
     server: RawServer,
     #[serde(default)]
     logging: RawLogging,
+    /// OpenTelemetry trace export (see `crate::config::TracingConfig`).
+    #[serde(default)]
+    tracing: RawTracing,
     /// Timeouts, pool limits and retries every deployment starts from.
     #[serde(default)]
     upstream_defaults: RawUpstream,
@@ -144,6 +147,16 @@ struct RawServer {
     #[serde(default)]
     client_rate_limits: RawRateLimits,
     admin_key: Option<Spanned<Secret>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTracing {
+    otlp_endpoint: Option<Spanned<EnvString>>,
+    #[serde(default)]
+    otlp_headers: std::collections::BTreeMap<String, Secret>,
+    service_name: Option<EnvString>,
+    sample_ratio: Option<Spanned<f64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -340,6 +353,7 @@ fn validate(raw: RawConfig, file: Option<&str>) -> Result<Config, ConfigError> {
         format: raw.logging.format.unwrap_or(LogFormat::Human),
         level: raw.logging.level.unwrap_or_else(|| "info".to_owned()),
     };
+    let tracing = tracing_config(&ctx, raw.tracing)?;
 
     let mut names = HashSet::new();
     let mut ids = HashSet::new();
@@ -480,6 +494,7 @@ fn validate(raw: RawConfig, file: Option<&str>) -> Result<Config, ConfigError> {
         cache,
         server,
         logging,
+        tracing,
         models,
         default_model,
         resilience,
@@ -1018,6 +1033,54 @@ fn resilience(ctx: &Ctx<'_>, raw: &RawResilience) -> Result<ResilienceConfig, Co
 }
 
 /// Validates an upstream API root: http(s), a host, no credentials, query or fragment.
+/// The `tracing:` section: an OTLP/HTTP endpoint (the collector's root, as in
+/// `OTEL_EXPORTER_OTLP_ENDPOINT`), headers for it, the service name and a sampling ratio.
+fn tracing_config(ctx: &Ctx<'_>, raw: RawTracing) -> Result<TracingConfig, ConfigError> {
+    let otlp_endpoint = match raw.otlp_endpoint {
+        None => None,
+        Some(url) => {
+            let text = url.value.0.trim();
+            let parsed = Url::parse(text)
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+                .ok_or_else(|| {
+                    ctx.error(
+                        url.referenced.line(),
+                        "tracing.otlp_endpoint",
+                        format!("`{text}` is not an http(s) URL such as http://localhost:4318"),
+                    )
+                })?;
+            Some(parsed)
+        }
+    };
+    for name in raw.otlp_headers.keys() {
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            return Err(ctx.error(
+                0,
+                format!("tracing.otlp_headers.{name}"),
+                "not a valid HTTP header name",
+            ));
+        }
+    }
+    let sample_ratio = match raw.sample_ratio {
+        None => 1.0,
+        Some(r) if (0.0..=1.0).contains(&r.value) => r.value,
+        Some(r) => {
+            return Err(ctx.error(
+                r.referenced.line(),
+                "tracing.sample_ratio",
+                "must be between 0 and 1",
+            ));
+        }
+    };
+    Ok(TracingConfig {
+        otlp_endpoint,
+        otlp_headers: raw.otlp_headers.into_iter().collect(),
+        service_name: raw.service_name.map(|s| s.0).filter(|s| !s.trim().is_empty()),
+        sample_ratio,
+    })
+}
+
 pub(super) fn parse_base_url(text: &str) -> Result<Url, String> {
     let mut url = Url::parse(text.trim()).map_err(|e| format!("`{text}` is not a valid URL ({e})"))?;
     if !matches!(url.scheme(), "http" | "https") {

@@ -47,6 +47,9 @@ pub struct UpstreamRequest {
     pub stream: bool,
     /// Forwarded as `x-request-id`, so upstream logs can be joined with ours.
     pub request_id: Option<String>,
+    /// W3C trace context, sent as the `traceparent` header so the upstream's spans (if it traces)
+    /// join the request's trace. Every provider should send it when set.
+    pub traceparent: Option<http::HeaderValue>,
 }
 
 /// An upstream's answer.

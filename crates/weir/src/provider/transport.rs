@@ -129,6 +129,9 @@ impl Transport {
         {
             builder = builder.header("x-request-id", id);
         }
+        if let Some(traceparent) = req.traceparent {
+            builder = builder.header("traceparent", traceparent);
+        }
         if req.stream {
             builder = builder.header(header::ACCEPT, "text/event-stream");
         }

@@ -1,0 +1,553 @@
+//! The gateway's telemetry: the Prometheus recorder and `GET /metrics`, log and OTLP trace
+//! subscribers, and the end of each request (one log line, the request metrics, the span's
+//! closing attributes) once its body has been sent.
+//!
+//! Metric names, labels and the per-request summary live in the library (`weir::telemetry`);
+//! this module only installs the exporters and decides when a request is over.
+
+use std::{
+    pin::Pin,
+    sync::OnceLock,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use axum::{
+    body::Body,
+    extract::State,
+    response::{IntoResponse, Response},
+};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::time::Instant;
+use weir::telemetry::{self as wt, RequestSummary, trace::parse_traceparent};
+
+use crate::AppState;
+
+// === Prometheus ===
+
+/// The process's Prometheus recorder, installed by the first gateway built in this process.
+/// `None` inside when another recorder was installed first (an embedder's own): then `/metrics`
+/// answers 404 rather than lying with an empty page.
+static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// How often histogram samples are folded into their buckets between scrapes, so an unscraped
+/// gateway's memory stays flat.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Installs the Prometheus recorder once per process (tests run several gateways in one process;
+/// they share it) and returns its handle.
+pub fn install_metrics() -> Option<&'static PrometheusHandle> {
+    PROMETHEUS
+        .get_or_init(|| {
+            let mut builder = PrometheusBuilder::new();
+            for (name, buckets) in wt::HISTOGRAM_BUCKETS {
+                // Explicit buckets: without them the exporter renders summaries, whose quantiles
+                // cannot be aggregated across replicas.
+                builder = match builder.set_buckets_for_metric(Matcher::Full((*name).to_owned()), buckets) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        tracing::error!(error = %e, metric = name, "cannot set histogram buckets");
+                        return None;
+                    }
+                };
+            }
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            if let Err(e) = metrics::set_global_recorder(recorder) {
+                tracing::warn!(error = %e, "another metrics recorder is installed: /metrics is disabled");
+                return None;
+            }
+            wt::describe();
+            let upkeep = handle.clone();
+            // A plain thread, not a task: the recorder outlives any one runtime (tests).
+            let spawned = std::thread::Builder::new()
+                .name("weir-metrics-upkeep".to_owned())
+                .spawn(move || {
+                    loop {
+                        std::thread::park_timeout(UPKEEP_INTERVAL);
+                        upkeep.run_upkeep();
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "cannot start the metrics upkeep thread");
+            }
+            Some(handle)
+        })
+        .as_ref()
+}
+
+/// `GET /metrics`: the Prometheus text format, gauges read at scrape time.
+pub async fn metrics(State(state): State<std::sync::Arc<AppState>>) -> Response {
+    let Some(handle) = PROMETHEUS.get().and_then(Option::as_ref) else {
+        return (StatusCode::NOT_FOUND, "metrics are disabled\n").into_response();
+    };
+    wt::refresh_gauges(&state.engine());
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        handle.render(),
+    )
+        .into_response()
+}
+
+// === end of request ===
+
+/// What the end-of-request line and metrics need, carried by the response body until it ends.
+pub struct RequestEnd {
+    span: tracing::Span,
+    summary: RequestSummary,
+    started: Instant,
+    status: StatusCode,
+    /// The error the handler answered with (the response carries its label).
+    error: Option<weir::ErrorKind>,
+    /// Whether this is an API request (counted in the request metrics); health checks and
+    /// scrapes are logged but not counted.
+    counted: bool,
+}
+
+impl RequestEnd {
+    /// Starts tracking a request; counts it in flight if it is an API request.
+    pub fn start(span: tracing::Span, summary: RequestSummary, counted: bool) -> RequestEnd {
+        if counted {
+            metrics::gauge!(wt::REQUESTS_IN_FLIGHT).increment(1.0);
+        }
+        RequestEnd {
+            span,
+            summary,
+            started: Instant::now(),
+            status: StatusCode::OK,
+            error: None,
+            counted,
+        }
+    }
+
+    /// Attaches to the response: the line is written when its body has been sent (or dropped).
+    pub fn attach(mut self, resp: Response) -> Response {
+        self.status = resp.status();
+        self.error = resp.extensions().get::<weir::ErrorKind>().copied();
+        let (parts, body) = resp.into_parts();
+        let body = Body::new(EndOfBody {
+            inner: body,
+            end: Some(self),
+        });
+        Response::from_parts(parts, body)
+    }
+
+    /// `body_error`: the body broke while being sent. `complete`: it was sent whole (else the
+    /// client went away first).
+    fn finish(self, complete: bool) {
+        let took = self.started.elapsed();
+        let mut data = self.summary.snapshot();
+        if data.error.is_none() {
+            data.error = self.error;
+        }
+        let status = self.status.as_u16();
+        if self.counted {
+            metrics::gauge!(wt::REQUESTS_IN_FLIGHT).decrement(1.0);
+            wt::record_request(&data, status, took);
+        }
+        let span = &self.span;
+        span.record("http.response.status_code", i64::from(status));
+        if let Some(model) = &data.model {
+            span.record("gen_ai.request.model", model.as_str());
+        }
+        if let Some(deployment) = &data.deployment {
+            span.record("weir.deployment", &**deployment);
+        }
+        span.record("weir.attempts", i64::from(data.attempts));
+        weir::telemetry::trace::record_usage(span, data.input_tokens, data.output_tokens);
+        if let Some(kind) = data.error {
+            span.record("error.type", kind.as_str());
+            if status >= 500 || status < 400 {
+                span.record("otel.status_code", "ERROR");
+            }
+        }
+        let _entered = span.enter();
+        let trace_id = trace_id(span, &data);
+        let latency_ms = (took.as_secs_f64() * 1e6).round() / 1e3;
+        let ttft_ms = data
+            .time_to_first_token
+            .map(|d| (d.as_secs_f64() * 1e6).round() / 1e3);
+        let model = data.model.as_deref().unwrap_or("-");
+        let model_group = data.model_group.as_deref().unwrap_or("-");
+        let deployment = data.deployment.as_deref().unwrap_or("-");
+        let error = data.error.map(weir::ErrorKind::as_str);
+        macro_rules! line {
+            ($level:ident, $message:literal) => {
+                tracing::$level!(
+                    trace_id = trace_id.as_deref(),
+                    model,
+                    model_group,
+                    deployment,
+                    status,
+                    attempts = data.attempts,
+                    latency_ms,
+                    ttft_ms,
+                    input_tokens = data.input_tokens,
+                    output_tokens = data.output_tokens,
+                    cost_usd = data.cost_usd,
+                    cache = data.cache,
+                    error,
+                    complete,
+                    $message
+                )
+            };
+        }
+        match data.error {
+            // A stream cut after its first event is a failure under a 200.
+            Some(_) if status >= 500 || status < 400 => line!(warn, "request failed"),
+            Some(_) => line!(info, "request rejected"),
+            None => line!(info, "request served"),
+        }
+    }
+}
+
+/// The trace id for the log line: the exported trace's, else the client's `traceparent`'s.
+fn trace_id(span: &tracing::Span, data: &wt::SummaryData) -> Option<String> {
+    if tracing_enabled() {
+        use opentelemetry::trace::TraceContextExt;
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        let cx = span.context();
+        let sc = cx.span().span_context().clone();
+        if sc.is_valid() {
+            return Some(sc.trace_id().to_string());
+        }
+    }
+    data.traceparent
+        .as_deref()
+        .and_then(parse_traceparent)
+        .map(|tp| tp.trace_id.to_owned())
+}
+
+/// A response body that reports the request's end when its last frame has been taken, it fails,
+/// or it is dropped (the client went away, or hyper stopped after `is_end_stream`).
+struct EndOfBody {
+    inner: Body,
+    end: Option<RequestEnd>,
+}
+
+impl EndOfBody {
+    fn finish(&mut self, complete: bool) {
+        if let Some(end) = self.end.take() {
+            end.finish(complete);
+        }
+    }
+}
+
+impl http_body::Body for EndOfBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.inner).poll_frame(cx);
+        match &poll {
+            Poll::Ready(None) => this.finish(true),
+            Poll::Ready(Some(Err(_))) => this.finish(false),
+            _ => {}
+        }
+        poll
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for EndOfBody {
+    fn drop(&mut self) {
+        let complete = http_body::Body::is_end_stream(&self.inner);
+        self.finish(complete);
+    }
+}
+
+// === traces ===
+
+static TRACING: OnceLock<bool> = OnceLock::new();
+
+/// Whether spans are exported (an OTLP exporter is installed in this process).
+pub fn tracing_enabled() -> bool {
+    TRACING.get().copied().unwrap_or(false)
+}
+
+/// The client's `traceparent`, if well-formed (anything else is ignored, never forwarded).
+pub fn client_traceparent(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get("traceparent")?.to_str().ok()?;
+    parse_traceparent(value)?;
+    Some(value.trim().to_owned())
+}
+
+/// Makes the client's trace the parent of the request span, when traces are exported.
+pub fn adopt_remote_parent(span: &tracing::Span, traceparent: Option<&str>) {
+    if !tracing_enabled() {
+        return;
+    }
+    let Some(traceparent) = traceparent else { return };
+    use opentelemetry::propagation::TextMapPropagator;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    struct One<'a>(&'a str);
+    impl opentelemetry::propagation::Extractor for One<'_> {
+        fn get(&self, key: &str) -> Option<&str> {
+            (key == "traceparent").then_some(self.0)
+        }
+        fn keys(&self) -> Vec<&str> {
+            vec!["traceparent"]
+        }
+    }
+    let cx = opentelemetry_sdk::propagation::TraceContextPropagator::new().extract(&One(traceparent));
+    if let Err(e) = span.set_parent(cx) {
+        tracing::debug!(error = %e, "cannot adopt the client's trace");
+    }
+}
+
+/// The `traceparent` of the current span (an upstream attempt), for the upstream request.
+fn inject_current() -> Option<String> {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let cx = tracing::Span::current().context();
+    let span = cx.span();
+    let sc = span.span_context();
+    sc.is_valid().then(|| {
+        format!(
+            "00-{}-{}-{:02x}",
+            sc.trace_id(),
+            sc.span_id(),
+            sc.trace_flags().to_u8()
+        )
+    })
+}
+
+/// Flushes and stops trace export at shutdown.
+#[derive(Debug, Default)]
+pub struct TelemetryGuard {
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl TelemetryGuard {
+    /// Exports the spans still buffered (bounded by the exporter's timeout) and stops.
+    pub async fn shutdown(self) {
+        let Some(provider) = self.provider else { return };
+        // `shutdown` blocks until the export finished: keep it off the runtime's workers.
+        let result = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+        match result {
+            Ok(Ok(())) => tracing::info!("trace export flushed"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "flushing trace export failed"),
+            Err(e) => tracing::warn!(error = %e, "flushing trace export failed"),
+        }
+    }
+}
+
+/// Where OTLP traces go, once config and environment are combined.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OtlpSettings {
+    /// The traces endpoint (full URL, `/v1/traces` included).
+    pub endpoint: String,
+    /// Extra headers (from config; `OTEL_EXPORTER_OTLP_HEADERS` is read by the exporter itself).
+    pub headers: Vec<(String, weir::config::Secret)>,
+    /// `service.name`.
+    pub service_name: String,
+    /// Sampling ratio for traces the client did not decide.
+    pub sample_ratio: f64,
+}
+
+/// Combines the `tracing:` config with the standard environment variables: config first, then
+/// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (used as is), then `OTEL_EXPORTER_OTLP_ENDPOINT` (plus
+/// `/v1/traces`). `None` (export off) without any, or with `OTEL_SDK_DISABLED=true` or
+/// `OTEL_TRACES_EXPORTER=none`.
+pub fn otlp_settings(
+    config: &weir::config::TracingConfig,
+    env: impl Fn(&str) -> Option<String>,
+) -> Option<OtlpSettings> {
+    let set = |name: &str| env(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+    if set("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"))
+        || set("OTEL_TRACES_EXPORTER").is_some_and(|v| v.eq_ignore_ascii_case("none"))
+    {
+        return None;
+    }
+    let with_path = |base: &str| format!("{}/v1/traces", base.trim_end_matches('/'));
+    let endpoint = match &config.otlp_endpoint {
+        Some(url) => with_path(url.as_str()),
+        None => match set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
+            Some(url) => url,
+            None => with_path(&set("OTEL_EXPORTER_OTLP_ENDPOINT")?),
+        },
+    };
+    Some(OtlpSettings {
+        endpoint,
+        headers: config.otlp_headers.clone(),
+        service_name: config
+            .service_name
+            .clone()
+            .or_else(|| set("OTEL_SERVICE_NAME"))
+            .unwrap_or_else(|| "weir".to_owned()),
+        sample_ratio: config.sample_ratio,
+    })
+}
+
+/// Sets up logging only (no trace export, whatever the environment says).
+pub fn init_logging(logging: &weir::config::LoggingConfig) -> anyhow::Result<()> {
+    install(logging, None).map(|_| ())
+}
+
+/// Sets up logging (human or JSON lines on stderr, filtered by `logging.level` or `RUST_LOG`)
+/// and, when configured, OTLP trace export. Call once, inside the runtime.
+pub fn init(
+    logging: &weir::config::LoggingConfig,
+    tracing_config: &weir::config::TracingConfig,
+) -> anyhow::Result<TelemetryGuard> {
+    let settings = otlp_settings(tracing_config, |name| std::env::var(name).ok());
+    install(logging, settings)
+}
+
+fn install(
+    logging: &weir::config::LoggingConfig,
+    settings: Option<OtlpSettings>,
+) -> anyhow::Result<TelemetryGuard> {
+    use anyhow::Context as _;
+    use tracing_subscriber::{Layer, filter::Targets, layer::SubscriberExt, util::SubscriberInitExt};
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(env) if !env.trim().is_empty() => env,
+        _ => logging.level.clone(),
+    };
+    // The library's trace-only spans (routing, attempts) stay out of log lines: a line logged
+    // inside an upstream call shows the request's span, with its request id.
+    let filter = tracing_subscriber::EnvFilter::try_new(format!("{filter},{}=off", wt::trace::TARGET))
+        .with_context(|| format!("invalid log filter `{filter}` (logging.level or RUST_LOG)"))?;
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match logging.format {
+        weir::config::LogFormat::Json => fmt
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_filter(filter)
+            .boxed(),
+        weir::config::LogFormat::Human => fmt.with_filter(filter).boxed(),
+    };
+    let (otel, provider) = match &settings {
+        None => (None, None),
+        Some(settings) => {
+            let provider = tracer_provider(settings)?;
+            use opentelemetry::trace::TracerProvider as _;
+            let tracer = provider.tracer("weir");
+            let targets = Targets::new()
+                .with_target("weir", tracing::Level::INFO)
+                .with_target("weir_gateway", tracing::Level::INFO)
+                .with_target(wt::trace::TARGET, tracing::Level::INFO);
+            let layer = tracing_opentelemetry::layer()
+                .with_tracer(tracer)
+                .with_filter(targets);
+            (Some(layer), Some(provider))
+        }
+    };
+    tracing_subscriber::registry()
+        .with(fmt)
+        .with(otel)
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))?;
+    if let Some(settings) = &settings {
+        let _ = TRACING.set(true);
+        weir::telemetry::trace::set_context_injector(inject_current);
+        // The endpoint may carry a token in its query string on some hosted collectors.
+        let shown = settings.endpoint.split('?').next().unwrap_or_default();
+        tracing::info!(endpoint = shown, service = %settings.service_name, "exporting traces over OTLP/HTTP");
+    }
+    Ok(TelemetryGuard { provider })
+}
+
+fn tracer_provider(settings: &OtlpSettings) -> anyhow::Result<opentelemetry_sdk::trace::SdkTracerProvider> {
+    use anyhow::Context as _;
+    use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
+    use opentelemetry_sdk::trace::{Sampler, span_processor_with_async_runtime::BatchSpanProcessor};
+    let headers = settings
+        .headers
+        .iter()
+        .map(|(k, v)| (k.clone(), v.expose().to_owned()))
+        .collect();
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+        .with_endpoint(settings.endpoint.clone())
+        .with_headers(headers)
+        .with_timeout(Duration::from_secs(10))
+        .build()
+        .context("cannot set up the OTLP exporter")?;
+    // The batch processor on the tokio runtime: the exporter's HTTP client is async reqwest,
+    // which the default (thread-based) processor cannot drive.
+    let processor = BatchSpanProcessor::builder(exporter, opentelemetry_sdk::runtime::Tokio).build();
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name(settings.service_name.clone())
+        .build();
+    Ok(opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_span_processor(processor)
+        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+            settings.sample_ratio,
+        ))))
+        .with_resource(resource)
+        .build())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn otlp_is_off_by_default_and_env_vars_turn_it_on() {
+        let config = weir::config::TracingConfig::default();
+        assert_eq!(otlp_settings(&config, |_| None), None);
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| (*v).to_owned())
+            }
+        };
+        let s = otlp_settings(&config, env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318/")])).unwrap();
+        assert_eq!(s.endpoint, "http://c:4318/v1/traces");
+        assert_eq!(s.service_name, "weir");
+        let s = otlp_settings(
+            &config,
+            env(&[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+                ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://t:4318/custom"),
+                ("OTEL_SERVICE_NAME", "edge"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            s.endpoint, "http://t:4318/custom",
+            "the signal's own variable is used as is"
+        );
+        assert_eq!(s.service_name, "edge");
+        assert_eq!(
+            otlp_settings(
+                &config,
+                env(&[
+                    ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+                    ("OTEL_SDK_DISABLED", "true"),
+                ]),
+            ),
+            None
+        );
+        let yaml = weir::config::TracingConfig {
+            otlp_endpoint: Some("http://y:4318".parse().unwrap()),
+            service_name: Some("from-yaml".to_owned()),
+            ..Default::default()
+        };
+        let s = otlp_settings(&yaml, env(&[("OTEL_SERVICE_NAME", "edge")])).unwrap();
+        assert_eq!(s.endpoint, "http://y:4318/v1/traces");
+        assert_eq!(s.service_name, "from-yaml");
+    }
+}
