@@ -162,7 +162,7 @@ impl RequestEnd {
         weir::telemetry::trace::record_usage(span, data.input_tokens, data.output_tokens);
         if let Some(kind) = data.error {
             span.record("error.type", kind.as_str());
-            if status >= 500 || status < 400 {
+            if !(400..500).contains(&status) {
                 span.record("otel.status_code", "ERROR");
             }
         }
@@ -199,7 +199,7 @@ impl RequestEnd {
         }
         match data.error {
             // A stream cut after its first event is a failure under a 200.
-            Some(_) if status >= 500 || status < 400 => line!(warn, "request failed"),
+            Some(_) if !(400..500).contains(&status) => line!(warn, "request failed"),
             Some(_) => line!(info, "request rejected"),
             None => line!(info, "request served"),
         }
