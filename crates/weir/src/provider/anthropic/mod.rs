@@ -95,6 +95,7 @@ impl AnthropicProvider {
             content_type: None,
             stream: translated.stream,
             request_id: req.request_id,
+            traceparent: req.traceparent,
         };
         let resp = self.http.send_inner(upstream).await?;
         let mut headers = answer_headers(&resp.headers, "application/json");
@@ -143,6 +144,7 @@ impl AnthropicProvider {
             content_type: None,
             stream: false,
             request_id: req.request_id,
+            traceparent: req.traceparent,
         };
         let resp = self.http.send_inner(upstream).await?;
         let body = resp.body.collect(super::MAX_RESPONSE_BYTES).await?;
