@@ -129,6 +129,20 @@ impl RequestEnd {
     pub fn attach(mut self, resp: Response) -> Response {
         self.status = resp.status();
         self.error = resp.extensions().get::<weir::ErrorKind>().copied();
+        // The response cache labels every answer it saw (`x-weir-cache`); a fixed set of values.
+        let cache = match resp
+            .headers()
+            .get(weir::cache::CACHE_HEADER)
+            .map(HeaderValue::as_bytes)
+        {
+            Some(b"hit") => Some("hit"),
+            Some(b"miss") => Some("miss"),
+            Some(b"bypass") => Some("bypass"),
+            _ => None,
+        };
+        if cache.is_some() {
+            self.summary.update(|s| s.cache = cache);
+        }
         let (parts, body) = resp.into_parts();
         let body = Body::new(EndOfBody {
             inner: body,

@@ -49,7 +49,7 @@ pub struct SummaryData {
     pub output_tokens: Option<u64>,
     /// Cost in US dollars, when the pricing table knows the upstream model.
     pub cost_usd: Option<f64>,
-    /// `hit` or `miss`. Seam: set by the response cache (issue 6) when it looks a request up.
+    /// The response cache's verdict: `hit`, `miss` or `bypass` (not looked up).
     pub cache: Option<&'static str>,
     /// Request arrival to the first streamed event.
     pub time_to_first_token: Option<Duration>,

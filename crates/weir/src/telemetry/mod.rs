@@ -195,7 +195,10 @@ pub fn describe() {
         COST,
         "Spend in millionths of a US dollar (divide by 1e6), from the pricing table."
     );
-    describe_counter!(CACHE_REQUESTS, "Response cache lookups, by result.");
+    describe_counter!(
+        CACHE_REQUESTS,
+        "Requests by response cache verdict: hit, miss, bypass (not looked up)."
+    );
     describe_gauge!(
         BREAKER_STATE,
         "Circuit breaker state: 0 closed, 1 half-open, 2 open, 3 forced open, 4 forced closed."
@@ -329,7 +332,7 @@ pub fn record_request(summary: &SummaryData, status: u16, took: Duration) {
         )
         .increment((cost * COST_UNITS_PER_USD).round() as u64);
     }
-    // Seam: filled once the response cache reports its lookups (see `SummaryData::cache`).
+    // From the cache's verdict on the answer (the gateway reads its `x-weir-cache` header).
     if let Some(result) = summary.cache {
         metrics::counter!(CACHE_REQUESTS, "result" => result).increment(1);
     }

@@ -23,7 +23,7 @@ pub const RATE_LIMIT_THROTTLED: &str = "weir_rate_limit_throttled_total";
 pub const TOKENS: &str = "weir_tokens_total";
 /// Counter: spend in millionths of a dollar. Labels: `model_group`, `deployment`.
 pub const COST: &str = "weir_cost_microdollars_total";
-/// Counter: response cache lookups. Labels: `result` (`hit`, `miss`).
+/// Counter: requests by response cache verdict. Labels: `result` (`hit`, `miss`, `bypass`).
 pub const CACHE_REQUESTS: &str = "weir_cache_requests_total";
 /// Gauge: breaker state (0 closed, 1 half-open, 2 open, 3 forced open, 4 forced closed). Labels: `deployment`.
 pub const BREAKER_STATE: &str = "weir_circuit_breaker_state";
