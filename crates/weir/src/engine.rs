@@ -731,7 +731,9 @@ impl Engine {
                         phase: TimeoutPhase::Deadline,
                         after: time_allowed,
                     })
-                    .and_then(|r| r.map_err(|e| throttled(ThrottleScope::Client, None, format!("client {client}"), e)))
+                    .and_then(|r| {
+                        r.map_err(|e| throttled(ThrottleScope::Client, None, format!("client {client}"), e))
+                    })
                     .inspect_err(|_| self.usage.record_request(&parsed.model, Some(client), false))?;
                 limit_headers = reserved.headers();
                 Some(reserved)

@@ -176,6 +176,7 @@ mod tests {
             content_type: None,
             stream: false,
             request_id: None,
+            traceparent: None,
         }
     }
 
