@@ -534,6 +534,8 @@ pub struct Engine {
     usage: Arc<UsageLedger>,
     /// The response cache (bypasses everything when disabled).
     cache: Arc<crate::cache::Cache>,
+    /// Whether any input-token limit applies, so requests are worth tokenizing exactly.
+    counts_input_tokens: bool,
 }
 
 /// Health of one deployment, from a `GET models` probe.
@@ -639,9 +641,26 @@ impl Engine {
                 .transpose()
                 .map_err(|m| Error::Config(format!("server.client_rate_limits: {m}")))?,
         };
-        // Every chat and embeddings request is counted: load the vocabularies before the first.
-        crate::tokens::warm_up();
+        // Exact input counts only matter to input-token limits: without any, a request is not
+        // tokenized at all (that costs tens of microseconds per KiB of prompt, on the request's task).
+        let counts_input_tokens = config
+            .server
+            .client_rate_limits
+            .iter()
+            .chain(
+                config
+                    .models
+                    .iter()
+                    .flat_map(|g| g.deployments.iter())
+                    .filter_map(|d| d.rate_limits.as_ref()),
+            )
+            .any(|limits| limits.input_tokens_per_minute.is_some());
+        if counts_input_tokens {
+            // Load the vocabularies before the first request needs them.
+            crate::tokens::warm_up();
+        }
         Ok(Engine {
+            counts_input_tokens,
             prices: PriceTable::builtin().with_overrides(&config.pricing),
             // Usage so far is history, not config: a reload keeps counting into the same ledger.
             usage: previous.map_or_else(|| Arc::new(UsageLedger::new()), |p| p.usage.clone()),
@@ -1325,6 +1344,7 @@ impl Engine {
             .and_then(|g| g.deployments.iter().find_map(|d| d.config.model.as_deref()))
             .unwrap_or(model);
         let input = object
+            .filter(|_| self.counts_input_tokens)
             .and_then(|obj| crate::tokens::estimate_input(req.endpoint, counting_model, obj))
             .map_or_else(|| (req.body.len() as u64).div_ceil(4), |e| e.tokens);
         let output = match req.endpoint {
