@@ -53,7 +53,54 @@ pub struct ChatCompletionRequest {
     pub extra: Extra,
 }
 
+/// A request's `tool_choice`, read from OpenAI's wire forms (what translating providers map from).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ToolChoiceMode<'a> {
+    /// `"auto"`: the model decides.
+    Auto,
+    /// `"none"`: no tool calls.
+    None,
+    /// `"required"`: at least one tool call.
+    Required,
+    /// `{"type":"function","function":{"name":...}}`: this function.
+    Function(&'a str),
+}
+
 impl ChatCompletionRequest {
+    /// The request's `tool_choice`, if set; a 400 naming `tool_choice` for a form OpenAI doesn't define.
+    pub fn tool_choice_mode(&self) -> Result<Option<ToolChoiceMode<'_>>, crate::error::Error> {
+        let invalid = |message: String| {
+            crate::error::Error::invalid_param("tool_choice", message, Some("invalid_value"))
+        };
+        Ok(match &self.tool_choice {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(s)) => Some(match s.as_str() {
+                "auto" => ToolChoiceMode::Auto,
+                "none" => ToolChoiceMode::None,
+                "required" => ToolChoiceMode::Required,
+                other => {
+                    return Err(invalid(format!(
+                        "`{other}` is not a tool choice (auto, none, required or a function)"
+                    )));
+                }
+            }),
+            Some(obj) => {
+                let name = obj
+                    .get("function")
+                    .and_then(|f| f.get("name"))
+                    .and_then(serde_json::Value::as_str)
+                    .ok_or_else(|| {
+                        invalid(
+                            "an object tool_choice must name a function: \
+                             {\"type\":\"function\",\"function\":{\"name\":...}}"
+                                .to_owned(),
+                        )
+                    })?;
+                Some(ToolChoiceMode::Function(name))
+            }
+        })
+    }
+
     /// A request with a model and messages and nothing else.
     pub fn new(model: impl Into<String>, messages: Vec<ChatMessage>) -> Self {
         ChatCompletionRequest {

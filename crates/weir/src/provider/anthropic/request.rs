@@ -16,7 +16,7 @@ use serde_json::{Map, Value, json};
 
 use crate::{
     api::{
-        ChatCompletionRequest, ChatMessage,
+        ChatCompletionRequest, ChatMessage, ToolChoiceMode,
         anthropic::{ContentBlock, ImageSource, Message, MessagesRequest, Tool, ToolChoice},
     },
     error::Error,
@@ -358,30 +358,12 @@ fn tools(req: &ChatCompletionRequest) -> Result<(Option<Vec<Tool>>, Option<ToolC
         name: name.map(str::to_owned),
         disable_parallel_tool_use: None,
     };
-    let mut tool_choice = match &req.tool_choice {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(match s.as_str() {
-            "auto" => choice("auto", None),
-            "none" => choice("none", None),
-            "required" => choice("any", None),
-            other => {
-                return Err(bad("tool_choice", format!("Unknown tool_choice '{other}'.")));
-            }
-        }),
-        Some(obj) => {
-            let name = obj
-                .get("function")
-                .and_then(|f| f.get("name"))
-                .and_then(Value::as_str)
-                .ok_or_else(|| {
-                    bad(
-                        "tool_choice",
-                        "tool_choice must be auto, none, required or {\"type\":\"function\",\"function\":{\"name\":...}}.",
-                    )
-                })?;
-            Some(choice("tool", Some(name)))
-        }
-    };
+    let mut tool_choice = req.tool_choice_mode()?.map(|mode| match mode {
+        ToolChoiceMode::Auto => choice("auto", None),
+        ToolChoiceMode::None => choice("none", None),
+        ToolChoiceMode::Required => choice("any", None),
+        ToolChoiceMode::Function(name) => choice("tool", Some(name)),
+    });
     if req.extra.get("parallel_tool_calls") == Some(&Value::Bool(false)) && tools.is_some() {
         let tc = tool_choice.get_or_insert_with(|| choice("auto", None));
         if tc.kind != "none" {

@@ -23,7 +23,7 @@ use serde_json::{Map, Value, json};
 use super::{THOUGHT_SIGNATURE_SEPARATOR, schema};
 use crate::{
     api::{
-        ChatCompletionRequest, ChatMessage,
+        ChatCompletionRequest, ChatMessage, ToolChoiceMode,
         gemini::{
             Blob, Content, FileData, FunctionCall, FunctionCallingConfig, FunctionDeclaration,
             FunctionResponse, GenerateContentRequest, GenerationConfig, Part, Tool, ToolConfig,
@@ -342,33 +342,12 @@ fn tool_config(req: &ChatCompletionRequest) -> Result<Option<ToolConfig>, Error>
             },
         })
     };
-    Ok(match &req.tool_choice {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => match s.as_str() {
-            "auto" => config("AUTO", None),
-            "none" => config("NONE", None),
-            "required" => config("ANY", None),
-            other => {
-                return Err(invalid(
-                    "tool_choice",
-                    format!("`{other}` is not a tool choice (auto, none, required or a function)"),
-                ));
-            }
-        },
-        Some(obj) => {
-            let name = obj
-                .get("function")
-                .and_then(|f| f.get("name"))
-                .and_then(Value::as_str)
-                .ok_or_else(|| {
-                    invalid(
-                        "tool_choice",
-                        "an object tool_choice must name a function: {\"type\":\"function\",\"function\":{\"name\":...}}",
-                    )
-                })?;
-            config("ANY", Some(vec![name.to_owned()]))
-        }
-    })
+    Ok(req.tool_choice_mode()?.and_then(|mode| match mode {
+        ToolChoiceMode::Auto => config("AUTO", None),
+        ToolChoiceMode::None => config("NONE", None),
+        ToolChoiceMode::Required => config("ANY", None),
+        ToolChoiceMode::Function(name) => config("ANY", Some(vec![name.to_owned()])),
+    }))
 }
 
 fn generation_config(req: &ChatCompletionRequest) -> Result<Option<GenerationConfig>, Error> {
