@@ -32,9 +32,7 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota};
 use serde::Serialize;
 use tokio::time::Instant;
-use weir::resilience::rate_limit::{
-    Demand, KeyedLimiter, LimitMode, RateLimitConfig, RateLimiter, TokenBucket,
-};
+use weir::policy::limit::{Demand, KeyedLimiter, LimitMode, RateLimitConfig, RateLimiter, TokenBucket};
 
 use crate::report::Machine;
 

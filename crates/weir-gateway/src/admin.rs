@@ -104,7 +104,7 @@ async fn breaker_action(
         })
         .into_response();
     };
-    let apply: fn(&weir::resilience::circuit_breaker::CircuitBreaker) = match action.as_str() {
+    let apply: fn(&weir::policy::breaker::CircuitBreaker) = match action.as_str() {
         "open" => |b| b.force_open(),
         "close" => |b| b.force_closed(),
         "reset" => |b| b.reset(),

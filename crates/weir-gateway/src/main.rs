@@ -225,7 +225,7 @@ fn is_loopback(addr: &SocketAddr) -> bool {
     addr.ip().is_loopback()
 }
 
-fn describe_limits(l: &weir::resilience::rate_limit::RateLimitConfig) -> String {
+fn describe_limits(l: &weir::policy::limit::RateLimitConfig) -> String {
     let mut parts = Vec::new();
     if let Some(rps) = l.requests_per_second {
         parts.push(format!("{rps}/s (burst {})", l.burst_or_default()));
@@ -240,8 +240,8 @@ fn describe_limits(l: &weir::resilience::rate_limit::RateLimitConfig) -> String 
         }
     }
     let mode = match l.mode {
-        weir::resilience::rate_limit::LimitMode::FailFast => "fail fast".to_owned(),
-        weir::resilience::rate_limit::LimitMode::Wait { max_wait } => format!("wait up to {max_wait:?}"),
+        weir::policy::limit::LimitMode::FailFast => "fail fast".to_owned(),
+        weir::policy::limit::LimitMode::Wait { max_wait } => format!("wait up to {max_wait:?}"),
     };
     format!("{} ({mode})", parts.join(", "))
 }

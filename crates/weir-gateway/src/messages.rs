@@ -45,7 +45,7 @@ async fn create_inner(state: &Arc<AppState>, request_id: String, req: Request) -
     let inbound = messages::to_openai(&body)?;
     let mut proxy_req = ProxyRequest::json(Endpoint::ChatCompletions, inbound.body);
     proxy_req.request_id = Some(request_id);
-    proxy_req.deadline = weir::retry::client_deadline(&parts.headers);
+    proxy_req.deadline = weir::policy::retry::client_deadline(&parts.headers);
     proxy_req.client = parts.extensions.get::<ClientIdentity>().map(|c| c.0.clone());
     proxy_req.cache = weir::cache::CacheDirectives {
         tenant: parts

@@ -115,7 +115,7 @@ async fn proxy_inner(
         body,
         content_type,
         request_id: Some(request_id),
-        deadline: weir::retry::client_deadline(&parts.headers),
+        deadline: weir::policy::retry::client_deadline(&parts.headers),
         client: parts.extensions.get::<ClientIdentity>().map(|c| c.0.clone()),
         cache: weir::cache::CacheDirectives {
             tenant: parts.extensions.get::<CacheTenant>().map(|t| t.0.clone()),

@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::*;
 use futures::StreamExt;
 use serde_json::{Value, json};
-use weir::resilience::circuit_breaker::StateKind;
+use weir::policy::breaker::StateKind;
 use weir_mock::server::MockServer;
 
 const BREAKER: &str = "        retry: { max_retries: 0 }\n        circuit_breaker: { failure_threshold: 5, open_timeout: 300ms, success_threshold: 1 }";

@@ -21,15 +21,11 @@ use crate::{
     error::Error,
     error::TimeoutPhase,
     path::ApiPath,
-    provider::{
-        AnthropicProvider, ByteStream, GeminiProvider, MockProvider, OpenAiProvider, Provider, UpstreamBody,
-        UpstreamRequest,
+    policy::retry::RetryBudget,
+    policy::{
+        breaker::{BreakerPermit, CircuitBreaker, Outcome},
+        limit::{Demand, KeyedLimiter, RateLimitError, RateLimiter, Reservation},
     },
-    resilience::{
-        circuit_breaker::{BreakerPermit, CircuitBreaker, Outcome},
-        rate_limit::{Demand, KeyedLimiter, RateLimitError, RateLimiter, Reservation},
-    },
-    retry::RetryBudget,
     route::{
         balance::{Balancer, Candidate, InFlight, LoadStats},
         health::{Health, HealthCheckHandle, spawn_checker},
@@ -37,6 +33,10 @@ use crate::{
     sse::{GuardItem, OnStreamEnd, StreamEnd, guard, usage_in},
     telemetry::{self, RequestSummary, ThrottleScope},
     tokens::{PriceTable, UsageLedger, UsageSnapshot},
+    upstream::{
+        AnthropicProvider, ByteStream, GeminiProvider, MockProvider, OpenAiProvider, Provider, UpstreamBody,
+        UpstreamRequest,
+    },
 };
 
 mod reload;
@@ -261,9 +261,9 @@ impl Deployment {
             && !breaker.is_call_permitted()
         {
             let wait = match breaker.state() {
-                crate::resilience::circuit_breaker::BreakerState::Open { remaining } => remaining,
+                crate::policy::breaker::BreakerState::Open { remaining } => remaining,
                 // All probe slots busy: one frees as soon as a probe answers.
-                crate::resilience::circuit_breaker::BreakerState::HalfOpen => Duration::from_secs(1),
+                crate::policy::breaker::BreakerState::HalfOpen => Duration::from_secs(1),
                 _ => breaker.config().open_timeout,
             };
             let reason = format!("`{}` has its circuit breaker open", self.id());
@@ -727,7 +727,7 @@ impl Engine {
         self.cache.execute(self, req).await
     }
 
-    /// Routes and executes one request, retrying retryable failures (see [`crate::retry`]). Each
+    /// Routes and executes one request, retrying retryable failures (see [`crate::policy::retry`]). Each
     /// retry picks a deployment again, so with several deployments it moves on to the next one.
     pub(crate) async fn execute_uncached(&self, req: ProxyRequest) -> Result<ProxyResponse, Error> {
         let parsed = self.parse(&req)?;
@@ -1187,7 +1187,7 @@ impl Engine {
                         .is_some_and(|p| {
                             matches!(
                                 p.breaker().state(),
-                                crate::resilience::circuit_breaker::BreakerState::HalfOpen
+                                crate::policy::breaker::BreakerState::HalfOpen
                             )
                         });
                     let stream = first_event_or_error(stream, expect_done, Some(on_end)).await?;
@@ -1205,7 +1205,7 @@ impl Engine {
             // A stream was asked for but the upstream answered plainly (some servers ignore `stream`).
             UpstreamBody::Stream(stream) => ProxyBody::Full(
                 UpstreamBody::Stream(stream)
-                    .collect(crate::provider::MAX_RESPONSE_BYTES)
+                    .collect(crate::upstream::MAX_RESPONSE_BYTES)
                     .await?,
             ),
         };
@@ -1457,7 +1457,7 @@ impl Engine {
             })
             .await?;
         let (status, headers) = (resp.status, resp.headers);
-        let body = resp.body.collect(crate::provider::MAX_RESPONSE_BYTES).await?;
+        let body = resp.body.collect(crate::upstream::MAX_RESPONSE_BYTES).await?;
         if !status.is_success() {
             return Err(upstream_error(status, &headers, &body));
         }
@@ -1565,53 +1565,12 @@ struct Window {
     time_allowed: Duration,
 }
 
-/// Whether another model group could succeed where this one failed: it failed or had nothing
-/// usable — not a problem with the request itself (those would fail everywhere).
 fn falls_back(err: &Error) -> bool {
-    use crate::ErrorKind as K;
-    match err {
-        // No time left for another group.
-        Error::Timeout {
-            phase: TimeoutPhase::Deadline,
-            ..
-        } => false,
-        // A full pool here says nothing about another group's upstream.
-        Error::Timeout {
-            phase: TimeoutPhase::PoolWait,
-            ..
-        } => true,
-        // What a retry could fix, another group can too; and so can a group with capacity left
-        // when this one had nothing usable or was over its own limits.
-        _ => {
-            crate::retry::should_retry(err)
-                || matches!(
-                    err.kind(),
-                    K::BadUpstreamResponse | K::Unavailable | K::RateLimited
-                )
-        }
-    }
+    crate::policy::disposition::classify(err).fall_back == crate::policy::disposition::FallBack::Groups
 }
 
-/// Whether the upstream refused the prompt as longer than its context window (OpenAI's
-/// `context_length_exceeded`, or the usual wording of compatible servers).
 fn is_context_window_error(err: &Error) -> bool {
-    let Error::Upstream {
-        status,
-        code,
-        message,
-        ..
-    } = err
-    else {
-        return false;
-    };
-    if status.as_u16() != 400 {
-        return false;
-    }
-    let message = message.to_ascii_lowercase();
-    code.as_deref() == Some("context_length_exceeded")
-        || message.contains("context length")
-        || message.contains("context window")
-        || message.contains("maximum context")
+    crate::policy::disposition::classify(err).fall_back == crate::policy::disposition::FallBack::ContextWindow
 }
 
 /// A non-success upstream answer as an error: its message, type, code and param, and how long

@@ -17,10 +17,11 @@ pub enum TimeoutPhase {
     Read,
     /// The whole non-streaming call took longer than the total timeout.
     Total,
-    /// Waiting for a free connection slot in the pool took too long.
-    PoolWait,
     /// The request's overall deadline (retries included) passed.
     Deadline,
+    /// The request's deadline, shortened by the client (`x-weir-timeout`), passed. Reported to
+    /// the client like [`TimeoutPhase::Deadline`], but says nothing about the upstream's health.
+    ClientDeadline,
 }
 
 impl TimeoutPhase {
@@ -29,8 +30,7 @@ impl TimeoutPhase {
             TimeoutPhase::Connect => "connect",
             TimeoutPhase::Read => "read",
             TimeoutPhase::Total => "total",
-            TimeoutPhase::PoolWait => "pool wait",
-            TimeoutPhase::Deadline => "request deadline",
+            TimeoutPhase::Deadline | TimeoutPhase::ClientDeadline => "request deadline",
         }
     }
 }
@@ -117,6 +117,13 @@ pub enum Error {
     Connect {
         /// The transport's description, without the URL.
         message: String,
+    },
+    /// No upstream connection slot became free in time: the gateway's own pool is saturated
+    /// (`pool.max_connections` / `max_connections_per_host`), which says nothing about the upstream.
+    #[error("upstream pool wait timeout after {}", humantime::format_duration(*.waited))]
+    PoolExhausted {
+        /// How long the request waited for a slot (the connect timeout).
+        waited: Duration,
     },
     /// The connection failed after it was established (reset, truncated body, protocol error).
     #[error("upstream connection failed: {message}")]
@@ -206,8 +213,10 @@ pub enum ErrorKind {
     Transport,
     /// The upstream's answer was unreadable.
     BadUpstreamResponse,
-    /// Gateway unavailable (draining, pool exhausted).
+    /// Gateway unavailable (draining, no deployment usable).
     Unavailable,
+    /// The gateway's upstream connection pool had no free slot in time.
+    PoolExhausted,
     /// Configuration or internal failure.
     Internal,
 }
@@ -231,6 +240,7 @@ impl ErrorKind {
             ErrorKind::Transport => "transport",
             ErrorKind::BadUpstreamResponse => "bad_upstream_response",
             ErrorKind::Unavailable => "unavailable",
+            ErrorKind::PoolExhausted => "pool_exhausted",
             ErrorKind::Internal => "internal",
         }
     }
@@ -254,6 +264,7 @@ impl Error {
             },
             Error::Timeout { .. } => ErrorKind::Timeout,
             Error::Connect { .. } => ErrorKind::Connect,
+            Error::PoolExhausted { .. } => ErrorKind::PoolExhausted,
             Error::Transport { .. } => ErrorKind::Transport,
             Error::BadUpstreamResponse { .. } => ErrorKind::BadUpstreamResponse,
             Error::Unavailable { .. } | Error::NoDeploymentAvailable { .. } => ErrorKind::Unavailable,

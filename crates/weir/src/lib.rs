@@ -19,14 +19,12 @@ pub mod engine;
 mod error;
 pub mod messages;
 pub mod path;
-pub mod pool;
-pub mod provider;
-pub mod resilience;
-pub mod retry;
+pub mod policy;
 pub mod route;
 pub mod sse;
 pub mod telemetry;
 pub mod tokens;
+pub mod upstream;
 
 pub use client::{ChatCompletionStream, Client};
 pub use config::Config;

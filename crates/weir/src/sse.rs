@@ -13,7 +13,7 @@ use futures::{Stream, StreamExt};
 use crate::{
     api::{ErrorResponse, Usage},
     error::Error,
-    provider::ByteStream,
+    upstream::ByteStream,
 };
 
 /// Splits bytes into whole SSE events (each returned with its terminating blank line).

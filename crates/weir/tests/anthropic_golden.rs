@@ -11,7 +11,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 use weir::{
     messages,
-    provider::anthropic::{request, response, stream},
+    upstream::anthropic::{request, response, stream},
 };
 
 fn fixtures() -> Vec<(std::path::PathBuf, Value)> {
@@ -232,7 +232,7 @@ fn error_shapes_both_ways() {
         param: None,
         retry_after: None,
     };
-    assert!(weir::retry::should_retry(&err), "529 must be retryable");
+    assert!(weir::policy::retry::should_retry(&err), "529 must be retryable");
     let (status, body) = messages::error_body(&err);
     assert_eq!(status, 502);
     let v: Value = serde_json::from_slice(&body).unwrap();

@@ -11,7 +11,7 @@ use serde_json::json;
 use weir::{
     Client, Config, Error,
     api::{ChatCompletionRequest, ChatMessage, EmbeddingRequest, ImageRequest},
-    provider::OpenAiProvider,
+    upstream::OpenAiProvider,
 };
 use weir_mock::server::MockServer;
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, TimeoutPhase};
+use crate::error::Error;
 
 /// `{"error": {...}}`, as OpenAI returns it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -163,10 +163,7 @@ impl ErrorResponse {
                 param,
                 retry_after,
             } => Self::from_upstream(*status, message, error_type, code, param, *retry_after),
-            Error::Timeout {
-                phase: TimeoutPhase::PoolWait,
-                ..
-            } => Self::new(
+            Error::PoolExhausted { .. } => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "server_error",
                 format!("The gateway's upstream connection pool is exhausted ({msg})."),
@@ -343,6 +340,7 @@ pub(crate) fn parse_upstream_error(body: &[u8]) -> (String, Option<String>, Opti
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::TimeoutPhase;
 
     fn upstream(status: u16) -> Error {
         Error::Upstream {

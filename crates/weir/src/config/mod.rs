@@ -13,8 +13,8 @@ use std::{fmt, path::Path, time::Duration};
 use url::Url;
 
 use crate::{
-    resilience::{circuit_breaker::CircuitBreakerConfig, rate_limit::RateLimitConfig},
-    retry::{RetryBudgetConfig, RetryPolicy},
+    policy::retry::{RetryBudgetConfig, RetryPolicy},
+    policy::{breaker::CircuitBreakerConfig, limit::RateLimitConfig},
     route::{balance::Strategy, health::HealthCheckConfig},
 };
 pub use values::{ByteSize, ConfigDuration, EnvString, Secret, interpolate, parse_byte_size, parse_duration};

@@ -7,11 +7,11 @@ use serde_saphyr::Spanned;
 use url::Url;
 
 use crate::{
-    resilience::{
-        circuit_breaker::CircuitBreakerConfig,
-        rate_limit::{LimitMode, RateLimitConfig},
+    policy::retry::{RetryBudgetConfig, RetryPolicy},
+    policy::{
+        breaker::CircuitBreakerConfig,
+        limit::{LimitMode, RateLimitConfig},
     },
-    retry::{RetryBudgetConfig, RetryPolicy},
     route::{balance::Strategy, health::HealthCheckConfig},
 };
 

@@ -18,7 +18,7 @@ use super::{Deployment, Engine};
 use crate::{
     config::{Config, DeploymentConfig},
     error::Error,
-    resilience::rate_limit::KeyedLimiter,
+    policy::limit::KeyedLimiter,
 };
 
 impl Engine {

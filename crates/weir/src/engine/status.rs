@@ -8,9 +8,9 @@ use serde::Serialize;
 use super::{BackgroundCheck, Deployment, Engine};
 use crate::{
     config::ProviderKind,
-    resilience::{
-        circuit_breaker::BreakerState,
-        rate_limit::{LimitStatus, RateLimitSnapshot},
+    policy::{
+        breaker::BreakerState,
+        limit::{LimitStatus, RateLimitSnapshot},
     },
 };
 
@@ -178,10 +178,10 @@ impl Deployment {
                 rejected: stats.rejected,
                 times_opened: stats
                     .transitions
-                    .entering(crate::resilience::circuit_breaker::StateKind::Open)
+                    .entering(crate::policy::breaker::StateKind::Open)
                     + stats
                         .transitions
-                        .entering(crate::resilience::circuit_breaker::StateKind::ForcedOpen),
+                        .entering(crate::policy::breaker::StateKind::ForcedOpen),
                 failure_threshold: config.failure_threshold,
                 open_timeout_ms: whole_millis(config.open_timeout),
             }

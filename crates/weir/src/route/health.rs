@@ -1,6 +1,6 @@
 //! Background health checks: probe each deployment on a timer and remember whether it answers.
 //!
-//! The circuit breaker ([`crate::resilience::circuit_breaker`]) learns about a deployment from
+//! The circuit breaker ([`crate::policy::breaker`]) learns about a deployment from
 //! real traffic, so it only notices an outage after some requests have failed, and it only
 //! notices a recovery when it lets a request through. A health check probes the deployment
 //! itself, on a timer: a deployment that died while idle is known to be down before the next

@@ -25,7 +25,7 @@ use crate::{
     ErrorKind,
     config::ProviderKind,
     engine::Engine,
-    resilience::circuit_breaker::{CircuitBreaker, StateKind},
+    policy::breaker::{CircuitBreaker, StateKind},
 };
 
 /// The label value for "not known": a request refused before routing has no model group.
@@ -379,7 +379,7 @@ pub fn refresh_gauges(engine: &Engine) {
         metrics::gauge!(DEPLOYMENT_IN_FLIGHT, "deployment" => id.clone())
             .set(deployment.load().in_flight() as f64);
     }
-    for (upstream, stats) in crate::pool::host_stats() {
+    for (upstream, stats) in crate::upstream::pool::host_stats() {
         metrics::gauge!(UPSTREAM_CONNECTIONS_ACTIVE, "upstream" => upstream.clone())
             .set(stats.in_flight as f64);
         metrics::gauge!(UPSTREAM_CONNECTIONS_MAX, "upstream" => upstream).set(stats.max_connections as f64);

@@ -96,7 +96,7 @@ async fn translate_stream(f: &Value) -> Vec<Value> {
         wire.extend_from_slice(format!("data: {event}\r\n\r\n").as_bytes());
     }
     let pieces: Vec<Result<Bytes, Error>> = wire.chunks(7).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
-    let upstream: crate::provider::ByteStream = Box::pin(futures::stream::iter(pieces));
+    let upstream: crate::upstream::ByteStream = Box::pin(futures::stream::iter(pieces));
     let ctx = ReplyContext::new(f["model"].as_str().unwrap());
     let include_usage = f["include_usage"].as_bool().unwrap();
     let out: Vec<Result<Bytes, Error>> = stream::translate(upstream, ctx, include_usage).collect().await;
@@ -129,7 +129,7 @@ async fn a_stream_cut_before_its_finish_has_no_done_and_error_events_fail_it() {
     let cut = Bytes::from_static(
         b"data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"Hi\"}]},\"index\":0}]}\r\n\r\n",
     );
-    let upstream: crate::provider::ByteStream = Box::pin(futures::stream::iter([Ok(cut.clone())]));
+    let upstream: crate::upstream::ByteStream = Box::pin(futures::stream::iter([Ok(cut.clone())]));
     let out: Vec<_> = stream::translate(upstream, ReplyContext::new("m"), true)
         .collect()
         .await;
@@ -142,7 +142,7 @@ async fn a_stream_cut_before_its_finish_has_no_done_and_error_events_fail_it() {
     let error = Bytes::from_static(
         b"data: {\"error\":{\"code\":503,\"message\":\"The model is overloaded.\",\"status\":\"UNAVAILABLE\"}}\r\n\r\n",
     );
-    let upstream: crate::provider::ByteStream = Box::pin(futures::stream::iter([Ok(cut), Ok(error)]));
+    let upstream: crate::upstream::ByteStream = Box::pin(futures::stream::iter([Ok(cut), Ok(error)]));
     let out: Vec<_> = stream::translate(upstream, ReplyContext::new("m"), false)
         .collect()
         .await;

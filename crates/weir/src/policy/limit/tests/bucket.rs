@@ -4,11 +4,11 @@ use parking_lot::Mutex;
 use tokio::time::{Instant, advance};
 
 use super::{bucket_config, ms, secs, wait};
-use crate::resilience::rate_limit::{
+use crate::policy::limit::{
     DemandTooLarge, LimitKind, LimitMode, RateLimitConfig, RateLimitError, Refusal, TokenBucket,
 };
 
-fn limited(result: Result<(), RateLimitError>) -> crate::resilience::rate_limit::RateLimited {
+fn limited(result: Result<(), RateLimitError>) -> crate::policy::limit::RateLimited {
     match result {
         Err(RateLimitError::Limited(limited)) => limited,
         other => panic!("expected a refusal, got {other:?}"),

@@ -4,7 +4,7 @@ use parking_lot::Mutex;
 use tokio::time::{Instant, advance};
 
 use super::{bucket_config, ms, one, secs, wait};
-use crate::resilience::rate_limit::{
+use crate::policy::limit::{
     Demand, LimitKind, LimitMode, RateLimitConfig, RateLimitError, RateLimited, RateLimiter, Reservation,
 };
 
@@ -44,7 +44,7 @@ fn validate_names_the_bad_fields() {
         assert!(config.validate().unwrap_err().contains("requests_per_second"));
         assert!(RateLimiter::new(config).is_err());
     }
-    assert!(crate::resilience::rate_limit::TokenBucket::new(&RateLimitConfig::default()).is_err());
+    assert!(crate::policy::limit::TokenBucket::new(&RateLimitConfig::default()).is_err());
 }
 
 #[test]

@@ -158,7 +158,7 @@ impl GeminiProvider {
             return Ok(Ok(resp));
         }
         let body = std::mem::replace(&mut resp.body, UpstreamBody::Full(Bytes::new()))
-            .collect(crate::provider::MAX_RESPONSE_BYTES)
+            .collect(crate::upstream::MAX_RESPONSE_BYTES)
             .await?;
         let translated = error::translate_error(resp.status, &mut resp.headers, &body);
         resp.body = UpstreamBody::Full(translated);
@@ -213,7 +213,7 @@ impl GeminiProvider {
                 body: UpstreamBody::Stream(stream::translate(upstream, ctx, include_usage)),
             });
         }
-        let bytes = resp.body.collect(crate::provider::MAX_RESPONSE_BYTES).await?;
+        let bytes = resp.body.collect(crate::upstream::MAX_RESPONSE_BYTES).await?;
         let gemini: GenerateContentResponse =
             serde_json::from_slice(&bytes).map_err(|e| bad_upstream("generateContent", e))?;
         let out = chat_completion(&gemini, &ctx);
@@ -295,7 +295,7 @@ impl GeminiProvider {
             Ok(resp) => resp,
             Err(error) => return Ok(error),
         };
-        let bytes = resp.body.collect(crate::provider::MAX_RESPONSE_BYTES).await?;
+        let bytes = resp.body.collect(crate::upstream::MAX_RESPONSE_BYTES).await?;
         let vectors = if texts.len() == 1 {
             let one: EmbedContentResponse =
                 serde_json::from_slice(&bytes).map_err(|e| bad_upstream("embedContent", e))?;
@@ -352,7 +352,7 @@ impl GeminiProvider {
             Ok(resp) => resp,
             Err(error) => return Ok(error),
         };
-        let bytes = resp.body.collect(crate::provider::MAX_RESPONSE_BYTES).await?;
+        let bytes = resp.body.collect(crate::upstream::MAX_RESPONSE_BYTES).await?;
         let list: ListModelsResponse =
             serde_json::from_slice(&bytes).map_err(|e| bad_upstream("models", e))?;
         let data: Vec<Value> = list.models.iter().map(model_object).collect();
@@ -369,7 +369,7 @@ impl GeminiProvider {
             Ok(resp) => resp,
             Err(error) => return Ok(error),
         };
-        let bytes = resp.body.collect(crate::provider::MAX_RESPONSE_BYTES).await?;
+        let bytes = resp.body.collect(crate::upstream::MAX_RESPONSE_BYTES).await?;
         let model: GeminiModel = serde_json::from_slice(&bytes).map_err(|e| bad_upstream("model", e))?;
         Ok(UpstreamResponse {
             status: resp.status,
@@ -403,7 +403,7 @@ impl Provider for GeminiProvider {
         Box::pin(self.dispatch(request))
     }
 
-    fn pool_stats(&self) -> Option<crate::pool::PoolStats> {
+    fn pool_stats(&self) -> Option<crate::upstream::pool::PoolStats> {
         Some(self.transport.pool().stats())
     }
 }

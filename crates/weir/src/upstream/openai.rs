@@ -10,7 +10,7 @@ use crate::{
     config::{DeploymentConfig, ProviderKind},
     error::Error,
     path::ApiPath,
-    pool::HttpPool,
+    upstream::pool::HttpPool,
 };
 
 /// The Azure OpenAI data-plane API version used when a deployment sets no `api_version`: the
@@ -151,7 +151,7 @@ impl Provider for OpenAiProvider {
         Box::pin(self.send_inner(request))
     }
 
-    fn pool_stats(&self) -> Option<crate::pool::PoolStats> {
+    fn pool_stats(&self) -> Option<crate::upstream::pool::PoolStats> {
         Some(self.transport.pool().stats())
     }
 }

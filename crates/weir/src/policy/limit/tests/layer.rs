@@ -6,7 +6,7 @@ use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt, service_fn};
 
 use super::{bucket_config, ms, secs, wait};
-use crate::resilience::rate_limit::{
+use crate::policy::limit::{
     Demand, LimitKind, LimitMode, RateLimitLayer, RateLimitServiceError, RateLimiter,
 };
 

@@ -22,8 +22,8 @@ use super::{
 use crate::{
     api::{ChatCompletionChunk, ChatDelta, ChunkChoice, Usage, gemini::GenerateContentResponse},
     error::Error,
-    provider::ByteStream,
     sse::{SseFramer, event_data},
+    upstream::ByteStream,
 };
 
 /// Per-candidate progress.

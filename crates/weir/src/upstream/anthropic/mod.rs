@@ -189,7 +189,7 @@ impl Provider for AnthropicProvider {
         Box::pin(self.send_inner(request))
     }
 
-    fn pool_stats(&self) -> Option<crate::pool::PoolStats> {
+    fn pool_stats(&self) -> Option<crate::upstream::pool::PoolStats> {
         self.http.pool_stats()
     }
 }

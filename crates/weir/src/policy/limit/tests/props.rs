@@ -6,11 +6,9 @@ use std::time::Duration;
 use proptest::prelude::*;
 use tokio::time::Instant;
 
-use crate::resilience::rate_limit::bucket::Gcra;
-use crate::resilience::rate_limit::window::{RESOLUTION, WINDOW, WindowLog, WindowRefusal};
-use crate::resilience::rate_limit::{
-    Demand, LimitMode, RateLimitConfig, RateLimitError, RateLimiter, Reservation,
-};
+use crate::policy::limit::bucket::Gcra;
+use crate::policy::limit::window::{RESOLUTION, WINDOW, WindowLog, WindowRefusal};
+use crate::policy::limit::{Demand, LimitMode, RateLimitConfig, RateLimitError, RateLimiter, Reservation};
 
 /// What happens to an admitted reservation.
 #[derive(Debug, Clone, Copy)]

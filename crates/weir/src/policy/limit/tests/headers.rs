@@ -3,7 +3,7 @@ use std::time::Duration;
 use tokio::time::advance;
 
 use super::{ms, secs};
-use crate::resilience::rate_limit::{
+use crate::policy::limit::{
     Demand, LimitStatus, RateLimitConfig, RateLimitError, RateLimitSnapshot, RateLimiter, format_reset,
 };
 

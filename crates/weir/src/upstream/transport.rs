@@ -16,7 +16,7 @@ use super::{UpstreamBody, UpstreamRequest, UpstreamResponse};
 use crate::{
     config::{DeploymentConfig, Timeouts},
     error::{Error, TimeoutPhase},
-    pool::{HttpPool, PoolSettings},
+    upstream::pool::{HttpPool, PoolSettings},
 };
 
 /// The largest non-streamed upstream body accepted (a few base64 images fit easily); a larger one
@@ -216,7 +216,7 @@ fn idle_guarded(
     stream: impl futures::Stream<Item = Result<Bytes, reqwest::Error>> + Send + 'static,
     read: Duration,
     timeouts: Timeouts,
-    permit: crate::pool::PoolPermit,
+    permit: crate::upstream::pool::PoolPermit,
 ) -> super::ByteStream {
     let stream = Box::pin(stream);
     Box::pin(futures::stream::unfold(

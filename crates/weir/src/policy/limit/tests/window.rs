@@ -1,7 +1,7 @@
 use tokio::time::{Instant, advance};
 
 use super::{ms, one, secs};
-use crate::resilience::rate_limit::{
+use crate::policy::limit::{
     Demand, DemandTooLarge, LimitKind, RateLimitConfig, RateLimitError, RateLimited, RateLimiter, Refusal,
     Reservation, SlidingWindow,
 };

@@ -11,6 +11,7 @@ pub mod anthropic;
 mod gemini;
 mod mock;
 mod openai;
+pub mod pool;
 mod transport;
 
 use std::{fmt, pin::Pin};
@@ -120,7 +121,7 @@ pub trait Provider: Send + Sync + fmt::Debug {
     fn send(&self, request: UpstreamRequest) -> BoxFuture<'_, Result<UpstreamResponse, Error>>;
     /// Use of the connection pool it sends through, for the admin API; `None` when it has none
     /// (the in-process mock).
-    fn pool_stats(&self) -> Option<crate::pool::PoolStats> {
+    fn pool_stats(&self) -> Option<crate::upstream::pool::PoolStats> {
         None
     }
 }

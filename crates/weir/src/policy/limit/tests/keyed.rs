@@ -1,7 +1,7 @@
 use tokio::time::advance;
 
 use super::{one, secs};
-use crate::resilience::rate_limit::{KeyedLimiter, RateLimitConfig};
+use crate::policy::limit::{KeyedLimiter, RateLimitConfig};
 
 fn per_key(requests_per_minute: u64) -> KeyedLimiter<&'static str> {
     KeyedLimiter::new(RateLimitConfig {

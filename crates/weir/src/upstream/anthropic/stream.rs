@@ -22,8 +22,8 @@ use crate::{
         AnthropicUsage, AnyBlock, BlockDelta, ContentBlock, StreamEvent, status_for_error_type,
     },
     error::Error,
-    provider::ByteStream,
     sse::{MAX_EVENT_BYTES, SseFramer, event_data},
+    upstream::ByteStream,
 };
 
 /// The translation state of one stream.

@@ -290,7 +290,9 @@ async fn ignored_outcomes_never_trip_it() {
         upstream(403),
         upstream(404),
         upstream(422),
-        timeout(TimeoutPhase::PoolWait),
+        Error::PoolExhausted {
+            waited: Duration::from_secs(10),
+        },
         Error::missing_param("model"),
         Error::Unavailable {
             message: "draining".into(),
@@ -343,7 +345,9 @@ fn classify_follows_the_outcome_table() {
         upstream(403),
         upstream(404),
         upstream(429),
-        timeout(TimeoutPhase::PoolWait),
+        Error::PoolExhausted {
+            waited: Duration::from_secs(10),
+        },
         Error::missing_param("model"),
         Error::ModelNotFound { model: "x".into() },
         Error::PayloadTooLarge { limit: 1 },
@@ -623,7 +627,7 @@ async fn rejections_become_unavailable_errors_that_are_not_retried() {
     fail(&b, 5);
     let error = b.try_acquire().unwrap_err().into_error();
     assert!(matches!(error, Error::Unavailable { .. }), "{error:?}");
-    assert!(!crate::retry::should_retry(&error));
+    assert!(!crate::policy::retry::should_retry(&error));
     assert!(error.to_string().contains("dep-a"));
 }
 

@@ -19,7 +19,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::{
     config::{PoolLimits, Timeouts},
-    error::{Error, TimeoutPhase},
+    error::Error,
 };
 
 /// Everything that makes two pools different.
@@ -127,10 +127,7 @@ impl HttpPool {
             });
         }
         let wait = self.settings.timeouts.connect;
-        let exhausted = || Error::Timeout {
-            phase: TimeoutPhase::PoolWait,
-            after: wait,
-        };
+        let exhausted = || Error::PoolExhausted { waited: wait };
         let acquire = async {
             // Host first: waiting for a busy host while holding a global slot would starve
             // requests to other hosts.
@@ -225,16 +222,7 @@ mod tests {
         assert_eq!(pool.stats().in_flight, 1);
         // Host "a" is at its cap of 1: the second waits the connect timeout, then fails as pool exhaustion.
         let err = pool.acquire("a").await.unwrap_err();
-        assert!(
-            matches!(
-                err,
-                Error::Timeout {
-                    phase: TimeoutPhase::PoolWait,
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
+        assert!(matches!(err, Error::PoolExhausted { .. }), "{err:?}");
         // Another host still has room.
         let _other = pool.acquire("b").await.unwrap();
         drop(first);

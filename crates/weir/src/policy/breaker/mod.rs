@@ -85,13 +85,13 @@
 //!
 //! # Retries and cooldowns
 //!
-//! The breaker sits *inside* the retry loop of [`crate::retry`]: every attempt takes its own
+//! The breaker sits *inside* the retry loop of [`crate::policy::retry`]: every attempt takes its own
 //! permit from the breaker of the deployment it is about to call, and records its own outcome, so
 //! a request retried twice against a failing upstream is three pieces of evidence, as it should
 //! be. An attempt that finds the breaker open fails at once without touching the network; the
 //! retry logic should move on to another deployment rather than wait, and when the request cannot
 //! go anywhere else, [`BreakerOpen::into_error`] makes it [`crate::Error::Unavailable`], which
-//! [`should_retry`](crate::retry::should_retry) does not retry.
+//! [`should_retry`](crate::policy::retry::should_retry) does not retry.
 //!
 //! A 429 is `Ignored`: rate limiting has its own per-deployment cooldown (honouring the
 //! upstream's `Retry-After`), and letting it also trip the breaker would punish a busy upstream

@@ -27,7 +27,10 @@
 
 use std::time::Duration;
 
-use crate::error::{Error, ErrorKind, TimeoutPhase};
+use crate::{
+    error::Error,
+    policy::disposition::{Disposition, Retry, classify},
+};
 
 /// Retry settings of one deployment.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -61,15 +64,18 @@ impl RetryPolicy {
     /// How long to wait before retry number `retry` (0-based) after `error`, or `None` to give up.
     /// `jitter` is a uniform random number in `[0, 1)`.
     pub fn delay(&self, retry: u32, error: &Error, jitter: f64) -> Option<Duration> {
-        if retry >= self.max_retries || !should_retry(error) {
+        self.delay_for(retry, &classify(error), jitter)
+    }
+
+    /// [`RetryPolicy::delay`] for an error already judged.
+    pub fn delay_for(&self, retry: u32, disposition: &Disposition, jitter: f64) -> Option<Duration> {
+        if retry >= self.max_retries {
             return None;
         }
-        if let Error::Upstream {
-            retry_after: Some(wait),
-            ..
-        } = error
-        {
-            return (*wait <= self.max_retry_after).then_some(*wait);
+        match disposition.retry {
+            Retry::No => return None,
+            Retry::After(wait) => return (wait <= self.max_retry_after).then_some(wait),
+            Retry::Backoff => {}
         }
         let growth = self
             .factor
@@ -167,68 +173,6 @@ impl RetryBudget {
     }
 }
 
-/// [`RetryPolicy`] and [`RetryBudget`] as a `tower::retry::Policy`, so the same retry rules can wrap
-/// any tower service whose error is [`crate::Error`]:
-///
-/// ```
-/// use std::sync::Arc;
-/// use tower::{ServiceBuilder, service_fn};
-/// use weir::retry::{RetryBudget, RetryBudgetConfig, RetryPolicy, Retrying};
-///
-/// let budget = Arc::new(RetryBudget::new(RetryBudgetConfig::default()));
-/// let service = ServiceBuilder::new()
-///     .layer(tower::retry::RetryLayer::new(Retrying::new(RetryPolicy::default(), budget)))
-///     .service(service_fn(|req: String| async move { Ok::<_, weir::Error>(req.len()) }));
-/// # drop(service);
-/// ```
-///
-/// The engine runs the same policy in its own loop, because between attempts it also re-routes
-/// (another deployment, cooldowns, breakers); this adapter is for users' own services.
-#[derive(Debug, Clone)]
-pub struct Retrying {
-    policy: RetryPolicy,
-    budget: std::sync::Arc<RetryBudget>,
-    /// Retries made so far for the current request (the policy is cloned per request).
-    retries: u32,
-    /// Whether this request's first attempt was already counted in the budget.
-    deposited: bool,
-}
-
-impl Retrying {
-    /// Retries by `policy`, within `budget` (shared by every request through the service).
-    pub fn new(policy: RetryPolicy, budget: std::sync::Arc<RetryBudget>) -> Self {
-        Retrying {
-            policy,
-            budget,
-            retries: 0,
-            deposited: false,
-        }
-    }
-}
-
-impl<Req: Clone, Res> tower::retry::Policy<Req, Res, Error> for Retrying {
-    type Future = tokio::time::Sleep;
-
-    fn retry(&mut self, _req: &mut Req, result: &mut Result<Res, Error>) -> Option<Self::Future> {
-        let Err(err) = result else { return None };
-        let wait = self.policy.delay(self.retries, err, fastrand::f64())?;
-        if !self.budget.try_withdraw() {
-            return None;
-        }
-        self.retries += 1;
-        Some(tokio::time::sleep(wait))
-    }
-
-    fn clone_request(&mut self, req: &Req) -> Option<Req> {
-        // Called before every attempt; the first one earns the budget its share of retries.
-        if !self.deposited {
-            self.budget.deposit();
-            self.deposited = true;
-        }
-        Some(req.clone())
-    }
-}
-
 /// Reads a client's deadline header (`x-weir-timeout`, else OpenAI SDKs' `x-stainless-timeout`):
 /// seconds (`30`, `2.5`) or a duration (`30s`, `500ms`). Invalid or non-positive values are ignored.
 pub fn client_deadline(headers: &http::HeaderMap) -> Option<Duration> {
@@ -238,27 +182,10 @@ pub fn client_deadline(headers: &http::HeaderMap) -> Option<Duration> {
     })
 }
 
-/// Whether another attempt could succeed where this one failed.
+/// Whether another attempt could succeed where this one failed (see
+/// [`disposition`](crate::policy::disposition), which decides it).
 pub fn should_retry(error: &Error) -> bool {
-    // Waiting for a pooled connection already took the connect timeout; retrying would only
-    // queue more work behind a saturated pool.
-    if matches!(
-        error,
-        Error::Timeout {
-            phase: TimeoutPhase::PoolWait,
-            ..
-        }
-    ) {
-        return false;
-    }
-    matches!(
-        error.kind(),
-        ErrorKind::UpstreamRateLimited
-            | ErrorKind::UpstreamServerError
-            | ErrorKind::Timeout
-            | ErrorKind::Connect
-            | ErrorKind::Transport
-    )
+    classify(error).retry != Retry::No
 }
 
 #[cfg(test)]
@@ -266,6 +193,7 @@ mod tests {
     use http::StatusCode;
 
     use super::*;
+    use crate::error::TimeoutPhase;
 
     fn upstream(status: u16, retry_after: Option<Duration>) -> Error {
         Error::Upstream {
@@ -301,9 +229,8 @@ mod tests {
             after: Duration::from_secs(1),
         };
         assert!(p.delay(0, &read, 0.5).is_some());
-        let pool = Error::Timeout {
-            phase: TimeoutPhase::PoolWait,
-            after: Duration::from_secs(1),
+        let pool = Error::PoolExhausted {
+            waited: Duration::from_secs(1),
         };
         assert!(p.delay(0, &pool, 0.5).is_none());
     }
@@ -378,57 +305,6 @@ mod tests {
         });
         let granted = (0..50).filter(|_| budget.try_withdraw()).count();
         assert_eq!(granted, 10, "1 per second over a 10 s window");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn as_a_tower_layer_it_retries_only_what_it_should() {
-        use std::sync::{
-            Arc,
-            atomic::{AtomicU32, Ordering},
-        };
-        use tower::{Service, ServiceExt};
-
-        let calls = Arc::new(AtomicU32::new(0));
-        let failures_before_success = Arc::new(AtomicU32::new(2));
-        let make = |status: u16| {
-            let calls = calls.clone();
-            let failures = failures_before_success.clone();
-            tower::service_fn(move |_req: &'static str| {
-                let calls = calls.clone();
-                let failures = failures.clone();
-                async move {
-                    calls.fetch_add(1, Ordering::SeqCst);
-                    if failures.load(Ordering::SeqCst) > 0 {
-                        failures.fetch_sub(1, Ordering::SeqCst);
-                        return Err(upstream(status, None));
-                    }
-                    Ok::<_, Error>("ok")
-                }
-            })
-        };
-        let budget = Arc::new(RetryBudget::new(RetryBudgetConfig::default()));
-        let layer = tower::retry::RetryLayer::new(Retrying::new(RetryPolicy::default(), budget.clone()));
-
-        // Two 503s then success: three calls, waits taken in paused time.
-        let mut svc = tower::ServiceBuilder::new()
-            .layer(layer.clone())
-            .service(make(503));
-        assert_eq!(svc.ready().await.unwrap().call("req").await.unwrap(), "ok");
-        assert_eq!(calls.swap(0, Ordering::SeqCst), 3);
-
-        // A 400 is never retried.
-        failures_before_success.store(1, Ordering::SeqCst);
-        let mut svc = tower::ServiceBuilder::new()
-            .layer(layer.clone())
-            .service(make(400));
-        assert!(svc.ready().await.unwrap().call("req").await.is_err());
-        assert_eq!(calls.swap(0, Ordering::SeqCst), 1);
-
-        // Never more than max_retries + 1 calls.
-        failures_before_success.store(10, Ordering::SeqCst);
-        let mut svc = tower::ServiceBuilder::new().layer(layer).service(make(500));
-        assert!(svc.ready().await.unwrap().call("req").await.is_err());
-        assert_eq!(calls.load(Ordering::SeqCst), 3);
     }
 
     #[test]
