@@ -291,13 +291,15 @@ impl Error {
     }
 
     /// Classifies a `reqwest` error without its URL (URLs may carry query-string keys on some providers).
-    pub(crate) fn from_reqwest(err: reqwest::Error, timeouts: &crate::config::Timeouts) -> Self {
+    /// `connect` and `read` are the timeouts in force, reported with a timeout. (Plain durations, not
+    /// the config's `Timeouts`: errors sit below the configuration in the module graph.)
+    pub(crate) fn from_reqwest(err: reqwest::Error, connect: Duration, read: Duration) -> Self {
         let err = err.without_url();
         if err.is_timeout() {
             let (phase, after) = if err.is_connect() {
-                (TimeoutPhase::Connect, timeouts.connect)
+                (TimeoutPhase::Connect, connect)
             } else {
-                (TimeoutPhase::Read, timeouts.read)
+                (TimeoutPhase::Read, read)
             };
             return Error::Timeout { phase, after };
         }

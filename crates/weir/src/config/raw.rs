@@ -6,19 +6,11 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 use url::Url;
 
-use crate::{
-    policy::retry::{RetryBudgetConfig, RetryPolicy},
-    policy::{
-        breaker::CircuitBreakerConfig,
-        limit::{LimitMode, RateLimitConfig},
-    },
-    route::{balance::Strategy, health::HealthCheckConfig},
-};
-
 use super::{
-    ByteSize, Config, ConfigDuration, ConfigError, ConfigSource, DeploymentConfig, EnvString, LogFormat,
-    LoggingConfig, ModelGroupConfig, PoolLimits, ProviderKind, ResilienceConfig, Secret, ServerConfig,
-    Timeouts, TracingConfig,
+    ByteSize, CircuitBreakerConfig, Config, ConfigDuration, ConfigError, ConfigSource, DeploymentConfig,
+    EnvString, HealthCheckConfig, LimitMode, LogFormat, LoggingConfig, ModelGroupConfig, PoolLimits, Price,
+    PriceTable, ProviderKind, RateLimitConfig, ResilienceConfig, RetryBudgetConfig, RetryPolicy, Secret,
+    ServerConfig, Strategy, Timeouts, TracingConfig,
 };
 
 #[derive(Debug, Deserialize)]
@@ -42,7 +34,7 @@ struct RawConfig {
     /// Model prices overriding or adding to the built-in table.
     #[serde(default)]
     pricing: std::collections::BTreeMap<String, Spanned<RawPrice>>,
-    cache: Option<Spanned<crate::cache::config::RawCache>>,
+    cache: Option<Spanned<super::cache::RawCache>>,
 }
 
 /// USD per million tokens; omitted fields keep the built-in entry's value.
@@ -487,7 +479,7 @@ fn validate(raw: RawConfig, file: Option<&str>) -> Result<Config, ConfigError> {
     let pricing = pricing(&ctx, &raw.pricing)?;
     let cache = match raw.cache {
         None => Default::default(),
-        Some(section) => crate::cache::config::validate(section.value)
+        Some(section) => super::cache::validate(section.value)
             .map_err(|(field, message)| ctx.error(section.referenced.line(), field, message))?,
     };
     Ok(Config {
@@ -948,7 +940,7 @@ fn health_check(
 fn pricing(
     ctx: &Ctx<'_>,
     raw: &std::collections::BTreeMap<String, Spanned<RawPrice>>,
-) -> Result<std::collections::BTreeMap<String, crate::tokens::Price>, ConfigError> {
+) -> Result<std::collections::BTreeMap<String, Price>, ConfigError> {
     let mut out = std::collections::BTreeMap::new();
     for (model, entry) in raw {
         let line = entry.referenced.line();
@@ -957,7 +949,7 @@ fn pricing(
             return Err(ctx.error(line, "pricing", "a model name cannot be empty"));
         }
         let p = entry.value;
-        let base = crate::tokens::PriceTable::builtin().get(model).copied();
+        let base = PriceTable::builtin().get(model).copied();
         let input = match (p.input, base) {
             (Some(input), _) => input,
             (None, Some(base)) => base.input,
@@ -971,7 +963,7 @@ fn pricing(
                 ));
             }
         };
-        let price = crate::tokens::Price {
+        let price = Price {
             input,
             output: p.output.or(base.map(|b| b.output)).unwrap_or(0.0),
             cached_input: p.cached_input.or(base.and_then(|b| b.cached_input)),

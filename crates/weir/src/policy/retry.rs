@@ -27,38 +27,12 @@
 
 use std::time::Duration;
 
+// The settings are part of the configuration schema; re-exported here, where they are applied.
+pub use crate::config::{RetryBudgetConfig, RetryPolicy};
 use crate::{
     error::Error,
     policy::disposition::{Disposition, Retry, classify},
 };
-
-/// Retry settings of one deployment.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RetryPolicy {
-    /// Retries after the first attempt.
-    pub max_retries: u32,
-    /// First backoff.
-    pub base_delay: Duration,
-    /// Backoff multiplier per retry.
-    pub factor: f64,
-    /// Largest backoff.
-    pub max_delay: Duration,
-    /// Longest `Retry-After` we are willing to wait; a longer one fails the request at once
-    /// (with the `Retry-After` passed on to the client) rather than hold it.
-    pub max_retry_after: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            max_retries: 2,
-            base_delay: Duration::from_secs(1),
-            factor: 2.0,
-            max_delay: Duration::from_secs(10),
-            max_retry_after: Duration::from_secs(60),
-        }
-    }
-}
 
 impl RetryPolicy {
     /// How long to wait before retry number `retry` (0-based) after `error`, or `None` to give up.
@@ -98,27 +72,6 @@ pub struct RetryBudget {
     slot_len: Duration,
     /// `(slot start, first attempts, retries)`, oldest first.
     slots: parking_lot::Mutex<std::collections::VecDeque<(tokio::time::Instant, u64, u64)>>,
-}
-
-/// Budget settings.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RetryBudgetConfig {
-    /// Retries allowed per first attempt (0.2 = at most 20 % extra upstream calls).
-    pub ratio: f64,
-    /// Retries per second always allowed, so low-traffic services can still retry.
-    pub min_per_second: f64,
-    /// How far back first attempts and retries are counted.
-    pub window: Duration,
-}
-
-impl Default for RetryBudgetConfig {
-    fn default() -> Self {
-        RetryBudgetConfig {
-            ratio: 0.2,
-            min_per_second: 1.0,
-            window: Duration::from_secs(10),
-        }
-    }
 }
 
 impl RetryBudget {

@@ -90,8 +90,6 @@
 //! sampling is quadratic in the size of a tier, which is fine for the handful of deployments a
 //! group has (and still microseconds for a hundred); the other strategies sort.
 
-use std::fmt;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -103,85 +101,8 @@ use tokio::time::Instant;
 #[path = "balance_tests.rs"]
 mod tests;
 
-/// How the deployments of one priority tier are ordered. See the [module docs](self).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum Strategy {
-    /// Take turns: each request starts one deployment further (`round_robin`).
-    #[default]
-    RoundRobin,
-    /// Random, in proportion to each deployment's weight; weight 0 is a last resort (`weighted`).
-    WeightedRandom,
-    /// Fewest requests in flight first, ties taking turns (`least_busy`).
-    LeastBusy,
-    /// Power of two choices by latency estimate × (in flight + 1) (`lowest_latency`).
-    LowestLatency,
-}
-
-impl Strategy {
-    /// Every strategy, in the order the docs list them.
-    pub const ALL: [Strategy; 4] = [
-        Strategy::RoundRobin,
-        Strategy::WeightedRandom,
-        Strategy::LeastBusy,
-        Strategy::LowestLatency,
-    ];
-
-    /// The name used in configuration: `round_robin`, `weighted`, `least_busy` or
-    /// `lowest_latency`.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Strategy::RoundRobin => "round_robin",
-            Strategy::WeightedRandom => "weighted",
-            Strategy::LeastBusy => "least_busy",
-            Strategy::LowestLatency => "lowest_latency",
-        }
-    }
-}
-
-impl fmt::Display for Strategy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Strategy {
-    type Err = UnknownStrategy;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Strategy::ALL
-            .into_iter()
-            .find(|strategy| strategy.as_str() == s)
-            .ok_or_else(|| UnknownStrategy { given: s.to_owned() })
-    }
-}
-
-/// A strategy name that [`Strategy::from_str`] does not know.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UnknownStrategy {
-    /// The name as given.
-    pub given: String,
-}
-
-impl fmt::Display for UnknownStrategy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "unknown load-balancing strategy {:?}; expected one of ",
-            self.given
-        )?;
-        for (i, strategy) in Strategy::ALL.iter().enumerate() {
-            let sep = match i {
-                0 => "",
-                i if i + 1 == Strategy::ALL.len() => " or ",
-                _ => ", ",
-            };
-            write!(f, "{sep}{strategy}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for UnknownStrategy {}
+// The strategy is part of the configuration schema (`model_list[].strategy`); re-exported here.
+pub use crate::config::{Strategy, UnknownStrategy};
 
 /// The default time constant of the latency estimate's decay.
 pub const DEFAULT_LATENCY_DECAY: Duration = Duration::from_secs(10);

@@ -97,56 +97,10 @@ const MAX_JITTER: f64 = 0.1;
 /// paid upstream, so a zero interval is read as "often", not "constantly".
 const MIN_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Health-check settings of one deployment.
-///
-/// See the [module docs](self) for what each field does and why the defaults are what they are.
-#[derive(Debug, Clone, PartialEq)]
-pub struct HealthCheckConfig {
-    /// Time between the starts of two probes, before jitter (up to 10 % more). Default 30 s.
-    pub interval: Duration,
-    /// How long a probe may take before it is abandoned and counted as a failure. Default 5 s.
-    pub timeout: Duration,
-    /// Consecutive failed probes that mark a healthy deployment unhealthy. Default 2.
-    pub unhealthy_threshold: u32,
-    /// Consecutive successful probes that mark an unhealthy deployment healthy again. Default 2.
-    pub healthy_threshold: u32,
-}
-
-impl Default for HealthCheckConfig {
-    fn default() -> Self {
-        HealthCheckConfig {
-            interval: Duration::from_secs(30),
-            timeout: Duration::from_secs(5),
-            unhealthy_threshold: 2,
-            healthy_threshold: 2,
-        }
-    }
-}
+// The settings are part of the configuration schema; re-exported here, where they are applied.
+pub use crate::config::HealthCheckConfig;
 
 impl HealthCheckConfig {
-    /// Checks every field, naming the first bad one (`"interval must be longer than zero"`).
-    ///
-    /// A `timeout` as long as the `interval` or longer is allowed: probes never overlap, so it
-    /// only means the next probe may start late.
-    pub fn validate(&self) -> Result<(), String> {
-        let durations = [("interval", self.interval), ("timeout", self.timeout)];
-        for (field, value) in durations {
-            if value.is_zero() {
-                return Err(format!("{field} must be longer than zero"));
-            }
-        }
-        let counts = [
-            ("unhealthy_threshold", self.unhealthy_threshold),
-            ("healthy_threshold", self.healthy_threshold),
-        ];
-        for (field, value) in counts {
-            if value == 0 {
-                return Err(format!("{field} must be at least 1"));
-            }
-        }
-        Ok(())
-    }
-
     /// A copy with every out-of-range value replaced by a usable one: a zero `interval` becomes
     /// 1 s, a zero `timeout` becomes the interval, and zero thresholds become 1.
     pub fn sanitized(mut self) -> Self {

@@ -111,16 +111,8 @@ const ENCODINGS: &[(&str, Encoding)] = &[
     ("text-embedding-ada-002", Encoding::Cl100kBase),
 ];
 
-/// The bare model name: without a fine-tune prefix (`ft:gpt-4o-mini:org::id` → `gpt-4o-mini`)
-/// or a vendor path (`openai/gpt-4o`, `models/gemini-2.5-flash` → the last segment).
-pub fn base_model_name(model: &str) -> &str {
-    let model = model.trim();
-    let model = match model.strip_prefix("ft:") {
-        Some(rest) => rest.split(':').next().unwrap_or(rest),
-        None => model,
-    };
-    model.rsplit('/').next().unwrap_or(model)
-}
+// Model names are looked up by the price table too, which is configuration.
+pub use crate::config::base_model_name;
 
 /// The encoding of an OpenAI model, by the longest known prefix of its name (case-insensitive;
 /// fine-tunes and vendor paths are looked through). `None` for models without a public tokenizer

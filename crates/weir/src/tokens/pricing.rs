@@ -1,39 +1,15 @@
-//! Model prices and the cost of a response.
+//! The cost of a response at a model's [`Price`].
 //!
-//! The built-in table is `crates/weir/data/pricing.yaml`, compiled into the library and parsed
-//! once. The config's top-level `pricing:` section overrides entries or adds models (see
-//! [`PriceTable::with_overrides`]).
-//!
-//! A model's price is found by its exact name, else by the longest table entry that is a prefix of
-//! it ending at a `-`, `@` or `:` boundary: `gpt-4o-2024-08-06` is priced as `gpt-4o`,
-//! `gpt-4o-mini-2024-07-18` as `gpt-4o-mini` (never as `gpt-4o`), and `gpt-5.3` (no entry, and
-//! `gpt-5` followed by `.` is not a boundary) has no price rather than a wrong one. Fine-tune
-//! prefixes and vendor paths are looked through (`openai/gpt-4o` is `gpt-4o`); names are
-//! compared case-insensitively.
+//! The prices themselves, the built-in table (`crates/weir/data/pricing.yaml`) and its lookup rules
+//! are configuration: see `crate::config::pricing`. [`PriceTable::with_overrides`] lays the
+//! config's `pricing:` section over the built-in table.
 
-use std::{collections::BTreeMap, sync::LazyLock};
-
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::api::Usage;
-
-/// USD per million tokens for one model.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Price {
-    /// Uncached input tokens.
-    pub input: f64,
-    /// Output tokens (reasoning tokens included: they are billed as output).
-    #[serde(default)]
-    pub output: f64,
-    /// Input tokens read from the provider's prompt cache; the input price when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cached_input: Option<f64>,
-    /// Input tokens written to the provider's prompt cache (Anthropic bills these above the input
-    /// price: 1.25× for the default 5-minute cache); the input price when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cache_write: Option<f64>,
-}
+// The prices and their table are configuration (`pricing:` and the shipped defaults); re-exported
+// here, where costs are computed.
+pub use crate::config::{Price, PriceTable};
 
 /// The cost of one response, in USD, split by what was billed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
@@ -86,114 +62,5 @@ impl Price {
             cache_write_tokens: writes,
             output_tokens: output,
         }
-    }
-
-    /// Whether every price is a finite number ≥ 0.
-    pub fn is_valid(&self) -> bool {
-        [
-            Some(self.input),
-            Some(self.output),
-            self.cached_input,
-            self.cache_write,
-        ]
-        .into_iter()
-        .flatten()
-        .all(|p| p.is_finite() && p >= 0.0)
-    }
-}
-
-/// The shipped data file.
-const PRICING_YAML: &str = include_str!("../../data/pricing.yaml");
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PricingFile {
-    /// When the prices were last checked against the providers' pages.
-    checked: String,
-    #[allow(dead_code)]
-    #[serde(default)]
-    sources: Vec<String>,
-    models: BTreeMap<String, Price>,
-}
-
-/// Prices by model name, looked up by exact name then longest prefix (see the module docs).
-#[derive(Debug, Clone, Default)]
-pub struct PriceTable {
-    /// Lowercased names, sorted.
-    entries: BTreeMap<String, Price>,
-    checked: Option<String>,
-}
-
-static BUILTIN: LazyLock<PriceTable> = LazyLock::new(|| match PriceTable::parse(PRICING_YAML) {
-    Ok(table) => table,
-    Err(message) => {
-        // A test parses the file, so this is unreachable in a released build; without prices,
-        // costs are simply not reported.
-        tracing::error!(error = %message, "the built-in pricing table does not parse");
-        PriceTable::default()
-    }
-});
-
-impl PriceTable {
-    /// The table shipped with Weir (`data/pricing.yaml`).
-    pub fn builtin() -> &'static PriceTable {
-        &BUILTIN
-    }
-
-    /// Parses a pricing file (`checked:`, `sources:`, `models: {name: {input, output,
-    /// cached_input, cache_write}}`).
-    pub fn parse(yaml: &str) -> Result<PriceTable, String> {
-        let file: PricingFile = serde_saphyr::from_str(yaml).map_err(|e| e.to_string())?;
-        let mut table = PriceTable {
-            entries: BTreeMap::new(),
-            checked: Some(file.checked),
-        };
-        for (name, price) in file.models {
-            if !price.is_valid() {
-                return Err(format!("`{name}`: prices must be numbers >= 0"));
-            }
-            table.entries.insert(name.trim().to_ascii_lowercase(), price);
-        }
-        Ok(table)
-    }
-
-    /// This table with `overrides` replacing or adding entries.
-    pub fn with_overrides<'a>(
-        &self,
-        overrides: impl IntoIterator<Item = (&'a String, &'a Price)>,
-    ) -> PriceTable {
-        let mut table = self.clone();
-        for (name, price) in overrides {
-            table.entries.insert(name.trim().to_ascii_lowercase(), *price);
-        }
-        table
-    }
-
-    /// When the built-in prices were checked (the data file's `checked:`).
-    pub fn checked(&self) -> Option<&str> {
-        self.checked.as_deref()
-    }
-
-    /// Every entry, by lowercased name.
-    pub fn entries(&self) -> &BTreeMap<String, Price> {
-        &self.entries
-    }
-
-    /// The price of `model`: exact name, else the longest entry that is a prefix of it ending at a
-    /// `-`, `@` or `:` boundary.
-    pub fn get(&self, model: &str) -> Option<&Price> {
-        let name = super::base_model_name(model).to_ascii_lowercase();
-        if let Some(price) = self.entries.get(&name) {
-            return Some(price);
-        }
-        let mut end = name.len();
-        // Shorten at each boundary, longest first.
-        while let Some(cut) = name[..end].rfind(['-', '@', ':']) {
-            if let Some(price) = self.entries.get(&name[..cut]) {
-                return Some(price);
-            }
-            end = cut;
-        }
-        None
     }
 }

@@ -142,7 +142,7 @@ impl Transport {
             builder = builder.header(header::CONTENT_TYPE, content_type).body(body);
         }
         let timeouts = self.timeouts;
-        let map_err = move |e: reqwest::Error| Error::from_reqwest(e, &timeouts);
+        let map_err = move |e: reqwest::Error| Error::from_reqwest(e, timeouts.connect, timeouts.read);
 
         if !req.stream {
             // Unary: one total deadline over connecting, waiting and reading the body.
@@ -225,7 +225,9 @@ fn idle_guarded(
             let (mut stream, permit) = state?;
             match tokio::time::timeout(read, stream.next()).await {
                 Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some((stream, permit)))),
-                Ok(Some(Err(e))) => Some((Err(Error::from_reqwest(e, &timeouts)), None)),
+                Ok(Some(Err(e))) => {
+                    Some((Err(Error::from_reqwest(e, timeouts.connect, timeouts.read)), None))
+                }
                 Ok(None) => None,
                 Err(_) => Some((
                     Err(Error::Timeout {

@@ -133,7 +133,6 @@
 //! knows, so the engine calls the limiter directly.
 
 mod bucket;
-mod config;
 mod error;
 pub mod future;
 mod keyed;
@@ -152,7 +151,7 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 pub use self::bucket::TokenBucket;
-pub use self::config::{DEFAULT_BURST, DEFAULT_MAX_QUEUE, DEFAULT_MAX_WAIT, LimitMode, RateLimitConfig};
+// The settings are part of the configuration schema; re-exported here, where limiters are built.
 pub use self::error::{
     DemandTooLarge, LimitKind, RateLimitError, RateLimitServiceError, RateLimited, Refusal,
 };
@@ -161,6 +160,7 @@ pub use self::layer::RateLimitLayer;
 pub use self::service::RateLimitService;
 pub use self::snapshot::{LimitStatus, RateLimitSnapshot, format_reset};
 pub use self::window::{Reservation, SlidingWindow, WINDOW};
+pub use crate::config::{DEFAULT_BURST, DEFAULT_MAX_QUEUE, DEFAULT_MAX_WAIT, LimitMode, RateLimitConfig};
 
 use self::bucket::Ticket;
 

@@ -1,4 +1,6 @@
-//! Rate limit settings.
+//! The `rate_limits:` sections (per deployment, and `server.client_rate_limits`):
+//! [`RateLimitConfig`], its defaults and its validation. The limiters that enforce it are
+//! `policy::limit`.
 
 use std::time::Duration;
 
@@ -11,8 +13,8 @@ pub const DEFAULT_MAX_QUEUE: usize = 1024;
 
 /// What the per-second bucket does with a request that finds it empty.
 ///
-/// Only the bucket waits: the per-minute windows always refuse at once (see the
-/// [module docs](super)).
+/// Only the bucket waits: the per-minute windows always refuse at once (the module docs of
+/// `policy::limit` say why).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LimitMode {
     /// Wait, in arrival order, until the bucket has room; refuse at once if that would take
@@ -77,6 +79,10 @@ impl Default for RateLimitConfig {
 
 impl RateLimitConfig {
     /// Checks every field; the error names each bad field (several are separated by `; `).
+    ///
+    /// Config loading calls this; call it on a config built by hand. The limiters themselves
+    /// (`RateLimiter::new` and its parts) never fail: they read an invalid value as the strictest
+    /// usable one (see their docs).
     pub fn validate(&self) -> Result<(), String> {
         let mut problems = Vec::new();
         if let Some(rate) = self.requests_per_second

@@ -1,0 +1,91 @@
+//! The `circuit_breaker:` section: [`CircuitBreakerConfig`], its defaults and its validation.
+//!
+//! The breaker itself (the state machine that reads these settings) is `policy::breaker`.
+
+use std::time::Duration;
+
+/// Settings of one circuit breaker (one per deployment).
+///
+/// The defaults suit an LLM upstream: calls are slow and expensive, so a handful of consecutive
+/// failures is already strong evidence, and half a minute is long enough for a restarting upstream
+/// or a failed-over load balancer to come back without leaving a healthy one idle for long.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CircuitBreakerConfig {
+    /// Consecutive failures that open a closed breaker. Default 5.
+    pub failure_threshold: u32,
+    /// Failure rate (failures ÷ counted calls, in `[0, 1)`) over [`window`](Self::window) above which
+    /// a closed breaker opens. `None` (the default) turns rate-based opening off, leaving only
+    /// [`failure_threshold`](Self::failure_threshold).
+    pub failure_rate_threshold: Option<f64>,
+    /// Counted calls the window must hold before the failure rate is trusted: two failures out of
+    /// three calls say little. Default 20.
+    pub min_requests: u32,
+    /// How far back the failure rate looks. Default 60 s.
+    pub window: Duration,
+    /// How long an open breaker rejects calls before letting probes through. Default 30 s.
+    pub open_timeout: Duration,
+    /// Probes a half-open breaker lets through at the same time. Default 1.
+    pub half_open_max_probes: u32,
+    /// Successful probes that close a half-open breaker. Default 3.
+    pub success_threshold: u32,
+    /// Time without a failure after which a closed breaker forgets its consecutive failures, so
+    /// that four failures spread over a day do not combine with a fifth into an outage.
+    /// Default 60 s.
+    pub reset_timeout: Duration,
+}
+
+impl Default for CircuitBreakerConfig {
+    fn default() -> Self {
+        CircuitBreakerConfig {
+            failure_threshold: 5,
+            failure_rate_threshold: None,
+            min_requests: 20,
+            window: Duration::from_secs(60),
+            open_timeout: Duration::from_secs(30),
+            half_open_max_probes: 1,
+            success_threshold: 3,
+            reset_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+impl CircuitBreakerConfig {
+    /// Checks every field, naming the first bad one (`"failure_threshold must be at least 1"`).
+    ///
+    /// Config loading calls this so that mistakes surface with the field's name; call it on a
+    /// config built by hand. The breaker itself (`CircuitBreaker::new`) does not fail: it clamps
+    /// an out-of-range value to the nearest usable one (`CircuitBreakerConfig::sanitized`).
+    pub fn validate(&self) -> Result<(), String> {
+        let at_least_one = [
+            ("failure_threshold", self.failure_threshold),
+            ("min_requests", self.min_requests),
+            ("half_open_max_probes", self.half_open_max_probes),
+            ("success_threshold", self.success_threshold),
+        ];
+        for (field, value) in at_least_one {
+            if value == 0 {
+                return Err(format!("{field} must be at least 1"));
+            }
+        }
+        if let Some(rate) = self.failure_rate_threshold {
+            // A rate must *exceed* the threshold to open the breaker, so 1.0 (or more) could never
+            // trip it: that is a disabled check in disguise, which `None` says honestly.
+            if !(0.0..1.0).contains(&rate) {
+                return Err(format!(
+                    "failure_rate_threshold must be at least 0 and below 1 (got {rate})"
+                ));
+            }
+        }
+        let non_zero = [
+            ("window", self.window),
+            ("open_timeout", self.open_timeout),
+            ("reset_timeout", self.reset_timeout),
+        ];
+        for (field, value) in non_zero {
+            if value.is_zero() {
+                return Err(format!("{field} must be longer than zero"));
+            }
+        }
+        Ok(())
+    }
+}

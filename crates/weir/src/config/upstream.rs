@@ -1,0 +1,147 @@
+//! Upstreams: the deployments of a model group ([`DeploymentConfig`]), their provider, and the
+//! `timeouts:` and `pool:` sections every network call reads.
+
+use std::time::Duration;
+
+use url::Url;
+
+use super::{
+    CircuitBreakerConfig, HealthCheckConfig, RateLimitConfig, RetryPolicy, Secret, Strategy, model_matches,
+};
+
+/// A public model name and its deployments.
+#[derive(Debug, Clone)]
+pub struct ModelGroupConfig {
+    /// What clients send as `model`. A trailing `*` makes it a prefix pattern (`*` alone matches all).
+    pub name: String,
+    /// Where requests for it go.
+    pub deployments: Vec<DeploymentConfig>,
+    /// Groups tried, in order, when this group's deployments are all exhausted.
+    pub fallbacks: Vec<String>,
+    /// Larger-context groups tried when the upstream says the prompt is too long.
+    pub context_window_fallbacks: Vec<String>,
+    /// How requests are spread over the deployments (within a priority tier).
+    pub strategy: Strategy,
+}
+
+impl ModelGroupConfig {
+    /// Whether `model` belongs to this group.
+    pub fn matches(&self, model: &str) -> bool {
+        model_matches(&self.name, model)
+    }
+    /// Whether the name is a pattern rather than one model.
+    pub fn is_wildcard(&self) -> bool {
+        self.name.ends_with('*')
+    }
+}
+
+/// Which adapter talks to the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// OpenAI or any OpenAI-compatible server (vLLM, Ollama, llama.cpp, Groq...).
+    OpenAi,
+    /// Anthropic's Messages API (`/v1/messages`): requests and responses are translated.
+    Anthropic,
+    /// Google's Gemini API (`generateContent`): requests and responses are translated.
+    Gemini,
+    /// Azure OpenAI (`/openai/deployments/{deployment}/...?api-version=`, `api-key` header).
+    Azure,
+    /// The built-in offline mock: canned answers, no network.
+    Mock,
+}
+
+impl ProviderKind {
+    /// The name used in config and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::OpenAi => "openai",
+            ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Gemini => "gemini",
+            ProviderKind::Azure => "azure",
+            ProviderKind::Mock => "mock",
+        }
+    }
+}
+
+/// One upstream: a provider, endpoint, key and model.
+///
+/// `PartialEq` lets a config reload keep the live state (breaker, limits, health) of deployments
+/// whose settings did not change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeploymentConfig {
+    /// Stable identifier, shown in logs, headers and health reports (never the key).
+    pub id: String,
+    /// Adapter.
+    pub provider: ProviderKind,
+    /// API root, e.g. `https://api.openai.com/v1`. Paths such as `chat/completions` are appended.
+    pub base_url: Url,
+    /// Sent as `Authorization: Bearer`. Optional for self-hosted servers.
+    pub api_key: Option<Secret>,
+    /// Upstream model name; `None` passes the client's model through unchanged.
+    pub model: Option<String>,
+    /// `OpenAI-Organization` header.
+    pub organization: Option<String>,
+    /// `OpenAI-Project` header.
+    pub project: Option<String>,
+    /// Azure OpenAI's `api-version` query parameter (`None`: the provider's default GA version).
+    pub api_version: Option<String>,
+    /// Connect, read and total timeouts.
+    pub timeouts: Timeouts,
+    /// Connection pool limits.
+    pub pool: PoolLimits,
+    /// When and how to retry calls to this deployment.
+    pub retry: RetryPolicy,
+    /// The deployment's circuit breaker; `None` when disabled.
+    pub circuit_breaker: Option<CircuitBreakerConfig>,
+    /// Limits for calls to this deployment (one upstream key); `None`: unlimited.
+    pub rate_limits: Option<RateLimitConfig>,
+    /// Share of traffic under the weighted strategy (relative to the group's other weights).
+    pub weight: u32,
+    /// Tier: 0 is used first; a higher tier only when every deployment of the lower tiers is unusable.
+    pub priority: u32,
+    /// Background probes of the upstream; `None` (the default) when off.
+    pub health_check: Option<HealthCheckConfig>,
+}
+
+/// Timeouts of upstream calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Timeouts {
+    /// TCP + TLS connection establishment.
+    pub connect: Duration,
+    /// Longest silence while reading a response (headers or body). Bounds streams.
+    pub read: Duration,
+    /// Whole call, for non-streaming requests only: a total would cut long streams.
+    pub total: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(10),
+            read: Duration::from_secs(30),
+            total: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Limits of one upstream connection pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PoolLimits {
+    /// Requests in flight over the pool at once (each holds one connection, or an HTTP/2 stream).
+    pub max_connections: usize,
+    /// The same, per upstream host; also the number of idle connections kept per host.
+    pub max_connections_per_host: usize,
+    /// How long an idle keep-alive connection is kept.
+    pub idle_timeout: Duration,
+}
+
+impl Default for PoolLimits {
+    fn default() -> Self {
+        PoolLimits {
+            max_connections: 100,
+            max_connections_per_host: 30,
+            idle_timeout: Duration::from_secs(90),
+        }
+    }
+}
