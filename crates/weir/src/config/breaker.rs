@@ -4,6 +4,11 @@
 
 use std::time::Duration;
 
+use super::{
+    ConfigDuration, FieldError,
+    overlay::{Switch, section},
+};
+
 /// Settings of one circuit breaker (one per deployment).
 ///
 /// The defaults suit an LLM upstream: calls are slow and expensive, so a handful of consecutive
@@ -87,5 +92,51 @@ impl CircuitBreakerConfig {
             }
         }
         Ok(())
+    }
+}
+
+section! {
+    /// `circuit_breaker:` as written (in a deployment or in `upstream_defaults`).
+    pub(super) struct RawBreaker {
+        pub(super) enabled: Option<bool>,
+        pub(super) failure_threshold: Option<u32>,
+        pub(super) failure_rate_threshold: Option<f64>,
+        pub(super) min_requests: Option<u32>,
+        pub(super) window: Option<ConfigDuration>,
+        pub(super) open_timeout: Option<ConfigDuration>,
+        pub(super) half_open_max_probes: Option<u32>,
+        pub(super) success_threshold: Option<u32>,
+        pub(super) reset_timeout: Option<ConfigDuration>,
+    }
+}
+
+/// Every deployment has a breaker unless it says `enabled: false`.
+impl Switch for RawBreaker {
+    type Config = CircuitBreakerConfig;
+
+    fn is_on(&self) -> bool {
+        self.enabled.unwrap_or(true)
+    }
+}
+
+impl TryFrom<RawBreaker> for CircuitBreakerConfig {
+    type Error = FieldError;
+
+    /// The section over the defaults; a bad value is reported on the section, with the field's
+    /// name in the message (`failure_threshold must be at least 1`).
+    fn try_from(raw: RawBreaker) -> Result<Self, FieldError> {
+        let d = CircuitBreakerConfig::default();
+        let config = CircuitBreakerConfig {
+            failure_threshold: raw.failure_threshold.unwrap_or(d.failure_threshold),
+            failure_rate_threshold: raw.failure_rate_threshold.or(d.failure_rate_threshold),
+            min_requests: raw.min_requests.unwrap_or(d.min_requests),
+            window: raw.window.map_or(d.window, |v| v.0),
+            open_timeout: raw.open_timeout.map_or(d.open_timeout, |v| v.0),
+            half_open_max_probes: raw.half_open_max_probes.unwrap_or(d.half_open_max_probes),
+            success_threshold: raw.success_threshold.unwrap_or(d.success_threshold),
+            reset_timeout: raw.reset_timeout.map_or(d.reset_timeout, |v| v.0),
+        };
+        config.validate().map_err(FieldError::section)?;
+        Ok(config)
     }
 }

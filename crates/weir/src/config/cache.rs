@@ -5,7 +5,7 @@ use std::{str::FromStr, time::Duration};
 
 use serde::Deserialize;
 
-use super::{ByteSize, ConfigDuration, EnvString};
+use super::{ByteSize, ConfigDuration, EnvString, FieldError};
 
 /// Which requests are cached (see `docs/caching.md`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -140,7 +140,7 @@ impl CacheConfig {
 /// `cache:` as written.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct RawCache {
+pub(super) struct RawCache {
     strategy: Option<String>,
     ttl: Option<ConfigDuration>,
     max_entry_size: Option<ByteSize>,
@@ -155,6 +155,7 @@ pub(crate) struct RawCache {
     redis: Option<RawRedis>,
 }
 
+/// `cache.memory:` as written.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawMemory {
@@ -162,6 +163,7 @@ struct RawMemory {
     max_size: Option<ByteSize>,
 }
 
+/// `cache.redis:` as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRedis {
@@ -171,92 +173,104 @@ struct RawRedis {
     max_backoff: Option<ConfigDuration>,
 }
 
-/// Validates the section; errors are `(field path, message)` for the caller to place.
-pub(crate) fn validate(raw: RawCache) -> Result<CacheConfig, (String, String)> {
-    let err = |field: &str, message: String| (format!("cache.{field}"), message);
-    let d = CacheConfig::default();
-    let strategy = match &raw.strategy {
-        Some(s) => s.parse().map_err(|m| err("strategy", m))?,
-        // A `cache:` section without a strategy means "cache what is safe".
-        None => CacheStrategy::Conservative,
-    };
-    let ttl = raw.ttl.map_or(strategy.default_ttl(), |t| t.0);
-    if strategy != CacheStrategy::Disabled && ttl < Duration::from_secs(1) {
-        return Err(err("ttl", "must be at least 1s".to_owned()));
+impl TryFrom<RawCache> for CacheConfig {
+    type Error = FieldError;
+
+    /// The section over the defaults, then [`CacheConfig::validate`].
+    fn try_from(raw: RawCache) -> Result<Self, FieldError> {
+        let d = CacheConfig::default();
+        let strategy = match &raw.strategy {
+            Some(s) => s.parse().map_err(|m| FieldError::new("strategy", m))?,
+            // A `cache:` section without a strategy means "cache what is safe".
+            None => CacheStrategy::Conservative,
+        };
+        let config = CacheConfig {
+            strategy,
+            ttl: raw.ttl.map_or(strategy.default_ttl(), |t| t.0),
+            max_entry_bytes: raw.max_entry_size.map_or(d.max_entry_bytes, |b| b.0),
+            compression_threshold: raw.compression_threshold.map_or(d.compression_threshold, |b| b.0),
+            coalesce: raw.coalesce.unwrap_or(true),
+            coalesce_timeout: raw.coalesce_timeout.map_or(d.coalesce_timeout, |t| t.0),
+            safe_tools: raw.safe_tools,
+            selective_max_temperature: raw
+                .selective_max_temperature
+                .unwrap_or(d.selective_max_temperature),
+            memory: MemoryCacheConfig {
+                enabled: raw.memory.enabled.unwrap_or(true),
+                max_bytes: raw.memory.max_size.map_or(d.memory.max_bytes, |b| b.0 as u64),
+            },
+            redis: raw.redis.map(|r| RedisCacheConfig {
+                url: r.url.0.trim().to_owned(),
+                key_prefix: r.key_prefix.unwrap_or_else(|| "weir:cache:v1".to_owned()),
+                timeout: r.timeout.map_or(Duration::from_millis(75), |t| t.0),
+                max_backoff: r.max_backoff.map_or(Duration::from_secs(5), |t| t.0),
+            }),
+        };
+        config.validate()?;
+        Ok(config)
     }
-    let max_entry_bytes = raw.max_entry_size.map_or(d.max_entry_bytes, |b| b.0);
-    if max_entry_bytes == 0 {
-        return Err(err("max_entry_size", "must be greater than zero".to_owned()));
-    }
-    let memory = MemoryCacheConfig {
-        enabled: raw.memory.enabled.unwrap_or(true),
-        max_bytes: raw.memory.max_size.map_or(d.memory.max_bytes, |b| b.0 as u64),
-    };
-    if memory.enabled && memory.max_bytes == 0 {
-        return Err(err("memory.max_size", "must be greater than zero".to_owned()));
-    }
-    let selective_max_temperature = raw
-        .selective_max_temperature
-        .unwrap_or(d.selective_max_temperature);
-    if !(selective_max_temperature.is_finite() && (0.0..=2.0).contains(&selective_max_temperature)) {
-        return Err(err(
-            "selective_max_temperature",
-            "must be a number between 0 and 2".to_owned(),
-        ));
-    }
-    let redis = match raw.redis {
-        None => None,
-        Some(r) => {
-            let url = r.url.0.trim().to_owned();
-            // Parsing only; the message never repeats the URL (it may carry a password).
-            redis::Client::open(url.as_str()).map_err(|_| {
-                err(
-                    "redis.url",
-                    "not a valid Redis URL; write e.g. redis://127.0.0.1:6379".to_owned(),
-                )
-            })?;
-            let timeout = r.timeout.map_or(Duration::from_millis(75), |t| t.0);
-            if timeout.is_zero() || timeout > Duration::from_secs(5) {
-                return Err(err(
-                    "redis.timeout",
-                    "must be between 1ms and 5s (a cache that waits longer than that costs more than it saves)"
-                        .to_owned(),
-                ));
-            }
-            let max_backoff = r.max_backoff.map_or(Duration::from_secs(5), |t| t.0);
-            if max_backoff < timeout {
-                return Err(err(
-                    "redis.max_backoff",
-                    "must not be shorter than redis.timeout".to_owned(),
-                ));
-            }
-            let key_prefix = r.key_prefix.unwrap_or_else(|| "weir:cache:v1".to_owned());
-            if key_prefix.is_empty() || key_prefix.chars().any(char::is_whitespace) {
-                return Err(err(
-                    "redis.key_prefix",
-                    "must be non-empty and without spaces".to_owned(),
-                ));
-            }
-            Some(RedisCacheConfig {
-                url,
-                key_prefix,
-                timeout,
-                max_backoff,
-            })
+}
+
+impl CacheConfig {
+    /// Checks every setting, naming the first bad one relative to the `cache:` section
+    /// (`ttl`, `redis.url`). Config loading calls this; call it on a config built by hand: the
+    /// cache itself does not re-check (an unparsable Redis URL, for one, only makes every Redis
+    /// call fail).
+    pub fn validate(&self) -> Result<(), FieldError> {
+        if self.strategy != CacheStrategy::Disabled && self.ttl < Duration::from_secs(1) {
+            return Err(FieldError::new("ttl", "must be at least 1s"));
         }
-    };
-    Ok(CacheConfig {
-        strategy,
-        ttl,
-        max_entry_bytes,
-        compression_threshold: raw.compression_threshold.map_or(d.compression_threshold, |b| b.0),
-        coalesce: raw.coalesce.unwrap_or(true),
-        coalesce_timeout: raw.coalesce_timeout.map_or(d.coalesce_timeout, |t| t.0),
-        safe_tools: raw.safe_tools,
-        selective_max_temperature,
-        memory,
-        redis,
-    })
+        if self.max_entry_bytes == 0 {
+            return Err(FieldError::new("max_entry_size", "must be greater than zero"));
+        }
+        if self.memory.enabled && self.memory.max_bytes == 0 {
+            return Err(FieldError::new("memory.max_size", "must be greater than zero"));
+        }
+        let temperature = self.selective_max_temperature;
+        if !(temperature.is_finite() && (0.0..=2.0).contains(&temperature)) {
+            return Err(FieldError::new(
+                "selective_max_temperature",
+                "must be a number between 0 and 2",
+            ));
+        }
+        match &self.redis {
+            Some(redis) => redis.validate().map_err(|e| e.within("redis")),
+            None => Ok(()),
+        }
+    }
+}
+
+impl RedisCacheConfig {
+    /// Checks the settings, naming the first bad one relative to the `redis:` section (`url`,
+    /// `timeout`). The URL is parsed as the cache will parse it; the message never repeats it (it
+    /// may carry a password).
+    pub fn validate(&self) -> Result<(), FieldError> {
+        if redis::Client::open(self.url.as_str()).is_err() {
+            return Err(FieldError::new(
+                "url",
+                "not a valid Redis URL; write e.g. redis://127.0.0.1:6379",
+            ));
+        }
+        if self.timeout.is_zero() || self.timeout > Duration::from_secs(5) {
+            return Err(FieldError::new(
+                "timeout",
+                "must be between 1ms and 5s (a cache that waits longer than that costs more than it saves)",
+            ));
+        }
+        if self.max_backoff < self.timeout {
+            return Err(FieldError::new(
+                "max_backoff",
+                "must not be shorter than redis.timeout",
+            ));
+        }
+        if self.key_prefix.is_empty() || self.key_prefix.chars().any(char::is_whitespace) {
+            return Err(FieldError::new(
+                "key_prefix",
+                "must be non-empty and without spaces",
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 use super::{
     CircuitBreakerConfig, Config, ConfigError, ConfigSource, DeploymentConfig, LoggingConfig,
     ModelGroupConfig, PoolLimits, ProviderKind, ResilienceConfig, RetryPolicy, Secret, ServerConfig,
-    Strategy, Timeouts, TracingConfig, parse_duration, raw,
+    Strategy, Timeouts, TracingConfig, parse_duration, upstream::parse_base_url,
 };
 
 impl Config {
@@ -46,8 +46,8 @@ impl Config {
         let env_deployment =
             |id: &str, provider: ProviderKind, key: String, url_var: &str, default_url: &str| {
                 let base = var(url_var).unwrap_or_else(|| default_url.to_owned());
-                let mut d = mock_deployment(id, timeouts, max_retries)?;
-                d.base_url = raw::parse_base_url(&base).map_err(|m| env_error(url_var, m))?;
+                let mut d = mock_deployment(id, timeouts, max_retries).map_err(unplaced)?;
+                d.base_url = parse_base_url(&base).map_err(|m| env_error(url_var, m))?;
                 d.provider = provider;
                 d.api_key = Some(Secret::new(key));
                 Ok::<_, ConfigError>(d)
@@ -101,7 +101,10 @@ impl Config {
             models.push(group("*", d));
         }
         let (source, default_model) = if models.is_empty() {
-            models.push(group("*", mock_deployment("mock", timeouts, max_retries)?));
+            models.push(group(
+                "*",
+                mock_deployment("mock", timeouts, max_retries).map_err(unplaced)?,
+            ));
             (ConfigSource::BuiltinMock, Some("*".to_owned()))
         } else {
             // Pass-through calls that name no model are OpenAI's (files, batches...).
@@ -122,12 +125,23 @@ impl Config {
     }
 }
 
-/// A deployment on the built-in mock provider.
-pub(crate) fn mock_deployment(
+/// An error with no place in a file.
+fn unplaced(message: String) -> ConfigError {
+    ConfigError {
+        file: None,
+        line: None,
+        field: None,
+        message,
+    }
+}
+
+/// A deployment on the built-in mock provider: the starting point of every deployment. (It cannot
+/// fail in practice: the error is the fixed placeholder URL's, kept only to stay panic-free.)
+pub(super) fn mock_deployment(
     id: &str,
     timeouts: Timeouts,
     max_retries: u32,
-) -> Result<DeploymentConfig, ConfigError> {
+) -> Result<DeploymentConfig, String> {
     let retry = RetryPolicy {
         max_retries,
         ..RetryPolicy::default()
@@ -136,12 +150,7 @@ pub(crate) fn mock_deployment(
         id: id.to_owned(),
         provider: ProviderKind::Mock,
         // Never contacted: the mock answers in-process. A fixed, non-routable URL keeps the type simple.
-        base_url: raw::parse_base_url("http://mock.invalid/v1").map_err(|message| ConfigError {
-            file: None,
-            line: None,
-            field: None,
-            message,
-        })?,
+        base_url: parse_base_url("http://mock.invalid/v1")?,
         api_key: None,
         model: None,
         organization: None,

@@ -4,6 +4,13 @@
 
 use std::time::Duration;
 
+use serde::Deserialize;
+
+use super::{
+    ConfigDuration, FieldError,
+    overlay::{Switch, section},
+};
+
 /// Burst of the per-second bucket when `burst` is not set.
 pub const DEFAULT_BURST: u32 = 10;
 /// Longest wait for the per-second bucket in the default [`LimitMode::Wait`].
@@ -126,5 +133,83 @@ impl RateLimitConfig {
         self.requests_per_minute.is_some()
             || self.input_tokens_per_minute.is_some()
             || self.output_tokens_per_minute.is_some()
+    }
+}
+
+section! {
+    /// `rate_limits:` as written (a deployment's, `upstream_defaults`' or
+    /// `server.client_rate_limits`).
+    pub(super) struct RawRateLimits {
+        pub(super) requests_per_second: Option<f64>,
+        pub(super) burst: Option<u32>,
+        pub(super) mode: Option<RawLimitMode>,
+        pub(super) max_wait: Option<ConfigDuration>,
+        pub(super) max_queue: Option<usize>,
+        pub(super) requests_per_minute: Option<u64>,
+        pub(super) input_tokens_per_minute: Option<u64>,
+        pub(super) output_tokens_per_minute: Option<u64>,
+    }
+}
+
+/// `mode:` as written; `max_wait` is a separate key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum RawLimitMode {
+    Wait,
+    FailFast,
+}
+
+/// A deployment's `rate_limits`: one section, or (with `api_keys`) one per key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawRateLimitsSpec {
+    One(RawRateLimits),
+    PerKey(Vec<RawRateLimits>),
+}
+
+impl Default for RawRateLimitsSpec {
+    fn default() -> Self {
+        RawRateLimitsSpec::One(RawRateLimits::default())
+    }
+}
+
+/// No limit set, no limiter: `mode`, `burst` and the like alone limit nothing, so they are not
+/// checked either.
+impl Switch for RawRateLimits {
+    type Config = RateLimitConfig;
+
+    fn is_on(&self) -> bool {
+        self.requests_per_second.is_some()
+            || self.requests_per_minute.is_some()
+            || self.input_tokens_per_minute.is_some()
+            || self.output_tokens_per_minute.is_some()
+    }
+}
+
+impl TryFrom<RawRateLimits> for RateLimitConfig {
+    type Error = FieldError;
+
+    /// The section over the defaults; bad values are reported on the section, every bad field
+    /// named in the message.
+    fn try_from(raw: RawRateLimits) -> Result<Self, FieldError> {
+        let d = RateLimitConfig::default();
+        let mode = match raw.mode {
+            Some(RawLimitMode::FailFast) => LimitMode::FailFast,
+            Some(RawLimitMode::Wait) | None => match raw.max_wait {
+                Some(max_wait) => LimitMode::Wait { max_wait: max_wait.0 },
+                None => d.mode,
+            },
+        };
+        let config = RateLimitConfig {
+            requests_per_second: raw.requests_per_second,
+            burst: raw.burst,
+            mode,
+            max_queue: raw.max_queue.unwrap_or(d.max_queue),
+            requests_per_minute: raw.requests_per_minute,
+            input_tokens_per_minute: raw.input_tokens_per_minute,
+            output_tokens_per_minute: raw.output_tokens_per_minute,
+        };
+        config.validate().map_err(FieldError::section)?;
+        Ok(config)
     }
 }

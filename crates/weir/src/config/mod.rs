@@ -1,29 +1,56 @@
 //! Configuration: YAML (or the environment, with no file) → [`Config`].
 //!
-//! Loading is two steps. Serde parses the text into `raw` types that mirror the file exactly
-//! (`deny_unknown_fields`, so a typo is an error, not a silently ignored key); [`Config::from_yaml`]
-//! then validates cross-field rules and produces the typed [`Config`] the engine runs on. Every
-//! error names the field path and, where the YAML parser knows it, the line.
+//! Loading is two steps. Serde parses the text into `Raw…` types that mirror the file exactly
+//! (`deny_unknown_fields`, so a typo is an error, not a silently ignored key); each section then
+//! validates itself into its typed settings (`TryFrom<Raw…>`, reporting a [`FieldError`] relative
+//! to the section), and the loader checks the rules that span sections and places every error
+//! ([`ConfigError`]: file, line, full field path). [`Config::from_yaml`] gives the typed [`Config`]
+//! the engine runs on; `Engine::new` expects a config that passed this validation (a config built
+//! by hand should be checked with the sections' `validate` methods).
+//!
+//! `upstream_defaults` is laid under each deployment's `timeouts`, `pool`, `retry`,
+//! `circuit_breaker`, `rate_limits` and `health_check` by one mechanism: the sections are declared
+//! with `section!`, which derives their key-by-key `Overlay`.
+//!
+//! The configuration sits below the runtime policies in the module graph: it imports nothing but
+//! the error types, and the policies (`policy`, `route`, `tokens`, `cache`) import their settings
+//! from here.
+//!
+//! | Module       | Sections and settings                                                        |
+//! |--------------|------------------------------------------------------------------------------|
+//! | `server`     | `server:`, `logging:`, `tracing:`                                            |
+//! | `upstream`   | model groups, deployments, `timeouts:`, `pool:`; `upstream_defaults`          |
+//! | `deployment` | `models[].deployments[]` as written, the multi-key shorthand                 |
+//! | `retry`      | `retry:`, `resilience:` (deadline, retry budget)                             |
+//! | `breaker`    | `circuit_breaker:`                                                           |
+//! | `limits`     | `rate_limits:`, `server.client_rate_limits`                                  |
+//! | `routing`    | `strategy`, `health_check:`                                                  |
+//! | `pricing`    | `pricing:` and the built-in price table                                      |
+//! | `cache`      | `cache:`                                                                     |
+//! | `env`        | the zero-config setup from the environment                                   |
+//! | `load`       | the file as a whole: walking it, cross-section rules, placing errors         |
 
-pub mod breaker;
-pub mod cache;
+mod breaker;
+mod cache;
+mod deployment;
 mod env;
 mod error;
-pub mod limits;
-pub mod pricing;
-mod raw;
-pub mod retry;
-pub mod routing;
-pub mod server;
-pub mod upstream;
+mod limits;
+mod load;
+mod overlay;
+mod pricing;
+mod retry;
+mod routing;
+mod server;
+mod upstream;
 mod values;
 
 use std::{fmt, path::Path};
 
 pub use breaker::CircuitBreakerConfig;
 pub use cache::{CacheConfig, CacheStrategy, MemoryCacheConfig, RedisCacheConfig};
-pub(crate) use env::mock_deployment;
-pub use error::ConfigError;
+use env::mock_deployment;
+pub use error::{ConfigError, FieldError};
 pub use limits::{DEFAULT_BURST, DEFAULT_MAX_QUEUE, DEFAULT_MAX_WAIT, LimitMode, RateLimitConfig};
 pub use pricing::{Price, PriceTable, base_model_name};
 pub use retry::{ResilienceConfig, RetryBudgetConfig, RetryPolicy};
@@ -125,7 +152,7 @@ impl Config {
 
     /// Parses and validates YAML text. `file` names it in errors.
     pub fn from_yaml(text: &str, file: Option<&str>) -> Result<Config, ConfigError> {
-        raw::parse(text, file)
+        load::parse(text, file)
     }
 
     /// The error for a model no group serves. Zero-config without `OPENAI_API_KEY` says which

@@ -15,6 +15,9 @@
 use std::{collections::BTreeMap, sync::LazyLock};
 
 use serde::{Deserialize, Serialize};
+use serde_saphyr::Spanned;
+
+use super::FieldError;
 
 /// USD per million tokens for one model.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -154,4 +157,68 @@ pub fn base_model_name(model: &str) -> &str {
         None => model,
     };
     model.rsplit('/').next().unwrap_or(model)
+}
+
+/// One entry of `pricing:` as written: USD per million tokens; omitted fields keep the built-in
+/// entry's value.
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPrice {
+    input: Option<f64>,
+    output: Option<f64>,
+    cached_input: Option<f64>,
+    cache_write: Option<f64>,
+}
+
+/// The `pricing:` section: each entry merged with the built-in entry of the same model (exact name
+/// or longest prefix); a model with no built-in price must give at least `input`. Errors are
+/// relative to the section (`gpt-4o.input`) and carry the entry's line.
+pub(super) fn pricing(
+    raw: &BTreeMap<String, Spanned<RawPrice>>,
+) -> Result<BTreeMap<String, Price>, FieldError> {
+    let mut out = BTreeMap::new();
+    for (model, entry) in raw {
+        let line = entry.referenced.line();
+        if model.trim().is_empty() {
+            return Err(FieldError::section("a model name cannot be empty").at_line(line));
+        }
+        let price = resolve(model, entry.value).map_err(|e| e.within(model).at_line(line))?;
+        out.insert(model.clone(), price);
+    }
+    Ok(out)
+}
+
+/// One entry over the built-in price of `model`; errors are relative to the entry.
+fn resolve(model: &str, p: RawPrice) -> Result<Price, FieldError> {
+    let base = PriceTable::builtin().get(model).copied();
+    let input = match (p.input, base) {
+        (Some(input), _) => input,
+        (None, Some(base)) => base.input,
+        (None, None) => {
+            return Err(FieldError::new(
+                "input",
+                format!("`{model}` has no built-in price: give at least `input` (USD per million tokens)"),
+            ));
+        }
+    };
+    let price = Price {
+        input,
+        output: p.output.or(base.map(|b| b.output)).unwrap_or(0.0),
+        cached_input: p.cached_input.or(base.and_then(|b| b.cached_input)),
+        cache_write: p.cache_write.or(base.and_then(|b| b.cache_write)),
+    };
+    for (name, value) in [
+        ("input", Some(price.input)),
+        ("output", Some(price.output)),
+        ("cached_input", price.cached_input),
+        ("cache_write", price.cache_write),
+    ] {
+        if value.is_some_and(|v| !(v.is_finite() && v >= 0.0)) {
+            return Err(FieldError::new(
+                name,
+                "must be a number >= 0 (USD per million tokens)",
+            ));
+        }
+    }
+    Ok(price)
 }

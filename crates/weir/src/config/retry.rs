@@ -4,6 +4,10 @@
 
 use std::time::Duration;
 
+use serde::Deserialize;
+
+use super::{ConfigDuration, FieldError, overlay::section};
+
 /// Retry settings of one deployment.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RetryPolicy {
@@ -73,5 +77,104 @@ impl Default for ResilienceConfig {
             retry_budget: RetryBudgetConfig::default(),
             default_output_tokens: 1024,
         }
+    }
+}
+
+section! {
+    /// `retry:` as written (in a deployment or in `upstream_defaults`).
+    pub(super) struct RawRetry {
+        pub(super) max_retries: Option<u32>,
+        pub(super) base_delay: Option<ConfigDuration>,
+        pub(super) factor: Option<f64>,
+        pub(super) max_delay: Option<ConfigDuration>,
+        pub(super) max_retry_after: Option<ConfigDuration>,
+    }
+}
+
+impl TryFrom<RawRetry> for RetryPolicy {
+    type Error = FieldError;
+
+    fn try_from(raw: RawRetry) -> Result<Self, FieldError> {
+        let d = RetryPolicy::default();
+        let policy = RetryPolicy {
+            max_retries: raw.max_retries.unwrap_or(d.max_retries),
+            base_delay: raw.base_delay.map_or(d.base_delay, |v| v.0),
+            factor: raw.factor.unwrap_or(d.factor),
+            max_delay: raw.max_delay.map_or(d.max_delay, |v| v.0),
+            max_retry_after: raw.max_retry_after.map_or(d.max_retry_after, |v| v.0),
+        };
+        if !(policy.factor.is_finite() && policy.factor >= 1.0) {
+            return Err(FieldError::new("factor", "must be a number of at least 1"));
+        }
+        if policy.max_delay < policy.base_delay {
+            return Err(FieldError::new(
+                "max_delay",
+                "must not be shorter than base_delay",
+            ));
+        }
+        Ok(policy)
+    }
+}
+
+/// `resilience:` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawResilience {
+    request_deadline: Option<ConfigDuration>,
+    default_output_tokens: Option<u64>,
+    #[serde(default)]
+    retry_budget: RawRetryBudget,
+}
+
+/// `resilience.retry_budget:` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetryBudget {
+    ratio: Option<f64>,
+    min_per_second: Option<f64>,
+    window: Option<ConfigDuration>,
+}
+
+impl TryFrom<RawResilience> for ResilienceConfig {
+    type Error = FieldError;
+
+    fn try_from(raw: RawResilience) -> Result<Self, FieldError> {
+        let d = ResilienceConfig::default();
+        let request_deadline = raw.request_deadline.map_or(d.request_deadline, |v| v.0);
+        if request_deadline.is_zero() {
+            return Err(FieldError::new("request_deadline", "must be greater than zero"));
+        }
+        Ok(ResilienceConfig {
+            request_deadline,
+            retry_budget: RetryBudgetConfig::try_from(raw.retry_budget)
+                .map_err(|e| e.within("retry_budget"))?,
+            default_output_tokens: raw.default_output_tokens.unwrap_or(d.default_output_tokens),
+        })
+    }
+}
+
+impl TryFrom<RawRetryBudget> for RetryBudgetConfig {
+    type Error = FieldError;
+
+    fn try_from(raw: RawRetryBudget) -> Result<Self, FieldError> {
+        let d = RetryBudgetConfig::default();
+        let budget = RetryBudgetConfig {
+            ratio: raw.ratio.unwrap_or(d.ratio),
+            min_per_second: raw.min_per_second.unwrap_or(d.min_per_second),
+            window: raw.window.map_or(d.window, |v| v.0),
+        };
+        if !(budget.ratio.is_finite() && budget.ratio >= 0.0) {
+            return Err(FieldError::new(
+                "ratio",
+                "must be a number >= 0 (0.2 = 20 % extra calls)",
+            ));
+        }
+        if !(budget.min_per_second.is_finite() && budget.min_per_second >= 0.0) {
+            return Err(FieldError::new("min_per_second", "must be a number >= 0"));
+        }
+        if budget.window < Duration::from_millis(100) {
+            return Err(FieldError::new("window", "must be at least 100ms"));
+        }
+        Ok(budget)
     }
 }

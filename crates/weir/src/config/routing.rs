@@ -4,6 +4,11 @@
 
 use std::{fmt, str::FromStr, time::Duration};
 
+use super::{
+    ConfigDuration, FieldError,
+    overlay::{Switch, section},
+};
+
 /// How the deployments of one priority tier are ordered (the balancer in `route::balance` applies
 /// it; its module docs compare the strategies).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -134,5 +139,49 @@ impl HealthCheckConfig {
             }
         }
         Ok(())
+    }
+}
+
+section! {
+    /// `health_check:` as written (in a deployment or in `upstream_defaults`).
+    pub(super) struct RawHealthCheck {
+        pub(super) enabled: Option<bool>,
+        pub(super) interval: Option<ConfigDuration>,
+        pub(super) timeout: Option<ConfigDuration>,
+        pub(super) unhealthy_threshold: Option<u32>,
+        pub(super) healthy_threshold: Option<u32>,
+    }
+}
+
+/// Background health checks are off unless `enabled: true` or any setting is given: probing
+/// costs money on paid upstreams.
+impl Switch for RawHealthCheck {
+    type Config = HealthCheckConfig;
+
+    fn is_on(&self) -> bool {
+        self.enabled.unwrap_or(
+            self.interval.is_some()
+                || self.timeout.is_some()
+                || self.unhealthy_threshold.is_some()
+                || self.healthy_threshold.is_some(),
+        )
+    }
+}
+
+impl TryFrom<RawHealthCheck> for HealthCheckConfig {
+    type Error = FieldError;
+
+    /// The section over the defaults; a bad value is reported on the section, with the field's
+    /// name in the message.
+    fn try_from(raw: RawHealthCheck) -> Result<Self, FieldError> {
+        let d = HealthCheckConfig::default();
+        let config = HealthCheckConfig {
+            interval: raw.interval.map_or(d.interval, |v| v.0),
+            timeout: raw.timeout.map_or(d.timeout, |v| v.0),
+            unhealthy_threshold: raw.unhealthy_threshold.unwrap_or(d.unhealthy_threshold),
+            healthy_threshold: raw.healthy_threshold.unwrap_or(d.healthy_threshold),
+        };
+        config.validate().map_err(FieldError::section)?;
+        Ok(config)
     }
 }

@@ -1,9 +1,15 @@
 //! The gateway's own sections: `server:` ([`ServerConfig`]), `logging:` ([`LoggingConfig`]) and
 //! `tracing:` ([`TracingConfig`]).
 
-use std::time::Duration;
+use std::{collections::BTreeMap, time::Duration};
 
-use super::{RateLimitConfig, Secret};
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use super::{
+    ByteSize, ConfigDuration, EnvString, FieldError, RateLimitConfig, Secret, limits::RawRateLimits,
+    overlay::Switch,
+};
 
 /// The gateway's HTTP server.
 #[derive(Debug, Clone)]
@@ -90,4 +96,148 @@ pub enum LogFormat {
     Human,
     /// For log pipelines.
     Json,
+}
+
+/// `server:` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawServer {
+    host: Option<String>,
+    port: Option<u16>,
+    max_body_size: Option<ByteSize>,
+    shutdown_timeout: Option<ConfigDuration>,
+    #[serde(default)]
+    api_keys: Vec<Spanned<Secret>>,
+    #[serde(default)]
+    client_rate_limits: RawRateLimits,
+    admin_key: Option<Spanned<Secret>>,
+}
+
+impl TryFrom<RawServer> for ServerConfig {
+    type Error = FieldError;
+
+    fn try_from(raw: RawServer) -> Result<Self, FieldError> {
+        let defaults = ServerConfig::default();
+        let mut api_keys = Vec::with_capacity(raw.api_keys.len());
+        for (i, key) in raw.api_keys.into_iter().enumerate() {
+            if key.value.expose().trim().is_empty() {
+                return Err(
+                    FieldError::new(format!("api_keys[{i}]"), "a gateway key cannot be empty")
+                        .at_line(key.referenced.line()),
+                );
+            }
+            api_keys.push(key.value);
+        }
+        let admin_key = match raw.admin_key {
+            Some(key) if key.value.expose().trim().is_empty() => {
+                return Err(FieldError::new(
+                    "admin_key",
+                    "the admin key cannot be empty (omit it to disable the admin API)",
+                )
+                .at_line(key.referenced.line()));
+            }
+            // A client key that also opened the admin API would make every client an admin.
+            Some(key) if api_keys.contains(&key.value) => {
+                return Err(
+                    FieldError::new("admin_key", "must differ from every server.api_keys entry")
+                        .at_line(key.referenced.line()),
+                );
+            }
+            Some(key) => Some(key.value),
+            None => None,
+        };
+        let server = ServerConfig {
+            host: raw.host.unwrap_or(defaults.host),
+            port: raw.port.unwrap_or(defaults.port),
+            max_body_bytes: raw.max_body_size.map_or(defaults.max_body_bytes, |b| b.0),
+            shutdown_timeout: raw.shutdown_timeout.map_or(defaults.shutdown_timeout, |d| d.0),
+            api_keys,
+            admin_key,
+            client_rate_limits: raw
+                .client_rate_limits
+                .build()
+                .map_err(|e| e.within("client_rate_limits"))?,
+        };
+        if server.max_body_bytes == 0 {
+            return Err(FieldError::new("max_body_size", "must be greater than zero"));
+        }
+        Ok(server)
+    }
+}
+
+/// `logging:` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLogging {
+    format: Option<LogFormat>,
+    level: Option<String>,
+}
+
+impl From<RawLogging> for LoggingConfig {
+    fn from(raw: RawLogging) -> Self {
+        let d = LoggingConfig::default();
+        LoggingConfig {
+            format: raw.format.unwrap_or(d.format),
+            level: raw.level.unwrap_or(d.level),
+        }
+    }
+}
+
+/// `tracing:` as written: an OTLP/HTTP endpoint (the collector's root, as in
+/// `OTEL_EXPORTER_OTLP_ENDPOINT`), headers for it, the service name and a sampling ratio.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTracing {
+    otlp_endpoint: Option<Spanned<EnvString>>,
+    #[serde(default)]
+    otlp_headers: BTreeMap<String, Secret>,
+    service_name: Option<EnvString>,
+    sample_ratio: Option<Spanned<f64>>,
+}
+
+impl TryFrom<RawTracing> for TracingConfig {
+    type Error = FieldError;
+
+    fn try_from(raw: RawTracing) -> Result<Self, FieldError> {
+        let otlp_endpoint = match raw.otlp_endpoint {
+            None => None,
+            Some(url) => {
+                let text = url.value.0.trim();
+                let parsed = url::Url::parse(text)
+                    .ok()
+                    .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+                    .ok_or_else(|| {
+                        FieldError::new(
+                            "otlp_endpoint",
+                            format!("`{text}` is not an http(s) URL such as http://localhost:4318"),
+                        )
+                        .at_line(url.referenced.line())
+                    })?;
+                Some(parsed)
+            }
+        };
+        for name in raw.otlp_headers.keys() {
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                return Err(FieldError::new(
+                    format!("otlp_headers.{name}"),
+                    "not a valid HTTP header name",
+                ));
+            }
+        }
+        let sample_ratio = match raw.sample_ratio {
+            None => 1.0,
+            Some(r) if (0.0..=1.0).contains(&r.value) => r.value,
+            Some(r) => {
+                return Err(
+                    FieldError::new("sample_ratio", "must be between 0 and 1").at_line(r.referenced.line())
+                );
+            }
+        };
+        Ok(TracingConfig {
+            otlp_endpoint,
+            otlp_headers: raw.otlp_headers.into_iter().collect(),
+            service_name: raw.service_name.map(|s| s.0).filter(|s| !s.trim().is_empty()),
+            sample_ratio,
+        })
+    }
 }

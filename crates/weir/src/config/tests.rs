@@ -352,3 +352,130 @@ fn fallbacks_must_name_other_groups() {
             .contains("itself")
     );
 }
+
+/// Each section validates itself and reports a path relative to the section; the loader must put
+/// the section's path and line in front. These are the texts the loader has always produced.
+#[test]
+fn every_section_places_its_errors_under_its_path_and_line() {
+    let m =
+        "models:\n  - name: a\n    deployments:\n      - provider: openai\n        base_url: http://x/v1\n";
+    let cases = [
+        (
+            format!("upstream_defaults:\n  timeouts: {{ connect: 0s }}\n{m}"),
+            "c.yaml:6: models[0].deployments[0].timeouts.connect: must be greater than zero",
+        ),
+        (
+            format!("upstream_defaults:\n  pool: {{ max_connections: 0 }}\n{m}"),
+            "c.yaml:6: models[0].deployments[0].pool: connection limits must be greater than zero",
+        ),
+        (
+            format!("upstream_defaults:\n  retry: {{ base_delay: 5s, max_delay: 1s }}\n{m}"),
+            "c.yaml:6: models[0].deployments[0].retry.max_delay: must not be shorter than base_delay",
+        ),
+        (
+            format!("upstream_defaults:\n  circuit_breaker: {{ failure_threshold: 0 }}\n{m}"),
+            "c.yaml:6: models[0].deployments[0].circuit_breaker: failure_threshold must be at least 1",
+        ),
+        (
+            format!("{m}        rate_limits: {{ requests_per_second: -1, burst: 0 }}\n"),
+            "c.yaml:4: models[0].deployments[0].rate_limits: requests_per_second must be a positive number, \
+             got -1; burst must be at least 1",
+        ),
+        (
+            format!(
+                "upstream_defaults:\n  health_check: {{ healthy_threshold: 0 }}\n{m}        health_check: {{ enabled: true }}\n"
+            ),
+            "c.yaml:6: models[0].deployments[0].health_check: healthy_threshold must be at least 1",
+        ),
+        (
+            format!("server:\n  api_keys: [ok, '']\n{m}"),
+            "c.yaml:2: server.api_keys[1]: a gateway key cannot be empty",
+        ),
+        (
+            format!("server:\n  client_rate_limits: {{ requests_per_minute: 0 }}\n{m}"),
+            "c.yaml: server.client_rate_limits: requests_per_minute must be at least 1",
+        ),
+        (
+            format!("tracing:\n  sample_ratio: 2\n{m}"),
+            "c.yaml:2: tracing.sample_ratio: must be between 0 and 1",
+        ),
+        (
+            format!("resilience:\n  retry_budget: {{ window: 10ms }}\n{m}"),
+            "c.yaml: resilience.retry_budget.window: must be at least 100ms",
+        ),
+        (
+            format!("pricing:\n  gpt-4o: {{ cached_input: -1 }}\n{m}"),
+            "c.yaml:2: pricing.gpt-4o.cached_input: must be a number >= 0 (USD per million tokens)",
+        ),
+        (
+            format!("{m}cache:\n  redis: {{ url: 'redis://x', timeout: 1s, max_backoff: 10ms }}\n"),
+            "c.yaml:7: cache.redis.max_backoff: must not be shorter than redis.timeout",
+        ),
+        (
+            format!("{m}        id: 'bad id!'\n"),
+            "c.yaml:6: models[0].deployments[0].id: use letters, digits and - _ . : / only (it appears in \
+             headers and metrics)",
+        ),
+        (
+            "models:\n  - name: a\n    deployments:\n      - id: d\n        provider: openai\n        base_url: http://x/v1\n        api_keys: [k1, k2]\n        rate_limits: [{ requests_per_minute: 1 }, { requests_per_minute: 0 }]\n".to_owned(),
+            "c.yaml:4: models[0].deployments[0].api_keys[1].rate_limits: requests_per_minute must be at least 1",
+        ),
+    ];
+    for (yaml, expected) in cases {
+        let err = Config::from_yaml(&yaml, Some("c.yaml")).unwrap_err();
+        assert_eq!(err.to_string(), expected, "{yaml}");
+    }
+    // A disabled section is not checked; a rate-limit section that limits nothing is no section.
+    for ok in [
+        format!(
+            "upstream_defaults:\n  circuit_breaker: {{ failure_threshold: 0 }}\n{m}        circuit_breaker: {{ enabled: false }}\n"
+        ),
+        format!("{m}        health_check: {{ interval: 0s, enabled: false }}\n"),
+        format!("{m}        rate_limits: {{ burst: 0 }}\n"),
+    ] {
+        Config::from_yaml(&ok, None).unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+#[test]
+fn upstream_defaults_are_laid_under_every_section_key_by_key() {
+    let text = "upstream_defaults:\n  timeouts: { read: 7s }\n  pool: { max_connections: 9 }\n  retry: { max_retries: 5, factor: 3 }\n  circuit_breaker: { failure_threshold: 7, window: 20s }\n  rate_limits: { requests_per_minute: 5, mode: fail_fast }\n  health_check: { interval: 5s }\nmodels:\n  - name: a\n    deployments:\n      - provider: mock\n        timeouts: { total: 9s }\n        pool: { idle_timeout: 1s }\n        retry: { max_retries: 1 }\n        circuit_breaker: { open_timeout: 3s }\n        rate_limits: { burst: 3, requests_per_second: 2 }\n        health_check: { enabled: false }\n      - provider: mock\n        rate_limits: { max_wait: 2s }\n        health_check: { timeout: 1s }\n        circuit_breaker: { enabled: false }\n";
+    let c = Config::from_yaml(text, None).unwrap();
+    let [first, second] = &c.models[0].deployments[..] else {
+        panic!("two deployments expected");
+    };
+    let secs = Duration::from_secs;
+    assert_eq!((first.timeouts.read, first.timeouts.total), (secs(7), secs(9)));
+    assert_eq!(
+        (first.pool.max_connections, first.pool.idle_timeout),
+        (9, secs(1))
+    );
+    assert_eq!((first.retry.max_retries, first.retry.factor), (1, 3.0));
+    let breaker = first.circuit_breaker.unwrap();
+    assert_eq!(
+        (breaker.failure_threshold, breaker.window, breaker.open_timeout),
+        (7, secs(20), secs(3))
+    );
+    let limits = first.rate_limits.as_ref().unwrap();
+    assert_eq!(
+        (
+            limits.requests_per_minute,
+            limits.requests_per_second,
+            limits.burst
+        ),
+        (Some(5), Some(2.0), Some(3))
+    );
+    assert_eq!(limits.mode, crate::config::LimitMode::FailFast);
+    assert!(first.health_check.is_none());
+
+    assert_eq!(second.retry.max_retries, 5);
+    assert!(second.circuit_breaker.is_none());
+    // The default's `mode: fail_fast` wins over the deployment's `max_wait` (a wait bound only
+    // applies in wait mode), as it always has.
+    assert_eq!(
+        second.rate_limits.as_ref().unwrap().mode,
+        crate::config::LimitMode::FailFast
+    );
+    let health = second.health_check.as_ref().unwrap();
+    assert_eq!((health.interval, health.timeout), (secs(5), secs(1)));
+}

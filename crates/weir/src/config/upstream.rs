@@ -6,7 +6,9 @@ use std::time::Duration;
 use url::Url;
 
 use super::{
-    CircuitBreakerConfig, HealthCheckConfig, RateLimitConfig, RetryPolicy, Secret, Strategy, model_matches,
+    CircuitBreakerConfig, ConfigDuration, FieldError, HealthCheckConfig, RateLimitConfig, RetryPolicy,
+    Secret, Strategy, breaker::RawBreaker, limits::RawRateLimits, model_matches, overlay::section,
+    retry::RawRetry, routing::RawHealthCheck,
 };
 
 /// A public model name and its deployments.
@@ -144,4 +146,98 @@ impl Default for PoolLimits {
             idle_timeout: Duration::from_secs(90),
         }
     }
+}
+
+section! {
+    /// `timeouts:` as written (in a deployment or in `upstream_defaults`).
+    pub(super) struct RawTimeouts {
+        pub(super) connect: Option<ConfigDuration>,
+        pub(super) read: Option<ConfigDuration>,
+        pub(super) total: Option<ConfigDuration>,
+    }
+}
+
+impl TryFrom<RawTimeouts> for Timeouts {
+    type Error = FieldError;
+
+    fn try_from(raw: RawTimeouts) -> Result<Self, FieldError> {
+        let d = Timeouts::default();
+        let t = Timeouts {
+            connect: raw.connect.map_or(d.connect, |v| v.0),
+            read: raw.read.map_or(d.read, |v| v.0),
+            total: raw.total.map_or(d.total, |v| v.0),
+        };
+        for (name, value) in [("connect", t.connect), ("read", t.read), ("total", t.total)] {
+            if value.is_zero() {
+                return Err(FieldError::new(name, "must be greater than zero"));
+            }
+        }
+        Ok(t)
+    }
+}
+
+section! {
+    /// `pool:` as written (in a deployment or in `upstream_defaults`).
+    pub(super) struct RawPool {
+        pub(super) max_connections: Option<usize>,
+        pub(super) max_connections_per_host: Option<usize>,
+        pub(super) idle_timeout: Option<ConfigDuration>,
+    }
+}
+
+impl TryFrom<RawPool> for PoolLimits {
+    type Error = FieldError;
+
+    fn try_from(raw: RawPool) -> Result<Self, FieldError> {
+        let d = PoolLimits::default();
+        let p = PoolLimits {
+            max_connections: raw.max_connections.unwrap_or(d.max_connections),
+            max_connections_per_host: raw.max_connections_per_host.unwrap_or(d.max_connections_per_host),
+            idle_timeout: raw.idle_timeout.map_or(d.idle_timeout, |v| v.0),
+        };
+        if p.max_connections == 0 || p.max_connections_per_host == 0 {
+            return Err(FieldError::section("connection limits must be greater than zero"));
+        }
+        Ok(p)
+    }
+}
+
+section! {
+    /// The sections every deployment layers over `upstream_defaults` (which is written as one of
+    /// these); a deployment's own keys win, key by key.
+    pub(super) struct RawUpstream {
+        #[serde(default)]
+        pub(super) timeouts: RawTimeouts,
+        #[serde(default)]
+        pub(super) pool: RawPool,
+        #[serde(default)]
+        pub(super) retry: RawRetry,
+        #[serde(default)]
+        pub(super) circuit_breaker: RawBreaker,
+        #[serde(default)]
+        pub(super) rate_limits: RawRateLimits,
+        #[serde(default)]
+        pub(super) health_check: RawHealthCheck,
+    }
+}
+
+/// Validates an upstream API root: http(s), a host, no credentials, query or fragment.
+pub(crate) fn parse_base_url(text: &str) -> Result<Url, String> {
+    let mut url = Url::parse(text.trim()).map_err(|e| format!("`{text}` is not a valid URL ({e})"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("`{text}` must start with http:// or https://"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("`{text}` has no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("credentials in the URL are not allowed: use api_key".to_owned());
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("`{text}` must not have a query string or fragment"));
+    }
+    // Normalise to no trailing slash, so joining with `/chat/completions` is unambiguous.
+    let trimmed = url.path().trim_end_matches('/').to_owned();
+    url.set_path(&trimmed);
+    Ok(url)
 }
