@@ -574,8 +574,12 @@ where
     })
 }
 
-fn weir<T>(built: Result<T, String>) -> Result<T> {
-    built.map_err(|e| anyhow!("building the Weir limiter: {e}"))
+/// `config`, checked: Weir's limiters take a validated config and do not check it again.
+fn weir(config: RateLimitConfig) -> Result<RateLimitConfig> {
+    config
+        .validate()
+        .map_err(|e| anyhow!("building the Weir limiter: {e}"))?;
+    Ok(config)
 }
 
 fn bucket_config(rps: u32, burst: u32) -> RateLimitConfig {
@@ -621,32 +625,32 @@ fn baseline_clock(p: &Params<'_>) -> Result<Sample> {
 }
 
 fn weir_bucket_fast(p: &Params<'_>) -> Result<Sample> {
-    let bucket = weir(TokenBucket::new(&bucket_config(FAST_RPS, FAST_BURST)))?;
+    let bucket = TokenBucket::new(&weir(bucket_config(FAST_RPS, FAST_BURST))?);
     timed(p, |_| bucket.try_acquire(1).is_ok())
 }
 
 fn weir_bucket_tight(p: &Params<'_>) -> Result<Sample> {
-    let bucket = weir(TokenBucket::new(&bucket_config(1, 1)))?;
+    let bucket = TokenBucket::new(&weir(bucket_config(1, 1))?);
     timed(p, |_| bucket.try_acquire(1).is_ok())
 }
 
 fn weir_limiter_rps(p: &Params<'_>) -> Result<Sample> {
-    let limiter = weir(RateLimiter::new(bucket_config(FAST_RPS, FAST_BURST)))?;
+    let limiter = RateLimiter::new(weir(bucket_config(FAST_RPS, FAST_BURST))?);
     timed(p, |_| limiter.try_reserve(Demand::request(0, 0)).is_ok())
 }
 
 fn weir_limiter_window_fast(p: &Params<'_>) -> Result<Sample> {
-    let limiter = weir(RateLimiter::new(window_config(FAST_TPM)))?;
+    let limiter = RateLimiter::new(weir(window_config(FAST_TPM))?);
     timed(p, |_| reserve_reconcile(&limiter))
 }
 
 fn weir_limiter_window_tight(p: &Params<'_>) -> Result<Sample> {
-    let limiter = weir(RateLimiter::new(window_config(TIGHT_INPUT_TPM)))?;
+    let limiter = RateLimiter::new(weir(window_config(TIGHT_INPUT_TPM))?);
     timed(p, |_| reserve_reconcile(&limiter))
 }
 
 fn weir_keyed_rps(p: &Params<'_>) -> Result<Sample> {
-    let keyed = weir(KeyedLimiter::new(bucket_config(FAST_RPS, FAST_BURST)))?;
+    let keyed = KeyedLimiter::new(weir(bucket_config(FAST_RPS, FAST_BURST))?);
     // Every key's limiter exists before the clock starts: this measures lookups, not creation.
     for key in p.keys {
         let _ = keyed.try_reserve(key, Demand::request(0, 0));
@@ -660,7 +664,7 @@ fn weir_keyed_rps(p: &Params<'_>) -> Result<Sample> {
 }
 
 fn weir_keyed_window(p: &Params<'_>) -> Result<Sample> {
-    let keyed = weir(KeyedLimiter::new(window_config(FAST_TPM)))?;
+    let keyed = KeyedLimiter::new(weir(window_config(FAST_TPM))?);
     for key in p.keys {
         reserve_reconcile(&keyed.limiter(key));
     }

@@ -573,6 +573,11 @@ const ERROR_BODY_LIMIT: usize = 64 * 1024;
 
 impl Engine {
     /// Builds providers (and joins shared connection pools) for every deployment.
+    ///
+    /// `config` is expected to be validated ([`Config::load`], [`Config::from_yaml`],
+    /// [`Config::from_env`], or the sections' `validate` methods for a config built by hand):
+    /// limits, breakers, health checks, the cache and provider headers are built from it without
+    /// being checked again. What can still fail is creating the HTTP clients.
     pub fn new(config: Config) -> Result<Engine, Error> {
         Engine::build(config, None)
     }
@@ -604,12 +609,7 @@ impl Engine {
                     }),
                     load: Arc::new(LoadStats::new()),
                     health: Health::new(dep.id.clone()),
-                    limiter: dep
-                        .rate_limits
-                        .clone()
-                        .map(RateLimiter::new)
-                        .transpose()
-                        .map_err(|m| Error::Config(format!("deployment `{}`: rate_limits: {m}", dep.id)))?,
+                    limiter: dep.rate_limits.clone().map(RateLimiter::new),
                     config: dep.clone(),
                     model_group: name.clone(),
                     provider,
@@ -637,9 +637,7 @@ impl Engine {
                 .server
                 .client_rate_limits
                 .clone()
-                .map(|c| KeyedLimiter::new(c).map(Arc::new))
-                .transpose()
-                .map_err(|m| Error::Config(format!("server.client_rate_limits: {m}")))?,
+                .map(|c| Arc::new(KeyedLimiter::new(c))),
         };
         // Exact input counts only matter to input-token limits: without any, a request is not
         // tokenized at all (that costs tens of microseconds per KiB of prompt, on the request's task).
@@ -667,7 +665,7 @@ impl Engine {
             // A reload with the same cache settings keeps the cache (entries, counters, Redis link).
             cache: match previous.filter(|p| *p.cache.config() == config.cache) {
                 Some(p) => p.cache.clone(),
-                None => Arc::new(crate::cache::Cache::new(config.cache.clone())?),
+                None => Arc::new(crate::cache::Cache::new(config.cache.clone())),
             },
             config,
             client_limiter,

@@ -214,17 +214,16 @@ struct Plan {
 }
 
 impl Cache {
-    /// A cache for `config` (tiers are created only when the cache is enabled).
-    pub fn new(config: CacheConfig) -> Result<Cache, Error> {
+    /// A cache for `config` (tiers are created only when the cache is enabled). It does not fail:
+    /// `config` is expected to be valid ([`CacheConfig::validate`], which config loading runs).
+    pub fn new(config: CacheConfig) -> Cache {
         let enabled = config.enabled();
         let memory = (enabled && config.memory.enabled).then(|| MemoryCache::new(config.memory.max_bytes));
         let redis = match (&config.redis, enabled) {
-            (Some(r), true) => {
-                Some(RedisCache::new(r.clone()).map_err(|m| Error::Config(format!("cache.redis: {m}")))?)
-            }
+            (Some(r), true) => Some(RedisCache::new(r.clone())),
             _ => None,
         };
-        Ok(Cache {
+        Cache {
             config,
             memory,
             redis,
@@ -237,7 +236,7 @@ impl Cache {
             bypasses: AtomicU64::new(0),
             stores: AtomicU64::new(0),
             too_large: AtomicU64::new(0),
-        })
+        }
     }
 
     /// The configuration.

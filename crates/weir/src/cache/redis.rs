@@ -29,7 +29,9 @@ pub enum RedisFailure {
 /// The Redis tier.
 pub struct RedisCache {
     config: RedisCacheConfig,
-    client: redis::Client,
+    /// `None` when the URL does not parse (config loading rejects such URLs; only a config built
+    /// by hand and not validated gets here): every call then fails, as with an unreachable Redis.
+    client: Option<redis::Client>,
     /// Created on first use: it needs a running tokio runtime, which config loading may not have.
     manager: parking_lot::Mutex<Option<ConnectionManager>>,
     gate: parking_lot::Mutex<Gate>,
@@ -57,10 +59,18 @@ impl std::fmt::Debug for RedisCache {
 }
 
 impl RedisCache {
-    /// A Redis tier; connects lazily. Fails only on an invalid URL.
-    pub fn new(config: RedisCacheConfig) -> Result<RedisCache, String> {
-        let client = redis::Client::open(config.url.as_str()).map_err(|_| "invalid Redis URL".to_owned())?;
-        Ok(RedisCache {
+    /// A Redis tier; connects lazily.
+    ///
+    /// It does not fail: `config` is expected to be valid ([`RedisCacheConfig::validate`], which
+    /// config loading runs). With a URL that does not parse, every call fails and counts as an
+    /// error, as if Redis were unreachable (the cache then serves from memory or the upstream).
+    pub fn new(config: RedisCacheConfig) -> RedisCache {
+        let client = redis::Client::open(config.url.as_str()).ok();
+        if client.is_none() {
+            // Never the URL itself: it may carry a password.
+            tracing::error!("cache.redis.url is not a valid Redis URL; the Redis cache is unavailable");
+        }
+        RedisCache {
             config,
             client,
             manager: parking_lot::Mutex::new(None),
@@ -68,7 +78,7 @@ impl RedisCache {
             probing: AtomicBool::new(false),
             errors: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
-        })
+        }
     }
 
     /// Failed or timed-out calls so far.
@@ -104,6 +114,8 @@ impl RedisCache {
             .set_max_delay(self.config.max_backoff);
         let manager = self
             .client
+            .as_ref()
+            .ok_or(RedisFailure::Failed)?
             .get_connection_manager_lazy(config)
             .map_err(|_| RedisFailure::Failed)?;
         *slot = Some(manager.clone());
@@ -248,8 +260,7 @@ mod tests {
             key_prefix: "t".to_owned(),
             timeout: Duration::from_millis(50),
             max_backoff: Duration::from_millis(400),
-        })
-        .unwrap();
+        });
         (listener, cache)
     }
 

@@ -285,5 +285,8 @@ pub(super) fn deployment(
             "api.openai.com needs an api_key (e.g. api_key: ${OPENAI_API_KEY})",
         ));
     }
+    // What the providers rely on (header values, the Azure path), so that building them from this
+    // config cannot fail.
+    config.validate()?;
     Ok(config)
 }

@@ -479,3 +479,40 @@ fn upstream_defaults_are_laid_under_every_section_key_by_key() {
     let health = second.health_check.as_ref().unwrap();
     assert_eq!((health.interval, health.timeout), (secs(5), secs(1)));
 }
+
+/// Values sent as HTTP headers are checked when the file is loaded, so that building the engine
+/// from the config cannot fail on them; the message names the field, never the secret.
+#[test]
+fn header_values_and_azure_names_are_checked_at_load_time() {
+    let dep = |extra: &str| {
+        format!(
+            "models:\n  - name: a\n    deployments:\n      - provider: openai\n        base_url: http://x/v1\n{extra}"
+        )
+    };
+    for (extra, field) in [
+        ("        api_key: \"sk-se\\ncret\"\n", "api_key"),
+        ("        organization: \"org\\u0001\"\n", "organization"),
+        ("        project: \"p\\r\"\n", "project"),
+    ] {
+        let err = Config::from_yaml(&dep(extra), Some("c.yaml")).unwrap_err();
+        assert_eq!(
+            err.field.as_deref(),
+            Some(format!("models[0].deployments[0].{field}").as_str()),
+            "{err}"
+        );
+        assert_eq!(err.line, Some(4), "{err}");
+        assert!(!err.to_string().contains("cret"), "{err}");
+    }
+    // The mock provider sends no headers; other providers do not send organization or project.
+    let ok = "models:\n  - name: a\n    deployments:\n      - provider: mock\n        api_key: \"a\\nb\"\n      - provider: anthropic\n        api_key: k\n        organization: \"o\\u0001\"\n";
+    Config::from_yaml(ok, None).unwrap_or_else(|e| panic!("{e}"));
+
+    let azure = "models:\n  - name: a\n    deployments:\n      - provider: azure\n        base_url: https://r.openai.azure.com\n        model: ../x\n";
+    let err = Config::from_yaml(azure, None).unwrap_err();
+    assert_eq!(
+        err.field.as_deref(),
+        Some("models[0].deployments[0].model"),
+        "{err}"
+    );
+    assert!(err.message.contains("not a valid Azure deployment name"), "{err}");
+}

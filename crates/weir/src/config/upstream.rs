@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use url::Url;
 
+use crate::path::ApiPath;
+
 use super::{
     CircuitBreakerConfig, ConfigDuration, FieldError, HealthCheckConfig, RateLimitConfig, RetryPolicy,
     Secret, Strategy, breaker::RawBreaker, limits::RawRateLimits, model_matches, overlay::section,
@@ -145,6 +147,50 @@ impl Default for PoolLimits {
             max_connections_per_host: 30,
             idle_timeout: Duration::from_secs(90),
         }
+    }
+}
+
+impl DeploymentConfig {
+    /// Checks what building the deployment's provider relies on, naming the field relative to the
+    /// deployment: the key, `organization` and `project` must be valid HTTP header values (they
+    /// are sent as headers; the mock provider sends none), and an Azure deployment needs a `model`
+    /// (its deployment name) that fits in a URL path.
+    ///
+    /// Config loading runs this with the other deployment rules; call it on a deployment built by
+    /// hand. The providers do not re-check: a header that is not valid makes every call fail.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        let invalid =
+            |field: &str| FieldError::new(field, "has invalid characters (it is sent as an HTTP header)");
+        let is_header = |value: &str| http::HeaderValue::from_str(value).is_ok();
+        if self.provider != ProviderKind::Mock
+            && let Some(key) = &self.api_key
+            && !is_header(key.expose())
+        {
+            return Err(invalid("api_key"));
+        }
+        // Only the OpenAI adapter sends these two.
+        if self.provider == ProviderKind::OpenAi {
+            for (field, value) in [("organization", &self.organization), ("project", &self.project)] {
+                if value.as_deref().is_some_and(|v| !is_header(v)) {
+                    return Err(invalid(field));
+                }
+            }
+        }
+        if self.provider == ProviderKind::Azure {
+            let Some(model) = &self.model else {
+                return Err(FieldError::new(
+                    "model",
+                    "azure needs model: the name of the Azure deployment (it goes into the URL path)",
+                ));
+            };
+            if ApiPath::parse(&format!("openai/deployments/{model}")).is_err() {
+                return Err(FieldError::new(
+                    "model",
+                    format!("`{model}` is not a valid Azure deployment name"),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 

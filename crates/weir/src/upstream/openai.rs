@@ -68,7 +68,7 @@ impl OpenAiProvider {
                         config.id
                     ))
                 })?;
-                transport = transport.with_secret_header(config, "api-key", str::to_owned)?;
+                transport = transport.with_secret_header(config, "api-key", str::to_owned);
                 Some(Azure {
                     deployment,
                     api_version: config
@@ -79,13 +79,13 @@ impl OpenAiProvider {
             }
             _ => {
                 transport =
-                    transport.with_secret_header(config, "authorization", |key| format!("Bearer {key}"))?;
+                    transport.with_secret_header(config, "authorization", |key| format!("Bearer {key}"));
                 for (name, field, value) in [
                     ("openai-organization", "organization", &config.organization),
                     ("openai-project", "project", &config.project),
                 ] {
                     if let Some(value) = value {
-                        transport = transport.with_header(config, name, value, field, false)?;
+                        transport = transport.with_header(config, name, value, field, false);
                     }
                 }
                 None
@@ -99,11 +99,18 @@ impl OpenAiProvider {
         self.transport.pool()
     }
 
-    /// The transport alone, plain OpenAI addressing with these headers on every request:
-    /// translating providers (Anthropic) send through it with their own auth.
-    pub(crate) fn with_headers(config: &DeploymentConfig, headers: http::HeaderMap) -> Result<Self, Error> {
+    /// The transport alone, plain OpenAI addressing with these headers on every request and the
+    /// deployment's key in `key_header` (as is): translating providers (Anthropic) send through it
+    /// with their own auth.
+    pub(crate) fn with_headers(
+        config: &DeploymentConfig,
+        key_header: &'static str,
+        headers: http::HeaderMap,
+    ) -> Result<Self, Error> {
         Ok(OpenAiProvider {
-            transport: Transport::new(config)?.with_headers(headers),
+            transport: Transport::new(config)?
+                .with_secret_header(config, key_header, str::to_owned)
+                .with_headers(headers),
             azure: None,
         })
     }
@@ -209,6 +216,22 @@ mod tests {
         assert_eq!(
             url.as_str(),
             "https://res.openai.azure.com/openai/deployments/emb/embeddings?api-version=2025-01-01-preview"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_key_that_is_no_header_fails_every_call_of_a_hand_built_deployment() {
+        // Config loading refuses such a key; built by hand, the provider still builds (it cannot
+        // fail on it) and every call fails without reaching the network, naming the field.
+        let yaml = "models:\n  - name: m\n    deployments:\n      - {provider: openai, base_url: 'http://127.0.0.1:9/v1'}\n";
+        let mut deployment = Config::from_yaml(yaml, None).unwrap().models[0].deployments[0].clone();
+        deployment.api_key = Some(crate::config::Secret::new("sk-line\nbreak"));
+        assert!(deployment.validate().is_err());
+        let p = OpenAiProvider::new(&deployment).unwrap();
+        let err = p.send_inner(request("chat/completions", None)).await.unwrap_err();
+        assert!(
+            matches!(&err, Error::Config(m) if m.contains("api_key") && !m.contains("sk-line")),
+            "{err}"
         );
     }
 

@@ -37,6 +37,10 @@ pub struct Transport {
     pool: Arc<HttpPool>,
     /// Timeouts (also inside `pool.settings()`, kept here for brevity).
     timeouts: Timeouts,
+    /// Set when a header value from the config is not a valid HTTP header value (config loading
+    /// rejects those; only a config built by hand and not validated gets here): every call fails
+    /// with this message rather than going out without its key.
+    invalid_header: Option<String>,
 }
 
 impl Transport {
@@ -58,11 +62,15 @@ impl Transport {
             headers: HeaderMap::new(),
             pool,
             timeouts: config.timeouts,
+            invalid_header: None,
         })
     }
 
     /// Adds a header sent on every request; `sensitive` keeps it out of `Debug` output (keys).
-    /// `field` names the config field in the error when the value is not a valid header.
+    ///
+    /// Config loading checks that the values it passes here are valid header values. Should one
+    /// not be (a config built by hand and not validated), the transport is still built, and every
+    /// call fails with an error naming `field`: sending without the header would be worse.
     pub fn with_header(
         mut self,
         config: &DeploymentConfig,
@@ -70,16 +78,20 @@ impl Transport {
         value: &str,
         field: &str,
         sensitive: bool,
-    ) -> Result<Self, Error> {
-        let mut value = HeaderValue::try_from(value).map_err(|_| {
-            Error::Config(format!(
-                "deployment `{}`: {field} has invalid characters",
-                config.id
-            ))
-        })?;
-        value.set_sensitive(sensitive);
-        self.headers.insert(HeaderName::from_static(name), value);
-        Ok(self)
+    ) -> Self {
+        match HeaderValue::try_from(value) {
+            Ok(mut value) => {
+                value.set_sensitive(sensitive);
+                self.headers.insert(HeaderName::from_static(name), value);
+            }
+            Err(_) => {
+                self.invalid_header = Some(format!(
+                    "deployment `{}`: {field} has invalid characters",
+                    config.id
+                ));
+            }
+        }
+        self
     }
 
     /// Adds prepared headers (sensitive ones already marked) to every request.
@@ -95,10 +107,10 @@ impl Transport {
         config: &DeploymentConfig,
         name: &'static str,
         format: impl Fn(&str) -> String,
-    ) -> Result<Self, Error> {
+    ) -> Self {
         match &config.api_key {
             Some(key) => self.with_header(config, name, &format(key.expose()), "api_key", true),
-            None => Ok(self),
+            None => self,
         }
     }
 
@@ -116,6 +128,9 @@ impl Transport {
     /// caller built under [`Transport::base_url`]. Unary calls are bounded by the total timeout;
     /// streams by the read (idle) timeout per wait, and hold their pool permit until they end.
     pub async fn send(&self, url: Url, req: UpstreamRequest) -> Result<UpstreamResponse, Error> {
+        if let Some(message) = &self.invalid_header {
+            return Err(Error::Config(message.clone()));
+        }
         let permit = self.pool.acquire(&self.host_key).await?;
         let mut builder = self
             .pool

@@ -46,12 +46,15 @@ pub(crate) struct Slot {
 }
 
 impl Gcra {
-    /// A full bucket of `burst` refilled at `rate` per second. `rate` must be positive.
+    /// A full bucket of `burst` refilled at `rate` per second. A `rate` that is not a positive
+    /// number (which validation rejects) is read as the slowest rate, one per day; a zero `burst`
+    /// as 1.
     pub(crate) fn new(rate: f64, burst: u32, now: Instant) -> Self {
         // Rounded up to the nanosecond: a bucket may be a hair slower than configured, never
         // faster.
         let nanos = (1e9 / rate).ceil();
-        let interval = if nanos.is_finite() && nanos < MAX_INTERVAL.as_nanos() as f64 {
+        // `rate > 0.0` is false for NaN too; a negative rate must not become a 1 ns interval.
+        let interval = if rate > 0.0 && nanos.is_finite() && nanos < MAX_INTERVAL.as_nanos() as f64 {
             Duration::from_nanos((nanos as u64).max(1))
         } else {
             MAX_INTERVAL
@@ -141,21 +144,24 @@ impl fmt::Debug for TokenBucket {
 }
 
 impl TokenBucket {
-    /// The bucket of `config` (its per-minute fields are ignored). Fails if `config` is invalid or
-    /// sets no `requests_per_second`.
-    pub fn new(config: &RateLimitConfig) -> Result<Self, String> {
-        config.validate()?;
-        let rate = config
-            .requests_per_second
-            .ok_or_else(|| "requests_per_second is not set".to_owned())?;
-        Ok(TokenBucket {
+    /// The bucket of `config` (its per-minute fields are ignored).
+    ///
+    /// It does not fail: `config` is expected to be valid (config loading checks it; check a
+    /// config built by hand with [`RateLimitConfig::validate`]). An invalid one still gives a
+    /// working bucket, reading each bad value as the strictest usable one: a `requests_per_second`
+    /// that is not a positive number admits one request per day, a zero `burst` is 1. Without
+    /// `requests_per_second` the bucket has no rate to keep and admits up to `burst` at a time
+    /// without waiting.
+    pub fn new(config: &RateLimitConfig) -> Self {
+        let rate = config.requests_per_second.unwrap_or(f64::INFINITY);
+        TokenBucket {
             state: Arc::new(Mutex::new(BucketState {
                 gcra: Gcra::new(rate, config.burst_or_default(), Instant::now()),
                 waiting: 0,
             })),
             mode: config.mode,
             max_queue: config.max_queue,
-        })
+        }
     }
 
     /// Takes `cost` requests' worth from the bucket, waiting if the mode allows.

@@ -49,16 +49,15 @@ impl<K> fmt::Debug for KeyedLimiter<K> {
 }
 
 impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
-    /// Limits each key with `config`. Fails (naming the fields) if `config` is invalid.
-    pub fn new(config: RateLimitConfig) -> Result<Self, String> {
-        config.validate()?;
-        Ok(KeyedLimiter {
+    /// Limits each key with `config`, which is expected to be valid (see [`RateLimiter::new`]).
+    pub fn new(config: RateLimitConfig) -> Self {
+        KeyedLimiter {
             config,
             state: Mutex::new(KeyedState {
                 limiters: HashMap::new(),
                 next_sweep: Instant::now() + WINDOW,
             }),
-        })
+        }
     }
 
     /// The limits each key gets.
@@ -77,11 +76,7 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
             slot.last_used = now;
             return slot.limiter.clone();
         }
-        let limiter = match RateLimiter::new(self.config.clone()) {
-            Ok(limiter) => limiter,
-            // `new` validated the config already; this arm only keeps the code panic-free.
-            Err(_) => RateLimiter::unlimited(),
-        };
+        let limiter = RateLimiter::new(self.config.clone());
         state.limiters.insert(
             key.clone(),
             Slot {

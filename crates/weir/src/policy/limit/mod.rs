@@ -217,24 +217,24 @@ impl fmt::Debug for RateLimiter {
 }
 
 impl RateLimiter {
-    /// A limiter enforcing `config`. Fails (naming the fields) if `config` is invalid.
-    pub fn new(config: RateLimitConfig) -> Result<Self, String> {
-        config.validate()?;
-        let bucket = match config.requests_per_second {
-            Some(_) => Some(TokenBucket::new(&config)?),
-            None => None,
-        };
-        let window = match config.has_window_limits() {
-            true => Some(SlidingWindow::new(&config)?),
-            false => None,
-        };
-        Ok(RateLimiter {
+    /// A limiter enforcing `config`.
+    ///
+    /// It does not fail: `config` is expected to be valid (config loading checks it; check a
+    /// config built by hand with [`RateLimitConfig::validate`]). An invalid value is read as the
+    /// strictest usable one (see [`TokenBucket::new`] and [`SlidingWindow::new`]).
+    pub fn new(config: RateLimitConfig) -> Self {
+        let bucket = config
+            .requests_per_second
+            .is_some()
+            .then(|| TokenBucket::new(&config));
+        let window = config.has_window_limits().then(|| SlidingWindow::new(&config));
+        RateLimiter {
             inner: Arc::new(Inner {
                 config,
                 bucket,
                 window,
             }),
-        })
+        }
     }
 
     /// A limiter that admits everything.

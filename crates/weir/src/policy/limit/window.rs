@@ -259,11 +259,13 @@ impl fmt::Debug for SlidingWindow {
 }
 
 impl SlidingWindow {
-    /// The per-minute limits of `config` (its bucket fields are ignored). Fails if `config` is
-    /// invalid.
-    pub fn new(config: &RateLimitConfig) -> Result<Self, String> {
-        config.validate()?;
-        Ok(SlidingWindow {
+    /// The per-minute limits of `config` (its bucket fields are ignored).
+    ///
+    /// It does not fail: `config` is expected to be valid (config loading checks it; check a
+    /// config built by hand with [`RateLimitConfig::validate`]). A limit of zero, which validation
+    /// rejects, admits nothing.
+    pub fn new(config: &RateLimitConfig) -> Self {
+        SlidingWindow {
             log: Arc::new(Mutex::new(WindowLog::new(
                 [
                     config.requests_per_minute,
@@ -273,7 +275,7 @@ impl SlidingWindow {
                 WINDOW,
                 RESOLUTION,
             ))),
-        })
+        }
     }
 
     /// Admits `demand` now, or refuses at once.

@@ -42,19 +42,9 @@ impl AnthropicProvider {
     /// `https://api.anthropic.com`, under which `/v1/messages` lives).
     pub fn new(config: &DeploymentConfig) -> Result<Self, Error> {
         let mut headers = HeaderMap::new();
-        if let Some(key) = &config.api_key {
-            let mut value = HeaderValue::try_from(key.expose()).map_err(|_| {
-                Error::Config(format!(
-                    "deployment `{}`: api_key has invalid characters",
-                    config.id
-                ))
-            })?;
-            value.set_sensitive(true);
-            headers.insert("x-api-key", value);
-        }
         headers.insert("anthropic-version", HeaderValue::from_static(ANTHROPIC_VERSION));
         Ok(AnthropicProvider {
-            http: OpenAiProvider::with_headers(config, headers)?,
+            http: OpenAiProvider::with_headers(config, "x-api-key", headers)?,
             id: config.id.clone(),
         })
     }

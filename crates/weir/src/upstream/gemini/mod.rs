@@ -90,8 +90,7 @@ fn json_headers(mut headers: HeaderMap) -> HeaderMap {
 impl GeminiProvider {
     /// Builds the provider for a deployment (joining the shared pool for its settings).
     pub fn new(config: &DeploymentConfig) -> Result<Self, Error> {
-        let transport =
-            Transport::new(config)?.with_secret_header(config, "x-goog-api-key", str::to_owned)?;
+        let transport = Transport::new(config)?.with_secret_header(config, "x-goog-api-key", str::to_owned);
         let last = config
             .base_url
             .path_segments()

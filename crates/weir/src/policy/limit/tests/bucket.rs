@@ -17,7 +17,7 @@ fn limited(result: Result<(), RateLimitError>) -> crate::policy::limit::RateLimi
 
 #[tokio::test(start_paused = true)]
 async fn burst_then_refill_rate() {
-    let bucket = TokenBucket::new(&bucket_config(10.0, 5, LimitMode::FailFast)).unwrap();
+    let bucket = TokenBucket::new(&bucket_config(10.0, 5, LimitMode::FailFast));
     for _ in 0..5 {
         bucket.try_acquire(1).unwrap();
     }
@@ -44,7 +44,7 @@ async fn burst_then_refill_rate() {
 
 #[tokio::test(start_paused = true)]
 async fn fail_fast_retry_after_is_exact() {
-    let bucket = TokenBucket::new(&bucket_config(4.0, 1, LimitMode::FailFast)).unwrap();
+    let bucket = TokenBucket::new(&bucket_config(4.0, 1, LimitMode::FailFast));
     bucket.try_acquire(1).unwrap();
 
     let refused = limited(bucket.try_acquire(1));
@@ -67,7 +67,7 @@ async fn fail_fast_retry_after_is_exact() {
 
 #[tokio::test(start_paused = true)]
 async fn wait_mode_waits_the_right_time() {
-    let bucket = TokenBucket::new(&bucket_config(10.0, 1, wait(secs(1)))).unwrap();
+    let bucket = TokenBucket::new(&bucket_config(10.0, 1, wait(secs(1))));
     let start = Instant::now();
     bucket.acquire(1).await.unwrap();
     assert_eq!(start.elapsed(), ms(0));
@@ -83,7 +83,7 @@ async fn wait_mode_waits_the_right_time() {
 
 #[tokio::test(start_paused = true)]
 async fn waiters_are_served_in_arrival_order() {
-    let bucket = TokenBucket::new(&bucket_config(10.0, 5, wait(secs(10)))).unwrap();
+    let bucket = TokenBucket::new(&bucket_config(10.0, 5, wait(secs(10))));
     for _ in 0..5 {
         bucket.try_acquire(1).unwrap();
     }
@@ -123,7 +123,7 @@ async fn full_queue_fails_fast() {
         max_queue: 2,
         ..bucket_config(10.0, 1, wait(secs(10)))
     };
-    let bucket = TokenBucket::new(&config).unwrap();
+    let bucket = TokenBucket::new(&config);
     bucket.try_acquire(1).unwrap();
     let first = bucket.acquire(1);
     let second = bucket.acquire(1);
@@ -148,7 +148,7 @@ async fn full_queue_fails_fast() {
 
 #[tokio::test(start_paused = true)]
 async fn wait_longer_than_max_wait_fails_at_once() {
-    let bucket = TokenBucket::new(&bucket_config(10.0, 1, wait(ms(150)))).unwrap();
+    let bucket = TokenBucket::new(&bucket_config(10.0, 1, wait(ms(150))));
     bucket.try_acquire(1).unwrap();
     let first = bucket.acquire(1); // 100 ms: within max_wait
 
@@ -164,7 +164,7 @@ async fn wait_longer_than_max_wait_fails_at_once() {
 
 #[tokio::test(start_paused = true)]
 async fn a_waiter_that_leaves_last_gives_its_slot_back() {
-    let bucket = TokenBucket::new(&bucket_config(10.0, 1, wait(secs(1)))).unwrap();
+    let bucket = TokenBucket::new(&bucket_config(10.0, 1, wait(secs(1))));
     bucket.try_acquire(1).unwrap();
     let start = Instant::now();
     drop(bucket.acquire(1));
@@ -179,7 +179,7 @@ async fn a_waiter_that_leaves_last_gives_its_slot_back() {
 
 #[tokio::test(start_paused = true)]
 async fn more_than_the_burst_is_too_large() {
-    let bucket = TokenBucket::new(&bucket_config(10.0, 2, wait(secs(1)))).unwrap();
+    let bucket = TokenBucket::new(&bucket_config(10.0, 2, wait(secs(1))));
     let error = bucket.acquire(3).await.unwrap_err();
     assert_eq!(
         error,
@@ -198,10 +198,10 @@ async fn more_than_the_burst_is_too_large() {
 
 #[tokio::test(start_paused = true)]
 async fn tiny_and_huge_rates_are_clamped_not_panicking() {
-    let slow = TokenBucket::new(&bucket_config(1e-300, 1, LimitMode::FailFast)).unwrap();
+    let slow = TokenBucket::new(&bucket_config(1e-300, 1, LimitMode::FailFast));
     slow.try_acquire(1).unwrap();
     let retry = limited(slow.try_acquire(1)).retry_after;
     assert_eq!(retry, secs(24 * 60 * 60));
-    let fast = TokenBucket::new(&bucket_config(1e300, u32::MAX, LimitMode::FailFast)).unwrap();
+    let fast = TokenBucket::new(&bucket_config(1e300, u32::MAX, LimitMode::FailFast));
     fast.try_acquire(1_000_000).unwrap();
 }

@@ -42,9 +42,38 @@ fn validate_names_the_bad_fields() {
             ..RateLimitConfig::default()
         };
         assert!(config.validate().unwrap_err().contains("requests_per_second"));
-        assert!(RateLimiter::new(config).is_err());
     }
-    assert!(crate::policy::limit::TokenBucket::new(&RateLimitConfig::default()).is_err());
+}
+
+/// Building a limiter does not fail: validation is the config's (above). A limiter built from an
+/// invalid config by hand reads each bad value as the strictest usable one.
+#[tokio::test(start_paused = true)]
+async fn limiters_from_unvalidated_configs_read_bad_values_strictly() {
+    for rate in [0.0, -1.0, f64::NAN] {
+        let limiter = RateLimiter::new(RateLimitConfig {
+            requests_per_second: Some(rate),
+            burst: Some(0),
+            requests_per_minute: Some(0),
+            ..bucket_config(1.0, 1, LimitMode::FailFast)
+        });
+        // A zero per-minute limit admits nothing, whatever the bucket says.
+        assert!(limiter.try_reserve(one()).is_err());
+        let bucket_only = RateLimiter::new(RateLimitConfig {
+            requests_per_second: Some(rate),
+            burst: Some(0),
+            ..bucket_config(1.0, 1, LimitMode::FailFast)
+        });
+        // One request (a zero burst is 1), then one per day.
+        let _ = bucket_only.try_reserve(one()).unwrap();
+        assert!(limited(bucket_only.try_reserve(one())).retry_after >= secs(23 * 3600));
+    }
+    // A bucket without a rate has none to keep: a burst's worth at once, more an instant later.
+    let bucket = crate::policy::limit::TokenBucket::new(&RateLimitConfig::default());
+    for _ in 0..10 {
+        bucket.try_acquire(1).unwrap();
+    }
+    advance(ms(1)).await;
+    bucket.try_acquire(1).unwrap();
 }
 
 #[test]
@@ -58,7 +87,7 @@ fn defaults() {
 
 #[tokio::test(start_paused = true)]
 async fn unlimited_admits_everything() {
-    let limiter = RateLimiter::new(RateLimitConfig::default()).unwrap();
+    let limiter = RateLimiter::new(RateLimitConfig::default());
     for _ in 0..10_000 {
         limiter
             .try_reserve(Demand::request(1 << 40, 1 << 40))
@@ -74,8 +103,7 @@ async fn bucket_and_windows_together() {
     let limiter = RateLimiter::new(RateLimitConfig {
         requests_per_minute: Some(3),
         ..bucket_config(1.0, 2, LimitMode::FailFast)
-    })
-    .unwrap();
+    });
     let _ = limiter.try_reserve(one()).unwrap();
     let _ = limiter.try_reserve(one()).unwrap();
 
@@ -102,8 +130,7 @@ async fn reserve_waits_in_call_order() {
     let limiter = RateLimiter::new(RateLimitConfig {
         requests_per_minute: Some(100),
         ..bucket_config(10.0, 1, wait(secs(10)))
-    })
-    .unwrap();
+    });
     let _ = limiter.try_reserve(one()).unwrap();
     let start = Instant::now();
     let done = Arc::new(Mutex::new(Vec::new()));
@@ -130,8 +157,7 @@ async fn window_refusal_after_the_wait_returns_the_bucket_slot() {
     let limiter = RateLimiter::new(RateLimitConfig {
         input_tokens_per_minute: Some(1000),
         ..bucket_config(10.0, 1, wait(secs(10)))
-    })
-    .unwrap();
+    });
     let _ = limiter.try_reserve(one()).unwrap();
     let start = Instant::now();
     // Fits the window now, waits 100 ms for the bucket...
@@ -157,8 +183,7 @@ async fn window_refusal_takes_no_bucket_slot() {
     let limiter = RateLimiter::new(RateLimitConfig {
         requests_per_minute: Some(1),
         ..bucket_config(1.0, 1, wait(secs(10)))
-    })
-    .unwrap();
+    });
     let _ = limiter.try_reserve(one()).unwrap();
     let start = Instant::now();
     // The bucket would make it wait 1 s, but the minute limit refuses it first, at once.

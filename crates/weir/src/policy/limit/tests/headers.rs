@@ -43,8 +43,7 @@ async fn admission_headers() {
         input_tokens_per_minute: Some(1000),
         output_tokens_per_minute: Some(500),
         ..RateLimitConfig::default()
-    })
-    .unwrap();
+    });
     let reservation = limiter.try_reserve(Demand::request(100, 50)).unwrap();
     let headers = reservation.headers();
     let expected = [
@@ -83,8 +82,7 @@ async fn refusal_headers_carry_retry_after() {
     let limiter = RateLimiter::new(RateLimitConfig {
         input_tokens_per_minute: Some(1000),
         ..RateLimitConfig::default()
-    })
-    .unwrap();
+    });
     let _ = limiter.try_reserve(Demand::request(1000, 0)).unwrap();
     advance(ms(58_800)).await;
     let error = limiter.try_reserve(Demand::request(1, 0)).unwrap_err();

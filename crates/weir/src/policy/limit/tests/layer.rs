@@ -18,7 +18,7 @@ async fn refuses_without_calling_the_inner_service() {
         counted.fetch_add(1, Ordering::SeqCst);
         async move { Ok::<_, Infallible>(request * 2) }
     });
-    let limiter = RateLimiter::new(bucket_config(1.0, 2, LimitMode::FailFast)).unwrap();
+    let limiter = RateLimiter::new(bucket_config(1.0, 2, LimitMode::FailFast));
     // Requests are numbers here; each counts as that many requests.
     let layer = RateLimitLayer::new(limiter, |request: &u64| Demand {
         requests: *request,
@@ -42,7 +42,7 @@ async fn refuses_without_calling_the_inner_service() {
 #[tokio::test(start_paused = true)]
 async fn waits_in_wait_mode() {
     let inner = service_fn(|()| async { Ok::<_, Infallible>(Instant::now()) });
-    let limiter = RateLimiter::new(bucket_config(10.0, 1, wait(secs(1)))).unwrap();
+    let limiter = RateLimiter::new(bucket_config(10.0, 1, wait(secs(1))));
     let service = RateLimitLayer::new(limiter, |_: &()| Demand::request(0, 0)).layer(inner);
     let start = Instant::now();
     let first = service.clone().oneshot(()).await.unwrap();

@@ -238,8 +238,7 @@ proptest! {
                 input_tokens_per_minute: Some(limits.1),
                 output_tokens_per_minute: Some(limits.2),
                 ..RateLimitConfig::default()
-            })
-            .unwrap();
+            });
             let limits = [limits.0, limits.1, limits.2];
             let mut admitted: Vec<(Instant, [u64; 3])> = Vec::new();
             // Requests through the bucket: a refund gives back the windows, not the bucket slot.
