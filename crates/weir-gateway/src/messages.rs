@@ -15,7 +15,6 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use bytes::Bytes;
-use futures::StreamExt;
 use http::{HeaderValue, header};
 use weir::{Endpoint, Error, ProxyBody, ProxyRequest, body::RawObject, messages, sse::GuardItem};
 
@@ -45,7 +44,7 @@ async fn create_inner(state: &Arc<AppState>, request_id: String, req: Request) -
     let inbound = messages::to_openai(&body)?;
     let mut proxy_req = ProxyRequest::json(Endpoint::ChatCompletions, inbound.body);
     proxy_req.request_id = Some(request_id);
-    proxy_req.deadline = weir::policy::retry::client_deadline(&parts.headers);
+    proxy_req.deadline = weir::request::client_deadline(&parts.headers);
     proxy_req.client = parts.extensions.get::<ClientIdentity>().map(|c| c.0.clone());
     proxy_req.cache = weir::cache::CacheDirectives {
         tenant: parts
@@ -59,17 +58,13 @@ async fn create_inner(state: &Arc<AppState>, request_id: String, req: Request) -
         ProxyBody::Full(bytes) => ProxyBody::Full(messages::to_message(&bytes)?),
         ProxyBody::Stream(stream) => {
             let mut translator = messages::EventTranslator::new();
-            ProxyBody::Stream(
-                stream
-                    .map(move |item| match item {
-                        GuardItem::Events(bytes) => GuardItem::Events(translator.on_events(&bytes)),
-                        GuardItem::Failed(err, _) => {
-                            let event = translator.on_error(&err);
-                            GuardItem::Failed(err, event)
-                        }
-                    })
-                    .boxed(),
-            )
+            ProxyBody::Stream(stream.map_items(move |item| match item {
+                GuardItem::Events(bytes) => GuardItem::Events(translator.on_events(&bytes)),
+                GuardItem::Failed(err, _) => {
+                    let event = translator.on_error(&err);
+                    GuardItem::Failed(err, event)
+                }
+            }))
         }
     };
     // By what is sent, not what was asked: an upstream that ignored `stream` answered whole.

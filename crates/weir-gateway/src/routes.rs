@@ -107,20 +107,15 @@ async fn proxy_inner(
     let engine = state.engine();
     let body = read_body(engine.config().server.max_body_bytes, &parts.headers, body).await?;
     let content_type = parts.headers.get(header::CONTENT_TYPE).cloned();
-    let proxy_req = ProxyRequest {
-        endpoint,
-        method: parts.method,
-        path,
-        query: parts.uri.query().map(str::to_owned),
-        body,
-        content_type,
-        request_id: Some(request_id),
-        deadline: weir::policy::retry::client_deadline(&parts.headers),
-        client: parts.extensions.get::<ClientIdentity>().map(|c| c.0.clone()),
-        cache: weir::cache::CacheDirectives {
-            tenant: parts.extensions.get::<CacheTenant>().map(|t| t.0.clone()),
-            ..weir::cache::CacheDirectives::from_headers(&parts.headers)
-        },
+    let mut proxy_req = ProxyRequest::new(endpoint, parts.method, path, body);
+    proxy_req.query = parts.uri.query().map(str::to_owned);
+    proxy_req.content_type = content_type;
+    proxy_req.request_id = Some(request_id);
+    proxy_req.deadline = weir::request::client_deadline(&parts.headers);
+    proxy_req.client = parts.extensions.get::<ClientIdentity>().map(|c| c.0.clone());
+    proxy_req.cache = weir::request::CacheDirectives {
+        tenant: parts.extensions.get::<CacheTenant>().map(|t| t.0.clone()),
+        ..weir::request::CacheDirectives::from_headers(&parts.headers)
     };
     engine.execute(proxy_req).await
 }
@@ -166,11 +161,11 @@ pub(crate) fn into_http_ending(
     cut_off: &tokio_util::sync::CancellationToken,
     cut_event: fn() -> Result<Bytes, Infallible>,
 ) -> Response {
-    let deployment = HeaderValue::from_str(resp.deployment.id()).ok();
+    let deployment = HeaderValue::from_str(&resp.served_by.deployment).ok();
     let mut out = match resp.body {
         ProxyBody::Full(bytes) => Response::new(Body::from(bytes)),
         ProxyBody::Stream(stream) => {
-            let deployment_id = resp.deployment.id().to_owned();
+            let deployment_id = resp.served_by.deployment.clone();
             let body = stream.map(move |item| {
                 Ok::<Bytes, Infallible>(match item {
                     GuardItem::Events(bytes) => bytes,

@@ -83,7 +83,7 @@ pub async fn metrics(State(state): State<std::sync::Arc<AppState>>) -> Response 
     let Some(handle) = PROMETHEUS.get().and_then(Option::as_ref) else {
         return (StatusCode::NOT_FOUND, "metrics are disabled\n").into_response();
     };
-    wt::refresh_gauges(&state.engine());
+    state.engine().refresh_gauges();
     (
         [(
             header::CONTENT_TYPE,

@@ -63,6 +63,21 @@ impl RawObject {
         }
     }
 
+    /// The number of top-level fields.
+    pub fn len(&self) -> usize {
+        self.fields.len()
+    }
+
+    /// Whether the object has no fields.
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+    }
+
+    /// The fields, in the order received.
+    pub fn fields(&self) -> impl Iterator<Item = (&str, &RawValue)> {
+        self.fields.iter().map(|(k, v)| (k.as_str(), v.as_ref()))
+    }
+
     /// Whether `key` is present and is a non-empty JSON array.
     pub fn is_non_empty_array(&self, key: &str) -> bool {
         self.get(key).is_some_and(|raw| {

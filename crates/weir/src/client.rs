@@ -18,9 +18,11 @@ use crate::{
         EmbeddingResponse, ErrorBody, ImageRequest, ImagesResponse, ModelList,
     },
     config::Config,
-    engine::{Endpoint, Engine, ProxyBody, ProxyRequest},
+    engine::Engine,
     error::Error,
     path::ApiPath,
+    request::{Endpoint, ProxyRequest},
+    response::ProxyBody,
     sse::{GuardItem, SseFramer, event_data},
 };
 
@@ -98,7 +100,7 @@ impl Client {
             .execute(ProxyRequest::json(Endpoint::ChatCompletions, body))
             .await?;
         let inner = match resp.body {
-            ProxyBody::Stream(stream) => stream,
+            ProxyBody::Stream(stream) => stream.boxed(),
             ProxyBody::Full(bytes) => {
                 // The upstream ignored `stream`: present its whole answer as one chunk.
                 let chunk = serde_json::to_vec(&as_single_chunk(parse_json(&bytes)?))

@@ -20,6 +20,8 @@ mod error;
 pub mod messages;
 pub mod path;
 pub mod policy;
+pub mod request;
+pub mod response;
 pub mod route;
 pub mod sse;
 pub mod telemetry;
@@ -28,5 +30,7 @@ pub mod upstream;
 
 pub use client::{ChatCompletionStream, Client};
 pub use config::Config;
-pub use engine::{Endpoint, Engine, ProxyBody, ProxyRequest, ProxyResponse};
+pub use engine::{Engine, EngineBuilder, EngineService};
 pub use error::{Error, ErrorKind, Result, TimeoutPhase};
+pub use request::{Endpoint, ProxyRequest};
+pub use response::{ProxyBody, ProxyResponse, ResponseStream, ServedBy};

@@ -13,8 +13,10 @@ use futures::{Stream, StreamExt};
 use crate::{
     api::{ErrorResponse, Usage},
     error::Error,
-    upstream::ByteStream,
 };
+
+/// A stream of body bytes.
+pub type ByteStream = std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, Error>> + Send>>;
 
 /// Splits bytes into whole SSE events (each returned with its terminating blank line).
 #[derive(Debug, Default)]

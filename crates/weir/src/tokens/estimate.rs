@@ -13,7 +13,7 @@
 //! upstream reports (non-streaming bodies, and the final usage chunk of streams).
 
 use super::{Encoding, count, encoding_for_model};
-use crate::{body::RawObject, engine::Endpoint};
+use crate::{body::RawObject, request::Endpoint};
 
 /// Safety factor over the `o200k_base` count for Claude models.
 pub const CLAUDE_FACTOR: f64 = 1.3;

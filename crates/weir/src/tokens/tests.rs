@@ -4,7 +4,7 @@ use serde_json::json;
 use tiktoken_rs::{ChatCompletionRequestMessage, FunctionCall, num_tokens_from_messages};
 
 use super::*;
-use crate::{api::Usage, body::RawObject, engine::Endpoint};
+use crate::{api::Usage, body::RawObject, request::Endpoint};
 
 fn oracle(encoding: Encoding) -> &'static tiktoken_rs::CoreBPE {
     match encoding {

@@ -14,10 +14,10 @@ mod openai;
 pub mod pool;
 mod transport;
 
-use std::{fmt, pin::Pin};
+use std::fmt;
 
 use bytes::Bytes;
-use futures::{Stream, future::BoxFuture};
+use futures::future::BoxFuture;
 use http::{HeaderMap, Method, StatusCode};
 
 pub use anthropic::AnthropicProvider;
@@ -28,8 +28,7 @@ pub use transport::{MAX_RESPONSE_BYTES, Transport};
 
 use crate::{config::ProviderKind, error::Error};
 
-/// A stream of body bytes.
-pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, Error>> + Send>>;
+pub use crate::sse::ByteStream;
 
 /// A request aimed at one upstream.
 #[derive(Debug, Clone)]

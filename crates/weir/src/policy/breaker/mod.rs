@@ -137,7 +137,7 @@ use tokio::time::Instant;
 pub use self::config::CircuitBreakerConfig;
 pub use self::error::{BreakerError, BreakerOpen};
 pub use self::layer::CircuitBreakerLayer;
-pub use self::outcome::{Outcome, classify};
+pub use self::outcome::{Classify, Outcome, classify};
 pub use self::service::CircuitBreakerService;
 pub use self::state::{
     BreakerState, BreakerStats, StateChange, StateKind, TransitionCounts, TransitionReason,
