@@ -30,7 +30,8 @@
 //! processes serving it from `/proc/<pid>/stat` — the mock for the direct target, the gateway and
 //! the mock through the gateway — and divides the difference by the requests completed in the
 //! phase: see the `cpu` module. On a machine whose cores are shared, this is steadier than
-//! throughput for telling whether a change made the gateway cheaper.
+//! throughput for telling whether a change made the gateway cheaper, though contention moves it
+//! too (docs/benchmarks.md has the noise of an A/A run).
 //!
 //! # A/B runs
 //!
