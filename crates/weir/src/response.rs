@@ -19,6 +19,9 @@ use crate::{
     sse::{ByteStream, GuardItem, StreamEnd, guard},
 };
 
+/// The response header carrying a complete answer's cost in USD (from the pricing table).
+pub const COST_HEADER: &str = "x-weir-cost-usd";
+
 /// Which deployment answered, by name: enough for headers, logs and metrics, without holding
 /// the deployment (and its connections) alive.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,16 +83,11 @@ impl ProxyResponse {
         }
     }
 
-    /// The response's cost in USD (the [`crate::tokens::COST_HEADER`] header): set on complete
+    /// The response's cost in USD (the [`COST_HEADER`] header): set on complete
     /// responses whose usage was reported and whose model has a price. A stream's cost is only
     /// known when it ends; it lands in the usage ledger ([`crate::Engine::usage`]).
     pub fn cost_usd(&self) -> Option<f64> {
-        self.headers
-            .get(crate::tokens::COST_HEADER)?
-            .to_str()
-            .ok()?
-            .parse()
-            .ok()
+        self.headers.get(COST_HEADER)?.to_str().ok()?.parse().ok()
     }
 
     /// Runs `hook` once the answer is finished: now for a complete body (which completed, with

@@ -183,3 +183,42 @@ async fn offline_mock_needs_no_network() {
     }
     assert!(n >= 3);
 }
+
+#[tokio::test]
+async fn shutdown_refuses_new_calls_and_waits_for_running_streams() {
+    let mock = MockServer::start().await.unwrap();
+    let client = Client::new(config(&mock)).unwrap();
+    let mut req = hello("chat");
+    // Five chunks 40 ms apart: the stream is still running when shutdown begins.
+    req.extra.insert("x_mock".into(), json!({"chunk_delay_ms": 40}));
+    let mut stream = client.create_chat_completion_stream(&req).await.unwrap();
+    assert_eq!(client.engine().in_flight(), 1);
+    let reader = tokio::spawn(async move {
+        let mut chunks = 0;
+        while let Some(chunk) = stream.next().await {
+            chunk.unwrap();
+            chunks += 1;
+        }
+        chunks
+    });
+    let mut shutdown = Box::pin(client.shutdown(std::time::Duration::from_secs(10)));
+    // Polled once, shutdown has begun (the stream is still running): new calls are refused.
+    assert!(futures::poll!(&mut shutdown).is_pending());
+    let refused = client.create_chat_completion(&hello("chat")).await.unwrap_err();
+    assert!(matches!(refused, Error::Unavailable { .. }), "{refused:?}");
+    assert!(
+        shutdown.await.is_ok(),
+        "the running stream finished within the grace"
+    );
+    assert!(reader.await.unwrap() > 1, "the stream was served to its end");
+    assert_eq!(client.engine().in_flight(), 0);
+
+    // A grace too short for a running stream says how many were left.
+    let client = Client::new(config(&mock)).unwrap();
+    let _held = client.create_chat_completion_stream(&req).await.unwrap();
+    let err = client
+        .shutdown(std::time::Duration::from_millis(10))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("1 request"), "{err}");
+}

@@ -19,6 +19,7 @@ mod admission;
 mod attempt;
 mod builder;
 mod deployment;
+mod drain;
 mod group;
 mod models;
 mod reload;
@@ -70,6 +71,8 @@ pub struct Engine {
     wrap: Option<Wrap>,
     /// Set once background health checks are running.
     health_checks_started: AtomicBool,
+    /// Requests in flight, for a graceful [`Engine::shutdown`].
+    drain: Arc<drain::Drain>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -232,6 +235,7 @@ impl Engine {
             service,
             wrap,
             health_checks_started: Default::default(),
+            drain: Arc::default(),
         })
     }
 
@@ -283,7 +287,24 @@ impl Engine {
 
     /// Executes one request through the pipeline (see the [module docs](self)).
     pub async fn execute(&self, req: ProxyRequest) -> Result<ProxyResponse, Error> {
-        self.service.clone().oneshot(req).await
+        let ticket = self.drain.enter()?;
+        let resp = self.service.clone().oneshot(req).await?;
+        // In flight until the answer is finished: a stream until it ends.
+        resp.on_finish(move |_| drop(ticket));
+        Ok(resp)
+    }
+
+    /// Requests in flight through [`Engine::execute`] right now (streams until they end).
+    pub fn in_flight(&self) -> usize {
+        self.drain.in_flight()
+    }
+
+    /// Shuts down gracefully: new requests are refused (`503`) from now on, and this waits up to
+    /// `grace` for the running ones (streams included) to finish. Returns how many were still
+    /// running when the grace ran out (0 when all finished). The gateway drains its connections
+    /// itself; this is for in-process users (see [`crate::Client::shutdown`]).
+    pub async fn shutdown(&self, grace: std::time::Duration) -> usize {
+        self.drain.close(grace).await
     }
 
     /// Sets the gauges that are read rather than counted: breaker states, what is left of each

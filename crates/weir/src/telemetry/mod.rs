@@ -8,7 +8,7 @@
 //! # Why labels are enums
 //!
 //! Every label value comes from configuration (model group, deployment, provider) or from a small
-//! fixed set ([`StatusClass`], [`crate::ErrorKind`], [`Direction`]...), never from the request: an
+//! fixed set ([`StatusClass`], [`crate::error::ErrorKind`], [`Direction`]...), never from the request: an
 //! unknown model, a request id or an error message would create a new series per request and
 //! exhaust the Prometheus server. Requests that were never routed are labelled [`NONE`].
 
@@ -443,9 +443,9 @@ pub(crate) fn attempt_finished(
     deployment: &str,
     provider: ProviderKind,
     took: Duration,
-    result: &Result<ProxyResponse, crate::Error>,
+    result: &Result<ProxyResponse, crate::error::Error>,
 ) {
-    let error = result.as_ref().err().map(crate::Error::kind);
+    let error = result.as_ref().err().map(crate::error::Error::kind);
     record_attempt(deployment, provider, took, error);
     match result {
         Ok(resp) => {
