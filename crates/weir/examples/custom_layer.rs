@@ -78,8 +78,9 @@ fn redact(value: &mut Value) -> bool {
             *text = redacted;
             changed
         }
-        Value::Array(items) => items.iter_mut().fold(false, |changed, v| redact(v) || changed),
-        Value::Object(map) => map.values_mut().fold(false, |changed, v| redact(v) || changed),
+        // Every element is visited (no short-circuit): each may hold an address.
+        Value::Array(items) => items.iter_mut().map(redact).filter(|changed| *changed).count() > 0,
+        Value::Object(map) => map.values_mut().map(redact).filter(|changed| *changed).count() > 0,
         _ => false,
     }
 }
