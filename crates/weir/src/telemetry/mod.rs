@@ -22,8 +22,8 @@ pub use context::{RequestSummary, SummaryData};
 pub use names::*;
 
 use crate::{
-    ErrorKind,
     config::ProviderKind,
+    error::ErrorKind,
     path::ApiPath,
     policy::{
         breaker::{CircuitBreaker, StateKind},
