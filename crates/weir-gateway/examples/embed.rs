@@ -1,7 +1,9 @@
 //! Weir's gateway inside your own axum app: one route of the app's own (`/hello`), the gateway's
 //! routes (`/v1/...`, `/health`, `/metrics`...) next to it, and a middleware of the app's
-//! (adding an `x-served-by` header) around both. Offline: the gateway answers from the built-in
-//! mock provider.
+//! (adding an `x-served-by` header) around both. The engine behind the gateway carries a tower
+//! layer of the app's too (typed: it sees each `ProxyRequest` and `ProxyResponse`, and here
+//! stamps answers with `x-weir-layer`). Offline: the gateway answers from the built-in mock
+//! provider.
 //!
 //! Run: `cargo run -p weir-gateway --example embed` serves until Ctrl-C (try
 //! `curl -i http://ADDR/hello` and a chat completion on `http://ADDR/v1/chat/completions`).
@@ -28,6 +30,27 @@ use tokio::net::TcpListener;
 
 /// The header the app's own middleware puts on every response, the gateway's included.
 pub const SERVED_BY: &str = "x-served-by";
+
+/// The header the app's engine layer puts on every answer the engine gives.
+pub const ENGINE_LAYER: &str = "x-weir-layer";
+
+/// The gateway's state: an engine for `config` with the app's own layer around its pipeline.
+pub fn gateway(config: weir::Config) -> anyhow::Result<weir_gateway::AppState> {
+    use tower::ServiceExt as _;
+    let stamp = tower::layer::layer_fn(|inner: weir::EngineService| {
+        tower::service_fn(move |req: weir::ProxyRequest| {
+            let inner = inner.clone();
+            async move {
+                let mut resp = inner.oneshot(req).await?;
+                resp.headers
+                    .insert(ENGINE_LAYER, HeaderValue::from_static("embed-example"));
+                Ok::<_, weir::Error>(resp)
+            }
+        })
+    });
+    let engine = weir::Engine::builder(config).layer(stamp).build()?;
+    Ok(weir_gateway::AppState::from_engine(engine))
+}
 
 /// The app: its own route, the gateway's routes, and the app's middleware around both.
 pub fn app(gateway: weir_gateway::AppState) -> Router {
@@ -73,6 +96,10 @@ pub async fn check(base: &str) -> anyhow::Result<()> {
         chat.headers().contains_key(SERVED_BY),
         "the chat answer lacks {SERVED_BY}"
     );
+    ensure!(
+        chat.headers().contains_key(ENGINE_LAYER),
+        "the chat answer lacks {ENGINE_LAYER} (the engine layer did not run)"
+    );
     let body: serde_json::Value = chat.json().await?;
     let reply = body
         .pointer("/choices/0/message/content")
@@ -88,7 +115,7 @@ async fn main() -> anyhow::Result<()> {
         std::env::args().skip(1).any(|a| a == "--check") || std::env::var_os("WEIR_EMBED_CHECK").is_some();
     // No environment consulted: the built-in offline mock. `weir::Config::load(path)` reads YAML.
     let config = weir::Config::from_env_with(|_| None)?;
-    let gateway = weir_gateway::AppState::new(config)?;
+    let gateway = gateway(config)?;
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     // As `weir_gateway::serve` does: without TCP_NODELAY the end of each stream waits for the

@@ -43,6 +43,19 @@ impl AppState {
         )))
     }
 
+    /// Serves an engine built elsewhere — e.g. with layers of your own
+    /// ([`weir::EngineBuilder::layer`]): the gateway's requests go through them too. Such a state
+    /// cannot reload from a file; see [`AppState::from_engine_with_loader`].
+    pub fn from_engine(engine: Engine) -> AppState {
+        AppState::with_live(reload::Live::new(engine, None))
+    }
+
+    /// [`AppState::from_engine`], reloading its config with `loader`; a reload keeps the
+    /// engine's layers.
+    pub fn from_engine_with_loader(engine: Engine, loader: reload::ConfigLoader) -> AppState {
+        AppState::with_live(reload::Live::new(engine, Some(loader)))
+    }
+
     fn with_live(live: reload::Live) -> AppState {
         telemetry::install_metrics();
         AppState {

@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use weir_gateway::AppState;
 
 fn offline_gateway() -> AppState {
-    AppState::new(weir::Config::from_env_with(|_| None).unwrap()).unwrap()
+    embed::gateway(weir::Config::from_env_with(|_| None).unwrap()).unwrap()
 }
 
 /// Serves `app` on 127.0.0.1:0 until the test ends; returns its base URL.
