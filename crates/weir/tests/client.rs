@@ -11,7 +11,6 @@ use serde_json::json;
 use weir::{
     Client, Config, Error,
     api::{ChatCompletionRequest, ChatMessage, EmbeddingRequest, ImageRequest},
-    upstream::OpenAiProvider,
 };
 use weir_mock::server::MockServer;
 
@@ -145,26 +144,6 @@ async fn errors_are_typed() {
         }
         other => panic!("{other:?}"),
     }
-}
-
-#[tokio::test]
-async fn clients_with_equal_settings_share_one_pool() {
-    let mock = MockServer::start().await.unwrap();
-    let a = config(&mock);
-    let b = config(&mock);
-    let pa = OpenAiProvider::new(&a.models[0].deployments[0]).unwrap();
-    let pb = OpenAiProvider::new(&b.models[0].deployments[0]).unwrap();
-    assert!(
-        Arc::ptr_eq(pa.pool(), pb.pool()),
-        "equal settings must share a pool"
-    );
-    let mut c = config(&mock);
-    c.models[0].deployments[0].timeouts.read = std::time::Duration::from_secs(5);
-    let pc = OpenAiProvider::new(&c.models[0].deployments[0]).unwrap();
-    assert!(
-        !Arc::ptr_eq(pa.pool(), pc.pool()),
-        "different timeouts get their own pool"
-    );
 }
 
 #[tokio::test]

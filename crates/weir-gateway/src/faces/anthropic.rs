@@ -15,7 +15,7 @@ use axum::{
     routing::post,
 };
 use bytes::Bytes;
-use weir::{Endpoint, Error, body::RawObject, messages};
+use weir::{Endpoint, Error, RequestFacts, messages};
 
 use crate::{
     http::{
@@ -88,9 +88,9 @@ async fn count_tokens(State(state): State<Shared>, shape: ErrorShape, req: Reque
         }
         let bytes = serde_json::to_vec(&value).map_err(|e| Error::Internal(e.to_string()))?;
         let inbound = messages::to_openai(&bytes)?;
-        let object = RawObject::parse(&inbound.body)?;
-        let model = object.get_str("model")?.unwrap_or_default();
-        weir::tokens::estimate_input(Endpoint::ChatCompletions, &model, &object)
+        let facts = RequestFacts::parse(Endpoint::ChatCompletions, None, &inbound.body)?;
+        let model = facts.model().unwrap_or_default();
+        weir::tokens::estimate_input(Endpoint::ChatCompletions, model, &facts)
             .map(|estimate| estimate.tokens)
             .ok_or_else(|| Error::invalid_param("messages", "These messages cannot be counted.", None))
     };

@@ -180,7 +180,7 @@ impl Core {
             .unwrap_or(model);
         let input = object
             .filter(|_| self.counts_input_tokens)
-            .and_then(|obj| crate::tokens::estimate_input(req.endpoint, counting_model, obj))
+            .and_then(|obj| crate::tokens::estimate_fields(req.endpoint, counting_model, obj))
             .map_or_else(|| (req.body().len() as u64).div_ceil(4), |e| e.tokens);
         let output = match req.endpoint {
             Endpoint::Embeddings | Endpoint::ImageGenerations => 0,

@@ -30,7 +30,7 @@ impl RequestFacts {
     /// Parses and validates a body: JSON object for the typed endpoints, with the fields each one
     /// requires (a 400 naming the field otherwise). Pass-through bodies are read if they are JSON
     /// and left alone if not.
-    pub(crate) fn parse(
+    pub fn parse(
         endpoint: Endpoint,
         content_type: Option<&HeaderValue>,
         body: &[u8],

@@ -25,6 +25,7 @@ pub mod pricing;
 mod tests;
 
 pub use count::{count_chat, count_embedding_input, count_text};
+pub(crate) use estimate::estimate_fields;
 pub use estimate::{Estimate, estimate_input};
 pub use ledger::{UsageLedger, UsageSnapshot, UsageTotals};
 pub use pricing::{Cost, Price, PriceTable};

@@ -220,3 +220,35 @@ mod tests {
         assert_eq!(url.as_str(), "http://localhost:11434/v1/chat/completions?a=1");
     }
 }
+
+#[cfg(test)]
+mod pool_tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::config::Config;
+
+    fn config() -> Config {
+        let yaml = "models:\n  - name: chat\n    deployments:\n      - provider: openai\n        base_url: http://127.0.0.1:9/v1\n        api_key: k\n        model: gpt-4o-mini\n        retry: { max_retries: 0 }\n";
+        Config::from_yaml(yaml, None).unwrap()
+    }
+
+    #[tokio::test]
+    async fn clients_with_equal_settings_share_one_pool() {
+        let a = config();
+        let b = config();
+        let pa = OpenAiProvider::new(&a.models[0].deployments[0]).unwrap();
+        let pb = OpenAiProvider::new(&b.models[0].deployments[0]).unwrap();
+        assert!(
+            Arc::ptr_eq(pa.pool(), pb.pool()),
+            "equal settings must share a pool"
+        );
+        let mut c = config();
+        c.models[0].deployments[0].timeouts.read = std::time::Duration::from_secs(5);
+        let pc = OpenAiProvider::new(&c.models[0].deployments[0]).unwrap();
+        assert!(
+            !Arc::ptr_eq(pa.pool(), pc.pool()),
+            "different timeouts get their own pool"
+        );
+    }
+}
