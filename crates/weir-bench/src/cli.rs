@@ -73,6 +73,14 @@ pub struct Args {
     #[arg(long, value_name = "PATH")]
     pub gateway_bin: Vec<PathBuf>,
 
+    /// Measure every scenario this many times, the gateways' order alternating (round 1: direct, A,
+    /// B; round 2: direct, B, A; ...), each round with its own warmup; the processes keep running.
+    /// Above 1 the report adds the median across rounds of each target's req/s, p50, p99 and CPU
+    /// µs/req, and of the per-round B/A ratios with their min–max range; the other figures pool
+    /// every round.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub rounds: u32,
+
     /// Where to write the JSON results (parent directories are created). The children's stderr
     /// logs go to the same directory.
     #[arg(long, value_name = "PATH", default_value = "bench-results/latest.json")]
@@ -192,7 +200,14 @@ A/B run of two gateway binaries (e.g. main before a refactor against the current
   weir-bench --gateway-bin /path/to/weir-main --gateway-bin target/release/weir \\
     --scenario closed-unary,closed-stream --duration 10s
 
-Default run: 4 scenarios x 2 targets x (2s warmup + 10s) = about 100 s (3 targets in an A/B run).
+A/B runs are noisy on a shared machine; --rounds N repeats each scenario N times, alternating
+which gateway goes first, and adds medians across rounds and the per-round B/A ratios' median and
+min-max range (N x the time):
+  weir-bench --gateway-bin /path/to/weir-main --gateway-bin target/release/weir \\
+    --scenario closed-unary --duration 5s --rounds 5
+
+Default run: 4 scenarios x 2 targets x (2s warmup + 10s) = about 100 s (3 targets in an A/B run;
+times --rounds).
 Results: a table on stdout and JSON at --json (default bench-results/latest.json).";
 
 /// The gateway's response cache during the bench.
@@ -338,6 +353,14 @@ mod tests {
         assert_eq!(a.json, PathBuf::from("bench-results/latest.json"));
         assert_eq!(select_scenarios(&a.scenario), Scenario::ALL.to_vec());
         assert!(a.gateway_bin.is_empty());
+        assert_eq!(a.rounds, 1);
+    }
+
+    #[test]
+    fn rounds_flag() {
+        let a = Args::try_parse_from(["weir-bench", "--rounds", "5"]).unwrap();
+        assert_eq!(a.rounds, 5);
+        assert!(Args::try_parse_from(["weir-bench", "--rounds", "0"]).is_err());
     }
 
     #[test]

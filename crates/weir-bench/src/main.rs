@@ -39,6 +39,13 @@
 //! current build) in front of the same mock and measures each scenario direct, through A, through B,
 //! back to back, so both see the same machine conditions; the report adds B ÷ A ratios.
 //!
+//! # Rounds
+//!
+//! `--rounds N` measures every scenario N times with the processes kept running, alternating the
+//! gateways' order (direct, A, B; then direct, B, A; ...), each target's phase with its own warmup.
+//! The usual figures then pool all rounds, and each scenario adds the median across rounds of each
+//! target's figures and of the per-round B ÷ A ratios, with their range: see the `rounds` module.
+//!
 //! # Caveat
 //!
 //! The load generator, the mock and the gateway share the machine's cores, so absolute numbers
@@ -59,6 +66,7 @@ mod limiter;
 mod load;
 mod process;
 mod report;
+mod rounds;
 mod stats;
 mod tokens;
 
@@ -78,6 +86,8 @@ use crate::report::{
     AbRatios, Comparison, Machine, OpenInfo, ProcessPhase, ProcessStats, Processes, Report, SCHEMA_VERSION,
     ScenarioReport, Settings, TargetCpu, TargetReport, render_table,
 };
+use crate::rounds::{Pool, RoundsReport, pooled_report, round_order};
+use crate::stats::Recorder;
 
 /// Most gateways one run compares: A and B.
 const MAX_GATEWAYS: usize = 2;
@@ -89,7 +99,9 @@ Open-loop latency is measured from each request's scheduled send time; there the
 is 1.0 unless a target falls behind the offered rate, so compare latency. Closed-loop throughput \
 ratios show how much CPU the gateway needs per request on this shared machine; `cpu` measures it directly \
 (utime + stime over the measured phase, divided by the completed requests; 10 ms ticks, so short phases are \
-coarse, see `low_resolution`). In an A/B run, `b_over_a` divides gateway B's figures by gateway A's.";
+coarse, see `low_resolution`). In an A/B run, `b_over_a` divides gateway B's figures by gateway A's. With \
+--rounds above 1, the per-target figures pool every round and `rounds` has the medians across rounds and the \
+per-round B/A ratios (median, min, max): read `rounds.b_over_a.gateway_cpu_per_req`.";
 
 fn main() -> ExitCode {
     match real_main() {
@@ -358,7 +370,7 @@ impl Charged {
     }
 
     /// Turns the readings from before and after the measured phase into per-request figures, and
-    /// warns about figures too coarse to trust.
+    /// warns about figures too coarse to trust (`label` names the phase).
     fn phase(self, before: Ticks, after: Ticks, completed: u64, hz: u64, label: &str) -> TargetCpu {
         let one =
             |pid: u32, ticks| ProcessPhase::new(pid, ticks, hz, completed, read_status_kib(pid, "VmHWM"));
@@ -393,6 +405,62 @@ fn cpu_summary(cpu: &TargetCpu) -> String {
         .filter_map(|(name, p)| Some(format!("{name} {:.1} µs/req", p?.cpu_us_per_req?)))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// What one target's phase in one round needs besides the target.
+struct RoundRun<'a> {
+    args: &'a Args,
+    sc: Scenario,
+    req: &'a RequestTemplate,
+    phases: Phases,
+    drain_timeout: Duration,
+    hz: u64,
+}
+
+impl RoundRun<'_> {
+    /// Warms up and measures one target: its report, and the samples and open-loop counts to pool.
+    async fn target(
+        &self,
+        t: &Target,
+        charged: Charged,
+        label: &str,
+    ) -> Result<(TargetReport, Recorder, Option<OpenInfo>)> {
+        let (args, phases) = (self.args, self.phases);
+        eprintln!(
+            "{label}: {} warmup + {} ...",
+            secs(phases.warmup),
+            secs(phases.duration)
+        );
+        // CPU is read when the measured window opens (after the warmup) and once its last request
+        // has finished, so the warmup's work is not charged to the measured requests.
+        let (rec, open, before) = if self.sc.open {
+            let (out, before) = run_open(
+                t,
+                self.req,
+                args.rate,
+                args.max_outstanding as usize,
+                phases,
+                self.drain_timeout,
+                move || charged.read(),
+            )
+            .await?;
+            let info = OpenInfo {
+                scheduled: out.scheduled,
+                unfinished: out.unfinished,
+            };
+            (out.recorder, Some(info), before)
+        } else {
+            let (rec, before) = run_closed(t, self.req, args.concurrency as usize, phases, move || {
+                charged.read()
+            })
+            .await?;
+            (rec, None, before)
+        };
+        let after = charged.read();
+        let mut tr = TargetReport::new(t.name, &t.url, &rec, phases.duration, open);
+        tr.cpu = charged.phase(before, after, tr.completed(), self.hz, label);
+        Ok((tr, rec, open))
+    }
 }
 
 async fn measure(
@@ -488,60 +556,52 @@ async fn measure(
     let mut results = Vec::new();
     for &sc in scenarios {
         let req = RequestTemplate::new(sc.stream, args.upstream_latency_ms, args.chunk_delay_ms)?;
-        let mut per_target = Vec::new();
-        for (t, charged) in &targets {
-            let charged = *charged;
-            eprintln!(
-                "{:<14} {:<9} {} warmup + {} ...",
-                sc.name(),
-                t.name,
-                secs(phases.warmup),
-                secs(phases.duration)
-            );
-            // CPU is read when the measured window opens (after the warmup) and once its last
-            // request has finished, so the warmup's work is not charged to the measured requests.
-            let tr = if sc.open {
-                let (out, before) = run_open(
-                    t,
-                    &req,
-                    args.rate,
-                    max_outstanding,
+        // Per target (in `targets` order): every round's report, and the samples of all rounds.
+        let mut per_round: Vec<Vec<TargetReport>> = targets.iter().map(|_| Vec::new()).collect();
+        let mut pools = targets.iter().map(|_| Pool::new()).collect::<Result<Vec<_>>>()?;
+        for round in 0..args.rounds {
+            for i in round_order(targets.len(), round) {
+                let Some(((t, charged), (reports, pooled))) =
+                    targets.get(i).zip(per_round.get_mut(i).zip(pools.get_mut(i)))
+                else {
+                    bail!("internal error: no target {i}");
+                };
+                let label = if args.rounds > 1 {
+                    format!("{} {} round {}/{}", sc.name(), t.name, round + 1, args.rounds)
+                } else {
+                    format!("{} {}", sc.name(), t.name)
+                };
+                let run = RoundRun {
+                    args,
+                    sc,
+                    req: &req,
                     phases,
                     drain_timeout,
-                    move || charged.read(),
-                )
-                .await?;
-                let after = charged.read();
-                let info = OpenInfo {
-                    scheduled: out.scheduled,
-                    unfinished: out.unfinished,
+                    hz: host.clock_ticks_per_s,
                 };
-                let mut tr = TargetReport::new(t.name, &t.url, &out.recorder, phases.duration, Some(info));
-                tr.cpu = charged.phase(before, after, tr.completed(), host.clock_ticks_per_s, sc.name());
-                tr
-            } else {
-                let (rec, before) = run_closed(t, &req, concurrency, phases, move || charged.read()).await?;
-                let after = charged.read();
-                let mut tr = TargetReport::new(t.name, &t.url, &rec, phases.duration, None);
-                tr.cpu = charged.phase(before, after, tr.completed(), host.clock_ticks_per_s, sc.name());
-                tr
-            };
-            mock.ensure_running()?;
-            for g in &mut gateways {
-                g.ensure_running()?;
+                let (tr, rec, open) = run.target(t, *charged, &label).await?;
+                mock.ensure_running()?;
+                for g in &mut gateways {
+                    g.ensure_running()?;
+                }
+                eprintln!(
+                    "{label}: ok {} errors {} {:.1} req/s; {}",
+                    tr.ok,
+                    tr.error_total + tr.dropped + tr.unfinished,
+                    tr.achieved_rps,
+                    cpu_summary(&tr.cpu)
+                );
+                pooled.add(&rec, open)?;
+                reports.push(tr);
             }
-            eprintln!(
-                "{:<14} {:<9} ok {} errors {} {:.1} req/s; {}",
-                sc.name(),
-                t.name,
-                tr.ok,
-                tr.error_total + tr.dropped + tr.unfinished,
-                tr.achieved_rps,
-                cpu_summary(&tr.cpu)
-            );
-            per_target.push(tr);
         }
-        let mut measured = per_target.into_iter();
+        let mut measured = targets
+            .iter()
+            .zip(&pools)
+            .zip(&per_round)
+            .map(|(((t, _), p), rounds)| {
+                pooled_report(t.name, &t.url, p, phases.duration, rounds, host.clock_ticks_per_s)
+            });
         let (Some(dr), Some(gw)) = (measured.next(), measured.next()) else {
             bail!("internal error: missing target results");
         };
@@ -556,6 +616,7 @@ async fn measure(
             direct: dr,
             gateway: gw,
             gateway_b,
+            rounds: (args.rounds > 1).then(|| RoundsReport::new(&per_round)),
         });
     }
 
@@ -602,6 +663,7 @@ async fn measure(
             chunk_delay_ms: args.chunk_delay_ms,
             request_timeout_s: args.request_timeout.as_secs_f64(),
             load_threads: host.threads,
+            rounds: args.rounds,
         },
         processes,
         scenarios: results,

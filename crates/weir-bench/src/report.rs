@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::cpu::LOW_TICKS;
+use crate::rounds::{RatioSpread, RoundsReport};
 use crate::stats::{LatencySummary, Recorder, delta, rate, ratio};
 
 /// Version of the JSON layout below; bump on incompatible changes.
@@ -71,6 +72,9 @@ pub struct Settings {
     pub request_timeout_s: f64,
     /// Worker threads of the load generator's runtime.
     pub load_threads: usize,
+    /// Rounds per scenario (`--rounds`); above 1, each target's figures pool every round and each
+    /// scenario adds `rounds` (medians across rounds).
+    pub rounds: u32,
 }
 
 /// Memory figures of the child processes.
@@ -124,6 +128,9 @@ pub struct ScenarioReport {
     /// A/B run: gateway B's figures divided by gateway A's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub b_over_a: Option<AbRatios>,
+    /// `--rounds` above 1: per-round figures, their medians, and the per-round B/A ratios.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rounds: Option<RoundsReport>,
 }
 
 impl ScenarioReport {
@@ -400,6 +407,14 @@ pub fn render_table(report: &Report) -> String {
         s.upstream_latency_ms,
         s.chunk_delay_ms
     );
+    if s.rounds > 1 {
+        let _ = writeln!(
+            out,
+            "{} rounds per scenario: the sections before `rounds` pool every round (merged histograms, summed CPU \
+             and requests); `rounds` has medians across rounds",
+            s.rounds
+        );
+    }
     let _ = writeln!(out);
     let _ = writeln!(
         out,
@@ -464,6 +479,7 @@ pub fn render_table(report: &Report) -> String {
 
     render_cpu(&mut out, report);
     render_ab(&mut out, report);
+    render_rounds(&mut out, report);
 
     let mut problems = Vec::new();
     for sc in &report.scenarios {
@@ -590,10 +606,18 @@ fn render_ab(out: &mut String, report: &Report) {
         return;
     }
     let _ = writeln!(out);
-    let _ = writeln!(
-        out,
-        "A/B: same scenarios, gateway A then gateway B right after it; B/A is gateway B's figure divided by A's"
-    );
+    if report.settings.rounds > 1 {
+        let _ = writeln!(
+            out,
+            "A/B: same scenarios, A and B alternating in order each round, every round pooled; B/A is gateway B's \
+             figure divided by A's"
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "A/B: same scenarios, gateway A then gateway B right after it; B/A is gateway B's figure divided by A's"
+        );
+    }
     let _ = writeln!(
         out,
         "{:<14} {:<9} {:>9} {:>8} {:>8} {:>9} {:>15} {:>13} {:>9}",
@@ -640,6 +664,98 @@ fn render_ab(out: &mut String, report: &Report) {
             times(r.mock_cpu_per_req),
             times(r.gateway_rss_peak),
         );
+    }
+}
+
+/// `a` to `b` as `0.951x–1.103x`, or `-`.
+fn range(r: &RatioSpread) -> String {
+    match (r.min, r.max) {
+        (Some(lo), Some(hi)) => format!("{lo:.3}x–{hi:.3}x"),
+        _ => "-".to_owned(),
+    }
+}
+
+/// `--rounds` above 1: each target's medians across rounds, then the per-round B/A ratios.
+fn render_rounds(out: &mut String, report: &Report) {
+    let Some(first) = report.scenarios.iter().find_map(|sc| sc.rounds.as_ref()) else {
+        return;
+    };
+    let _ = writeln!(out);
+    let order = match first.orders.as_slice() {
+        [even, odd, ..] if even != odd => {
+            format!("odd rounds {}, even rounds {}", even.join(", "), odd.join(", "))
+        }
+        [even, ..] => even.join(", "),
+        [] => String::new(),
+    };
+    let _ = writeln!(
+        out,
+        "rounds: {} per scenario ({order}); medians across rounds",
+        first.rounds
+    );
+    let _ = writeln!(
+        out,
+        "{:<14} {:<9} {:>9} {:>8} {:>8} {:>15} {:>13}",
+        "rounds", "target", "req/s", "p50 ms", "p99 ms", "gateway µs/req", "mock µs/req"
+    );
+    let num = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"));
+    for sc in &report.scenarios {
+        let Some(r) = &sc.rounds else {
+            continue;
+        };
+        for t in &r.targets {
+            let _ = writeln!(
+                out,
+                "{:<14} {:<9} {:>9} {:>8} {:>8} {:>15} {:>13}",
+                sc.name,
+                t.target,
+                num(t.achieved_rps),
+                ms(t.latency_p50_ms),
+                ms(t.latency_p99_ms),
+                num(t.gateway_cpu_us_per_req),
+                num(t.mock_cpu_us_per_req),
+            );
+        }
+    }
+    let ab: Vec<_> = report
+        .scenarios
+        .iter()
+        .filter_map(|sc| Some((sc.name.as_str(), sc.rounds.as_ref()?.b_over_a.as_ref()?)))
+        .collect();
+    if ab.is_empty() {
+        return;
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "B/A per round (each round's B divided by the same round's A): median and min–max"
+    );
+    let _ = writeln!(
+        out,
+        "{:<14} {:<14} {:>9} {:>15}  per round",
+        "rounds B/A", "figure", "median", "range"
+    );
+    for (name, r) in ab {
+        for (label, s) in [
+            ("gateway µs/req", &r.gateway_cpu_per_req),
+            ("mock µs/req", &r.mock_cpu_per_req),
+            ("req/s", &r.throughput),
+        ] {
+            let per_round: Vec<String> = s
+                .per_round
+                .iter()
+                .map(|v| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.3}")))
+                .collect();
+            let _ = writeln!(
+                out,
+                "{:<14} {:<14} {:>9} {:>15}  {}",
+                name,
+                label,
+                times(s.median),
+                range(s),
+                per_round.join(" ")
+            );
+        }
     }
 }
 
@@ -750,6 +866,7 @@ mod tests {
                 chunk_delay_ms: 0,
                 request_timeout_s: 10.0,
                 load_threads: 2,
+                rounds: 1,
             },
             processes: Processes {
                 mock: proc_stats(10),
@@ -767,6 +884,7 @@ mod tests {
                     gateway_b: None,
                     comparison_b: None,
                     b_over_a: None,
+                    rounds: None,
                 },
                 ScenarioReport {
                     name: "open-unary".into(),
@@ -778,6 +896,7 @@ mod tests {
                     gateway_b: None,
                     comparison_b: None,
                     b_over_a: None,
+                    rounds: None,
                 },
             ],
             note: "n".into(),
@@ -974,6 +1093,58 @@ mod tests {
             }
         }
         assert!(text.contains("closed-stream  B/A"), "{text}");
+    }
+
+    #[test]
+    fn rounds_table_and_json() {
+        let mut r = ab_report();
+        r.settings.rounds = 3;
+        for sc in &mut r.scenarios {
+            let b = sc.gateway_b.clone().unwrap();
+            let per_target = [
+                vec![sc.direct.clone(); 3],
+                vec![sc.gateway.clone(); 3],
+                vec![b; 3],
+            ];
+            sc.rounds = Some(RoundsReport::new(&per_target));
+        }
+        let text = render_table(&r);
+        assert!(text.contains("3 rounds per scenario"), "{text}");
+        assert!(
+            text.contains(
+                "rounds: 3 per scenario (odd rounds direct, gateway-A, gateway-B, even rounds direct, gateway-B, \
+                 gateway-A)"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("A and B alternating"), "{text}");
+        assert!(
+            text.contains("closed-stream  gateway µs/req    1.100x   1.100x–1.100x  1.100 1.100 1.100"),
+            "{text}"
+        );
+        // The open scenario's gateways completed nothing: no ratio.
+        assert!(
+            text.contains("open-unary     gateway µs/req         -               -  - - -"),
+            "{text}"
+        );
+        let lines: Vec<&str> = text.lines().collect();
+        let header = lines.iter().position(|l| l.starts_with("rounds   ")).unwrap();
+        let width = lines[header].chars().count();
+        for l in &lines[header + 1..=header + 6] {
+            assert_eq!(l.chars().count(), width, "{l:?}\n{text}");
+        }
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["settings"]["rounds"], 3);
+        let rounds = &v["scenarios"][0]["rounds"];
+        assert_eq!(rounds["rounds"], 3);
+        assert_eq!(rounds["b_over_a"]["gateway_cpu_per_req"]["median"], 1.1);
+        assert_eq!(rounds["targets"][2]["gateway_cpu_us_per_req"], 11_000.0);
+        // Without rounds the field is absent.
+        assert!(
+            serde_json::to_value(ab_report()).unwrap()["scenarios"][0]
+                .get("rounds")
+                .is_none()
+        );
     }
 
     #[test]
