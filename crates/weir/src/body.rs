@@ -68,11 +68,6 @@ impl RawObject {
         self.fields.len()
     }
 
-    /// Whether the object has no fields.
-    pub fn is_empty(&self) -> bool {
-        self.fields.is_empty()
-    }
-
     /// The fields, in the order received.
     pub fn fields(&self) -> impl Iterator<Item = (&str, &RawValue)> {
         self.fields.iter().map(|(k, v)| (k.as_str(), v.as_ref()))

@@ -3,8 +3,6 @@
 // Test helpers outside #[test] fns too: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::Arc;
-
 use futures::StreamExt;
 use http::Method;
 use serde_json::json;

@@ -121,7 +121,7 @@ impl Deployment {
             served_by: ServedBy {
                 deployment: Arc::from(config.id.as_str()),
                 model_group: model_group.clone(),
-                provider: config.provider,
+                provider: provider.kind(),
             },
             base_url: config.base_url.clone(),
             load: load.clone(),

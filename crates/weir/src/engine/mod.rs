@@ -38,6 +38,7 @@ pub use self::status::{
     BreakerDetail, DeploymentStats, DeploymentStatus, LatencySummary, LimitUsage, PoolUsage, RateLimitUsage,
 };
 use self::{admission::Admission, group::Group, router::Router};
+pub use crate::route::health::HealthCheckHandle;
 use crate::{
     cache::{Cache, CacheLayer},
     config::{Config, ProviderKind},

@@ -374,6 +374,7 @@ impl Balancer {
     }
 
     /// The strategy.
+    #[cfg(test)]
     pub fn strategy(&self) -> Strategy {
         self.strategy
     }

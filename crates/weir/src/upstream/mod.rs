@@ -23,8 +23,8 @@ use http::{HeaderMap, Method, StatusCode};
 pub use anthropic::AnthropicProvider;
 pub use gemini::GeminiProvider;
 pub use mock::MockProvider;
-pub use openai::{AZURE_DEFAULT_API_VERSION, OpenAiProvider};
-pub use transport::{MAX_RESPONSE_BYTES, Transport};
+pub use openai::OpenAiProvider;
+pub use transport::MAX_RESPONSE_BYTES;
 
 use crate::{config::ProviderKind, error::Error};
 

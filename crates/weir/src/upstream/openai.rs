@@ -10,7 +10,6 @@ use crate::{
     config::{DeploymentConfig, ProviderKind},
     error::Error,
     path::ApiPath,
-    upstream::pool::HttpPool,
 };
 
 /// The Azure OpenAI data-plane API version used when a deployment sets no `api_version`: the
@@ -95,7 +94,8 @@ impl OpenAiProvider {
     }
 
     /// The pool this provider sends through.
-    pub fn pool(&self) -> &std::sync::Arc<HttpPool> {
+    #[cfg(test)]
+    pub fn pool(&self) -> &std::sync::Arc<crate::upstream::pool::HttpPool> {
         self.transport.pool()
     }
 

@@ -5,11 +5,11 @@
 //! `input` must equal `expected` (`created` timestamps are removed first). To regenerate after an
 //! intended change: `WEIR_BLESS=1 cargo test -p weir golden_tests`, then review the diff.
 
+use super::{request, response, stream};
+use crate::messages;
 use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::{Value, json};
-use super::{request, response, stream};
-use crate::messages;
 
 fn fixtures() -> Vec<(std::path::PathBuf, Value)> {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/anthropic");
