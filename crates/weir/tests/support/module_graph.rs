@@ -104,7 +104,7 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 /// The module graph of the crate whose sources are in `src` (test-only files left out).
 pub fn graph(src: &Path, layers: &Layers) -> BTreeMap<String, BTreeSet<String>> {
     let mut files = Vec::new();
-    rust_files(&src, &mut files);
+    rust_files(src, &mut files);
     let modules: BTreeSet<&str> = layers.0.iter().map(|(m, _)| *m).collect();
     let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for file in files {
@@ -116,7 +116,7 @@ pub fn graph(src: &Path, layers: &Layers) -> BTreeMap<String, BTreeSet<String>> 
         {
             continue;
         }
-        let Some(module) = module_of(&src, &file) else {
+        let Some(module) = module_of(src, &file) else {
             continue;
         };
         layers.layer_of(&module);
