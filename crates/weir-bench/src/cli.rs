@@ -61,9 +61,25 @@ pub struct Args {
     pub request_timeout: Duration,
 
     /// Path of the `weir` binary. Default: `weir` next to this executable (build it with
-    /// `cargo build --release -p weir-gateway`).
+    /// `cargo build --release -p weir-gateway`). It runs the mock, and the gateway unless
+    /// `--gateway-bin` is given.
     #[arg(long, value_name = "PATH")]
     pub weir_bin: Option<PathBuf>,
+
+    /// A `weir` binary to run as the gateway (`weir serve`), instead of `--weir-bin`. Give it twice
+    /// for an A/B run: the first is gateway A (e.g. a saved build of main), the second gateway B
+    /// (e.g. the current build); every scenario then runs direct, A, B back to back, and the report
+    /// adds B/A ratios (CPU µs/req above all). The mock still comes from `--weir-bin`.
+    #[arg(long, value_name = "PATH")]
+    pub gateway_bin: Vec<PathBuf>,
+
+    /// Measure every scenario this many times, the gateways' order alternating (round 1: direct, A,
+    /// B; round 2: direct, B, A; ...), each round with its own warmup; the processes keep running.
+    /// Above 1 the report adds the median across rounds of each target's req/s, p50, p99 and CPU
+    /// µs/req, and of the per-round B/A ratios with their min–max range; the other figures pool
+    /// every round.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub rounds: u32,
 
     /// Where to write the JSON results (parent directories are created). The children's stderr
     /// logs go to the same directory.
@@ -149,7 +165,8 @@ const TOKENS_HEADING: &str = "Token counting benchmark (--scenario tokens)";
 const LIMITER_HEADING: &str = "Limiter micro-benchmark (--scenario limiter)";
 
 const SCENARIO_HELP: &str = "\
-Scenarios (each is run against the mock directly, then through the gateway):
+Scenarios (each is run against the mock directly, then through the gateway, or through gateway A
+then gateway B with --gateway-bin A --gateway-bin B):
   closed-unary   closed loop, non-streaming chat completions
   closed-stream  closed loop, streaming (SSE read to the end; also records time to first byte)
   open-unary     open loop at --rate, non-streaming
@@ -175,7 +192,22 @@ fixed concurrency. Open loop sends on a fixed schedule whatever the responses do
 latency from the *scheduled* send time, so stalls show up as latency instead of silently
 lowering the send rate (coordinated omission).
 
-Default run: 4 scenarios x 2 targets x (2s warmup + 10s) = about 100 s.
+CPU per request: for each target, the CPU time (utime + stime from /proc/<pid>/stat) the gateway
+and the mock used in the measured phase, divided by the requests completed in it. Times come in
+10 ms clock ticks, so a figure built from fewer than 50 ticks is marked `*`: use a longer --duration.
+
+A/B run of two gateway binaries (e.g. main before a refactor against the current build):
+  weir-bench --gateway-bin /path/to/weir-main --gateway-bin target/release/weir \\
+    --scenario closed-unary,closed-stream --duration 10s
+
+A/B runs are noisy on a shared machine; --rounds N repeats each scenario N times, alternating
+which gateway goes first, and adds medians across rounds and the per-round B/A ratios' median and
+min-max range (N x the time):
+  weir-bench --gateway-bin /path/to/weir-main --gateway-bin target/release/weir \\
+    --scenario closed-unary --duration 5s --rounds 5
+
+Default run: 4 scenarios x 2 targets x (2s warmup + 10s) = about 100 s (3 targets in an A/B run;
+times --rounds).
 Results: a table on stdout and JSON at --json (default bench-results/latest.json).";
 
 /// The gateway's response cache during the bench.
@@ -320,6 +352,29 @@ mod tests {
         assert_eq!(a.max_outstanding, 4096);
         assert_eq!(a.json, PathBuf::from("bench-results/latest.json"));
         assert_eq!(select_scenarios(&a.scenario), Scenario::ALL.to_vec());
+        assert!(a.gateway_bin.is_empty());
+        assert_eq!(a.rounds, 1);
+    }
+
+    #[test]
+    fn rounds_flag() {
+        let a = Args::try_parse_from(["weir-bench", "--rounds", "5"]).unwrap();
+        assert_eq!(a.rounds, 5);
+        assert!(Args::try_parse_from(["weir-bench", "--rounds", "0"]).is_err());
+    }
+
+    #[test]
+    fn gateway_bins_in_order() {
+        let a = Args::try_parse_from([
+            "weir-bench",
+            "--gateway-bin",
+            "/a/weir",
+            "--gateway-bin",
+            "b/weir",
+        ])
+        .unwrap();
+        assert_eq!(a.gateway_bin, [PathBuf::from("/a/weir"), PathBuf::from("b/weir")]);
+        assert_eq!(a.weir_bin, None);
     }
 
     #[test]

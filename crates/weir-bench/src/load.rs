@@ -215,16 +215,37 @@ pub struct Phases {
     pub duration: Duration,
 }
 
+/// Runs `mark` on the runtime when the measured window opens, so that readings taken around the
+/// measured phase (the children's CPU time) exclude the warmup. The timer's ~1 ms granularity is
+/// far below the 10 ms resolution of what it reads.
+fn mark_at<T, F>(at: Instant, mark: F) -> tokio::task::JoinHandle<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::spawn(async move {
+        tokio::time::sleep_until(at).await;
+        mark()
+    })
+}
+
 /// Closed loop: `concurrency` workers each send the next request as soon as the previous one
-/// finished. A request is counted when it *started* inside the measured window.
-pub async fn run_closed(
+/// finished. A request is counted when it *started* inside the measured window. `at_measure_start`
+/// runs once when the measured window opens (after the warmup); its result is returned.
+pub async fn run_closed<T, F>(
     target: &Target,
     req: &RequestTemplate,
     concurrency: usize,
     phases: Phases,
-) -> Result<Recorder> {
+    at_measure_start: F,
+) -> Result<(Recorder, T)>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
     let start = Instant::now();
     let measure_start = start + phases.warmup;
+    let mark = mark_at(measure_start, at_measure_start);
     let end = measure_start + phases.duration;
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..concurrency {
@@ -250,7 +271,9 @@ pub async fn run_closed(
         let rec = joined.context("closed-loop worker panicked")??;
         total.merge(&rec)?;
     }
-    Ok(total)
+    // Fired long ago: the workers ran until the end of the window, which is after its start.
+    let marked = mark.await.context("measure-start mark panicked")?;
+    Ok((total, marked))
 }
 
 /// Number of requests an open loop at `rate` req/s schedules over `span`.
@@ -283,20 +306,30 @@ pub struct OpenOutcome {
 
 /// Open loop: requests are scheduled at fixed intervals (`1 / rate`) regardless of how fast
 /// responses come back; latency counts from the scheduled time. At most `max_outstanding` requests
-/// are in flight; a request that would exceed the cap is dropped and counted.
-pub async fn run_open(
+/// are in flight; a request that would exceed the cap is dropped and counted. `at_measure_start`
+/// runs once when the measured window opens (after the warmup); its result is returned.
+pub async fn run_open<T, F>(
     target: &Target,
     req: &RequestTemplate,
     rate: f64,
     max_outstanding: usize,
     phases: Phases,
     drain_timeout: Duration,
-) -> Result<OpenOutcome> {
+    at_measure_start: F,
+) -> Result<(OpenOutcome, T)>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
     let permits = u32::try_from(max_outstanding).context("max outstanding too large")?;
     let semaphore = Arc::new(Semaphore::new(max_outstanding));
     let shared = Arc::new(Mutex::new(Recorder::new()?));
     let total = schedule_len(rate, phases.warmup + phases.duration);
     let handle = tokio::runtime::Handle::current();
+    // Taken here rather than on the dispatcher thread so the mark below shares the schedule's
+    // origin; the thread starts within microseconds, inside the warmup.
+    let start = Instant::now();
+    let mark = mark_at(start + phases.warmup, at_measure_start);
     let dispatcher = {
         let semaphore = Arc::clone(&semaphore);
         let shared = Arc::clone(&shared);
@@ -306,7 +339,6 @@ pub async fn run_open(
         // which wakes within tens of microseconds; tokio's timer wheel has 1 ms granularity and
         // would add up to ~2 ms of send lag to every open-loop latency.
         tokio::task::spawn_blocking(move || {
-            let start = Instant::now();
             let measure_start = start + phases.warmup;
             let mut scheduled = 0u64;
             let mut dropped = 0u64;
@@ -353,11 +385,15 @@ pub async fn run_open(
     };
     let mut recorder = std::mem::replace(&mut *shared.lock(), Recorder::new()?);
     recorder.dropped = dropped;
-    Ok(OpenOutcome {
-        recorder,
-        scheduled,
-        unfinished,
-    })
+    let marked = mark.await.context("measure-start mark panicked")?;
+    Ok((
+        OpenOutcome {
+            recorder,
+            scheduled,
+            unfinished,
+        },
+        marked,
+    ))
 }
 
 #[cfg(test)]
@@ -521,7 +557,12 @@ mod tests {
         let base = fake_upstream().await;
         let t = target(&base);
         let req = RequestTemplate::new(true, 0, 0).unwrap();
-        let rec = run_closed(&t, &req, 4, SHORT).await.unwrap();
+        let before = Instant::now();
+        let (rec, marked) = run_closed(&t, &req, 4, SHORT, Instant::now).await.unwrap();
+        let after = Instant::now();
+        // The mark fires when the measured window opens: after the warmup, before the end.
+        assert!(marked >= before + SHORT.warmup, "{:?}", marked - before);
+        assert!(marked + SHORT.duration / 2 <= after, "{:?}", after - marked);
         assert!(rec.ok > 10, "ok {}", rec.ok);
         assert_eq!(rec.error_total(), 0, "{:?}", rec.errors);
         assert_eq!(rec.latency.len(), rec.ok);
@@ -533,9 +574,13 @@ mod tests {
         let base = fake_upstream().await;
         let t = target(&base);
         let req = RequestTemplate::new(false, 0, 0).unwrap();
-        let out = run_open(&t, &req, 200.0, 64, SHORT, Duration::from_secs(5))
+        let before = Instant::now();
+        let (out, marked) = run_open(&t, &req, 200.0, 64, SHORT, Duration::from_secs(5), Instant::now)
             .await
             .unwrap();
+        let after = Instant::now();
+        assert!(marked >= before + SHORT.warmup, "{:?}", marked - before);
+        assert!(marked + SHORT.duration / 2 <= after, "{:?}", after - marked);
         // 200 req/s over 300 ms measured.
         assert!((55..=65).contains(&out.scheduled), "scheduled {}", out.scheduled);
         assert_eq!(out.unfinished, 0);
@@ -568,7 +613,7 @@ mod tests {
             warmup: Duration::ZERO,
             duration: Duration::from_millis(200),
         };
-        let out = run_open(&t, &req, 100.0, 3, phases, Duration::from_secs(5))
+        let (out, ()) = run_open(&t, &req, 100.0, 3, phases, Duration::from_secs(5), || ())
             .await
             .unwrap();
         assert_eq!(out.scheduled, 20);

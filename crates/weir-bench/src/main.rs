@@ -24,6 +24,28 @@
 //! Both modes run non-streaming and streaming (SSE read to the end, with time to first body
 //! chunk) chat completions.
 //!
+//! # CPU per request
+//!
+//! Around each target's measured phase the harness reads the CPU time (`utime + stime`) of the
+//! processes serving it from `/proc/<pid>/stat` — the mock for the direct target, the gateway and
+//! the mock through the gateway — and divides the difference by the requests completed in the
+//! phase: see the `cpu` module. On a machine whose cores are shared, this is steadier than
+//! throughput for telling whether a change made the gateway cheaper, though contention moves it
+//! too (docs/benchmarks.md has the noise of an A/A run).
+//!
+//! # A/B runs
+//!
+//! `--gateway-bin A --gateway-bin B` starts two gateways (two `weir` binaries, e.g. main's and the
+//! current build) in front of the same mock and measures each scenario direct, through A, through B,
+//! back to back, so both see the same machine conditions; the report adds B ÷ A ratios.
+//!
+//! # Rounds
+//!
+//! `--rounds N` measures every scenario N times with the processes kept running, alternating the
+//! gateways' order (direct, A, B; then direct, B, A; ...), each target's phase with its own warmup.
+//! The usual figures then pool all rounds, and each scenario adds the median across rounds of each
+//! target's figures and of the per-round B ÷ A ratios, with their range: see the `rounds` module.
+//!
 //! # Caveat
 //!
 //! The load generator, the mock and the gateway share the machine's cores, so absolute numbers
@@ -39,10 +61,12 @@
 #![allow(clippy::print_stdout)]
 
 mod cli;
+mod cpu;
 mod limiter;
 mod load;
 mod process;
 mod report;
+mod rounds;
 mod stats;
 mod tokens;
 
@@ -54,20 +78,30 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use clap::Parser as _;
 
 use crate::cli::{Args, CacheMode, Scenario, limiter_selected, select_scenarios, tokens_selected};
+use crate::cpu::{ClockTicks, read_cpu_ticks};
 use crate::limiter::LimiterSettings;
 use crate::load::{Phases, RequestTemplate, Target, build_client, preflight, run_closed, run_open};
-use crate::process::Service;
+use crate::process::{Service, read_status_kib};
 use crate::report::{
-    Comparison, Machine, OpenInfo, ProcessStats, Processes, Report, SCHEMA_VERSION, ScenarioReport, Settings,
-    TargetReport, render_table,
+    AbRatios, Comparison, Machine, OpenInfo, ProcessPhase, ProcessStats, Processes, Report, SCHEMA_VERSION,
+    ScenarioReport, Settings, TargetCpu, TargetReport, render_table,
 };
+use crate::rounds::{Pool, RoundsReport, pooled_report, round_order};
+use crate::stats::Recorder;
+
+/// Most gateways one run compares: A and B.
+const MAX_GATEWAYS: usize = 2;
 
 /// What the report says about reading its numbers.
 const NOTE: &str = "The load generator, the mock and the gateway share this machine's cores; absolute \
 numbers depend on the host, so compare gateway against direct (added latency, throughput ratio). \
 Open-loop latency is measured from each request's scheduled send time; there the throughput ratio \
 is 1.0 unless a target falls behind the offered rate, so compare latency. Closed-loop throughput \
-ratios show how much CPU the gateway needs per request on this shared machine.";
+ratios show how much CPU the gateway needs per request on this shared machine; `cpu` measures it directly \
+(utime + stime over the measured phase, divided by the completed requests; 10 ms ticks, so short phases are \
+coarse, see `low_resolution`). In an A/B run, `b_over_a` divides gateway B's figures by gateway A's. With \
+--rounds above 1, the per-target figures pool every round and `rounds` has the medians across rounds and the \
+per-round B/A ratios (median, min, max): read `rounds.b_over_a.gateway_cpu_per_req`.";
 
 fn main() -> ExitCode {
     match real_main() {
@@ -84,14 +118,16 @@ fn real_main() -> Result<()> {
     let args = Args::parse();
     let scenarios = select_scenarios(&args.scenario);
     // Resolved first, so a missing binary fails before the limiter bench has run.
-    let weir_bin = if scenarios.is_empty() {
+    let bins = if scenarios.is_empty() {
         None
     } else {
-        Some(resolve_weir_bin(args.weir_bin.clone())?)
+        let weir = resolve_weir_bin(args.weir_bin.clone())?;
+        let gateways = gateway_specs(&args.gateway_bin, &weir)?;
+        Some(Binaries { weir, gateways })
     };
     if limiter_selected(&args.scenario) {
         let path = output_dir(&args.json).join(limiter::JSON_FILE);
-        if weir_bin.is_some() && args.json.file_name() == Some(std::ffi::OsStr::new(limiter::JSON_FILE)) {
+        if bins.is_some() && args.json.file_name() == Some(std::ffi::OsStr::new(limiter::JSON_FILE)) {
             bail!(
                 "--json {} would be overwritten by the limiter bench's {}; choose another file name",
                 args.json.display(),
@@ -107,11 +143,20 @@ fn real_main() -> Result<()> {
         };
         tokens::run(&settings, &output_dir(&args.json).join(tokens::JSON_FILE))?;
     }
-    let Some(weir_bin) = weir_bin else {
+    let Some(bins) = bins else {
         return Ok(());
     };
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     let threads = args.threads.map_or(cores, |t| t as usize);
+    let ticks = ClockTicks::detect();
+    if let Some(warning) = &ticks.warning {
+        eprintln!("warning: {warning}");
+    }
+    let host = Host {
+        cores,
+        threads,
+        clock_ticks_per_s: ticks.per_second,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
         .enable_all()
@@ -119,7 +164,7 @@ fn real_main() -> Result<()> {
         .context("building tokio runtime")?;
     runtime.block_on(async move {
         tokio::select! {
-            result = run(args, scenarios, weir_bin, cores, threads) => result,
+            result = run(args, scenarios, bins, host) => result,
             // Dropping `run` drops the child handles, which kills the children (kill_on_drop).
             _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
         }
@@ -195,8 +240,71 @@ fn resolve_weir_bin(flag: Option<PathBuf>) -> Result<PathBuf> {
             path.display()
         );
     }
-    // Absolute, so the path in the report is unambiguous.
-    std::path::absolute(&path).with_context(|| format!("resolving {}", path.display()))
+    absolute(&path)
+}
+
+/// Absolute, so the path in the report is unambiguous.
+fn absolute(path: &Path) -> Result<PathBuf> {
+    std::path::absolute(path).with_context(|| format!("resolving {}", path.display()))
+}
+
+/// The `weir` binaries of a run.
+#[derive(Debug)]
+struct Binaries {
+    /// Runs the mock (and the gateway without `--gateway-bin`).
+    weir: PathBuf,
+    /// One gateway, or A and B.
+    gateways: Vec<GatewaySpec>,
+}
+
+/// One gateway to start and measure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct GatewaySpec {
+    /// Target name in the report: `gateway`, or `gateway-A` / `gateway-B` in an A/B run.
+    name: &'static str,
+    /// Its `weir` binary.
+    bin: PathBuf,
+}
+
+/// The gateways from `--gateway-bin` (none: `--weir-bin`'s). One keeps the usual `gateway` name, so a
+/// single-gateway report reads the same whichever binary it ran.
+fn gateway_specs(flags: &[PathBuf], weir_bin: &Path) -> Result<Vec<GatewaySpec>> {
+    if flags.len() > MAX_GATEWAYS {
+        bail!(
+            "--gateway-bin given {} times; an A/B run compares at most {MAX_GATEWAYS} gateways",
+            flags.len()
+        );
+    }
+    for path in flags {
+        if !path.is_file() {
+            bail!("gateway binary not found at {} (--gateway-bin)", path.display());
+        }
+    }
+    let bins = match flags {
+        [] => vec![weir_bin.to_owned()],
+        _ => flags.iter().map(|p| absolute(p)).collect::<Result<_>>()?,
+    };
+    let names: &[&'static str] = if bins.len() == 1 {
+        &["gateway"]
+    } else {
+        &["gateway-A", "gateway-B"]
+    };
+    Ok(names
+        .iter()
+        .zip(bins)
+        .map(|(&name, bin)| GatewaySpec { name, bin })
+        .collect())
+}
+
+/// Facts about the machine the run needs.
+#[derive(Debug, Clone, Copy)]
+struct Host {
+    /// Logical cores.
+    cores: usize,
+    /// Worker threads of the load generator's runtime.
+    threads: usize,
+    /// `USER_HZ`, the unit of `/proc/<pid>/stat` CPU times.
+    clock_ticks_per_s: u64,
 }
 
 /// A per-run temp directory (holding the generated gateway config), removed when dropped, including
@@ -232,17 +340,11 @@ fn secs(d: Duration) -> String {
     format!("{:.1}s", d.as_secs_f64())
 }
 
-async fn run(
-    args: Args,
-    scenarios: Vec<Scenario>,
-    weir_bin: PathBuf,
-    cores: usize,
-    threads: usize,
-) -> Result<()> {
+async fn run(args: Args, scenarios: Vec<Scenario>, bins: Binaries, host: Host) -> Result<()> {
     let out_dir = output_dir(&args.json);
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let tmp = TempDir::new()?;
-    let report = measure(&args, &scenarios, &weir_bin, &out_dir, &tmp.0, cores, threads).await?;
+    let report = measure(&args, &scenarios, &bins, &out_dir, &tmp.0, host).await?;
     drop(tmp);
 
     println!("{}", render_table(&report));
@@ -252,14 +354,122 @@ async fn run(
     Ok(())
 }
 
+/// The processes a target's requests cost CPU in: the gateway (none for direct), and the mock.
+#[derive(Debug, Clone, Copy)]
+struct Charged {
+    gateway: Option<u32>,
+    mock: u32,
+}
+
+/// `utime + stime` of the charged processes, in clock ticks.
+type Ticks = (Option<u64>, Option<u64>);
+
+impl Charged {
+    fn read(self) -> Ticks {
+        (self.gateway.and_then(read_cpu_ticks), read_cpu_ticks(self.mock))
+    }
+
+    /// Turns the readings from before and after the measured phase into per-request figures, and
+    /// warns about figures too coarse to trust (`label` names the phase).
+    fn phase(self, before: Ticks, after: Ticks, completed: u64, hz: u64, label: &str) -> TargetCpu {
+        let one =
+            |pid: u32, ticks| ProcessPhase::new(pid, ticks, hz, completed, read_status_kib(pid, "VmHWM"));
+        let cpu = TargetCpu {
+            gateway: self.gateway.and_then(|pid| one(pid, (before.0, after.0))),
+            mock: one(self.mock, (before.1, after.1)),
+        };
+        let named = [
+            ("gateway", self.gateway.is_some(), cpu.gateway),
+            ("mock", true, cpu.mock),
+        ];
+        for (name, expected, phase) in named {
+            match phase {
+                Some(p) if p.low_resolution => eprintln!(
+                    "warning: {label}: the {name} used only {} clock ticks ({} ms of CPU) in the measured \
+                     phase; its CPU µs/req is coarse (each reading is rounded to a tick): use a longer --duration",
+                    p.cpu_ticks, p.cpu_ms
+                ),
+                None if expected => {
+                    eprintln!("warning: {label}: could not read the {name}'s CPU time from /proc")
+                }
+                _ => {}
+            }
+        }
+        cpu
+    }
+}
+
+fn cpu_summary(cpu: &TargetCpu) -> String {
+    [("gateway", cpu.gateway), ("mock", cpu.mock)]
+        .into_iter()
+        .filter_map(|(name, p)| Some(format!("{name} {:.1} µs/req", p?.cpu_us_per_req?)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// What one target's phase in one round needs besides the target.
+struct RoundRun<'a> {
+    args: &'a Args,
+    sc: Scenario,
+    req: &'a RequestTemplate,
+    phases: Phases,
+    drain_timeout: Duration,
+    hz: u64,
+}
+
+impl RoundRun<'_> {
+    /// Warms up and measures one target: its report, and the samples and open-loop counts to pool.
+    async fn target(
+        &self,
+        t: &Target,
+        charged: Charged,
+        label: &str,
+    ) -> Result<(TargetReport, Recorder, Option<OpenInfo>)> {
+        let (args, phases) = (self.args, self.phases);
+        eprintln!(
+            "{label}: {} warmup + {} ...",
+            secs(phases.warmup),
+            secs(phases.duration)
+        );
+        // CPU is read when the measured window opens (after the warmup) and once its last request
+        // has finished, so the warmup's work is not charged to the measured requests.
+        let (rec, open, before) = if self.sc.open {
+            let (out, before) = run_open(
+                t,
+                self.req,
+                args.rate,
+                args.max_outstanding as usize,
+                phases,
+                self.drain_timeout,
+                move || charged.read(),
+            )
+            .await?;
+            let info = OpenInfo {
+                scheduled: out.scheduled,
+                unfinished: out.unfinished,
+            };
+            (out.recorder, Some(info), before)
+        } else {
+            let (rec, before) = run_closed(t, self.req, args.concurrency as usize, phases, move || {
+                charged.read()
+            })
+            .await?;
+            (rec, None, before)
+        };
+        let after = charged.read();
+        let mut tr = TargetReport::new(t.name, &t.url, &rec, phases.duration, open);
+        tr.cpu = charged.phase(before, after, tr.completed(), self.hz, label);
+        Ok((tr, rec, open))
+    }
+}
+
 async fn measure(
     args: &Args,
     scenarios: &[Scenario],
-    weir_bin: &Path,
+    bins: &Binaries,
     out_dir: &Path,
     tmp: &Path,
-    cores: usize,
-    threads: usize,
+    host: Host,
 ) -> Result<Report> {
     let loopback = |extra: &[&str]| -> Vec<String> {
         extra
@@ -268,10 +478,10 @@ async fn measure(
             .map(|s| (*s).to_owned())
             .collect()
     };
-    eprintln!("starting mock: {} mock", weir_bin.display());
+    eprintln!("starting mock: {} mock", bins.weir.display());
     let mut mock = Service::start(
         "mock",
-        weir_bin,
+        &bins.weir,
         &loopback(&["mock"]),
         &out_dir.join("mock.stderr.log"),
         args.startup_timeout,
@@ -283,34 +493,55 @@ async fn measure(
     let config = gateway_config(&mock.base_url) + &cache_section(args.cache, &args.redis_url);
     std::fs::write(&config_path, config).with_context(|| format!("writing {}", config_path.display()))?;
     let config_arg = config_path.to_string_lossy().into_owned();
-    let mut gateway = Service::start(
-        "gateway",
-        weir_bin,
-        &loopback(&["serve", "--config", &config_arg]),
-        &out_dir.join("gateway.stderr.log"),
-        args.startup_timeout,
-    )
-    .await?;
-    eprintln!("gateway listening on {} (pid {})", gateway.base_url, gateway.pid);
+    // In an A/B run both gateways run throughout, in front of the same mock; the one not being
+    // measured is idle, so it costs the other nothing but memory.
+    let mut gateways = Vec::new();
+    for spec in &bins.gateways {
+        eprintln!("starting {}: {} serve", spec.name, spec.bin.display());
+        let gateway = Service::start(
+            spec.name,
+            &spec.bin,
+            &loopback(&["serve", "--config", &config_arg]),
+            &out_dir.join(format!("{}.stderr.log", spec.name)),
+            args.startup_timeout,
+        )
+        .await?;
+        eprintln!(
+            "{} listening on {} (pid {})",
+            spec.name, gateway.base_url, gateway.pid
+        );
+        gateways.push(gateway);
+    }
 
     let concurrency = args.concurrency as usize;
     let max_outstanding = args.max_outstanding as usize;
     let pool = concurrency.max(max_outstanding);
-    let direct = Target::new(
-        "direct",
-        &mock.base_url,
-        build_client(pool, args.request_timeout)?,
-    );
-    let through = Target::new(
-        "gateway",
-        &gateway.base_url,
-        build_client(pool, args.request_timeout)?,
-    );
+    // Every target with the processes its requests cost CPU in; run in this order per scenario.
+    let mut targets = vec![(
+        Target::new(
+            "direct",
+            &mock.base_url,
+            build_client(pool, args.request_timeout)?,
+        ),
+        Charged {
+            gateway: None,
+            mock: mock.pid,
+        },
+    )];
+    for g in &gateways {
+        targets.push((
+            Target::new(g.name, &g.base_url, build_client(pool, args.request_timeout)?),
+            Charged {
+                gateway: Some(g.pid),
+                mock: mock.pid,
+            },
+        ));
+    }
 
     for stream in [false, true] {
         if scenarios.iter().any(|s| s.stream == stream) {
             let req = RequestTemplate::new(stream, args.upstream_latency_ms, args.chunk_delay_ms)?;
-            for t in [&direct, &through] {
+            for (t, _) in &targets {
                 preflight(t, &req).await?;
             }
         }
@@ -325,56 +556,82 @@ async fn measure(
     let mut results = Vec::new();
     for &sc in scenarios {
         let req = RequestTemplate::new(sc.stream, args.upstream_latency_ms, args.chunk_delay_ms)?;
-        let mut per_target = Vec::new();
-        for t in [&direct, &through] {
-            eprintln!(
-                "{:<14} {:<8} {} warmup + {} ...",
-                sc.name(),
-                t.name,
-                secs(phases.warmup),
-                secs(phases.duration)
-            );
-            let tr = if sc.open {
-                let out = run_open(t, &req, args.rate, max_outstanding, phases, drain_timeout).await?;
-                let info = OpenInfo {
-                    scheduled: out.scheduled,
-                    unfinished: out.unfinished,
+        // Per target (in `targets` order): every round's report, and the samples of all rounds.
+        let mut per_round: Vec<Vec<TargetReport>> = targets.iter().map(|_| Vec::new()).collect();
+        let mut pools = targets.iter().map(|_| Pool::new()).collect::<Result<Vec<_>>>()?;
+        for round in 0..args.rounds {
+            for i in round_order(targets.len(), round) {
+                let Some(((t, charged), (reports, pooled))) =
+                    targets.get(i).zip(per_round.get_mut(i).zip(pools.get_mut(i)))
+                else {
+                    bail!("internal error: no target {i}");
                 };
-                TargetReport::new(t.name, &t.url, &out.recorder, phases.duration, Some(info))
-            } else {
-                let rec = run_closed(t, &req, concurrency, phases).await?;
-                TargetReport::new(t.name, &t.url, &rec, phases.duration, None)
-            };
-            mock.ensure_running()?;
-            gateway.ensure_running()?;
-            eprintln!(
-                "{:<14} {:<8} ok {} errors {} {:.1} req/s",
-                sc.name(),
-                t.name,
-                tr.ok,
-                tr.error_total + tr.dropped + tr.unfinished,
-                tr.achieved_rps
-            );
-            per_target.push(tr);
+                let label = if args.rounds > 1 {
+                    format!("{} {} round {}/{}", sc.name(), t.name, round + 1, args.rounds)
+                } else {
+                    format!("{} {}", sc.name(), t.name)
+                };
+                let run = RoundRun {
+                    args,
+                    sc,
+                    req: &req,
+                    phases,
+                    drain_timeout,
+                    hz: host.clock_ticks_per_s,
+                };
+                let (tr, rec, open) = run.target(t, *charged, &label).await?;
+                mock.ensure_running()?;
+                for g in &mut gateways {
+                    g.ensure_running()?;
+                }
+                eprintln!(
+                    "{label}: ok {} errors {} {:.1} req/s; {}",
+                    tr.ok,
+                    tr.error_total + tr.dropped + tr.unfinished,
+                    tr.achieved_rps,
+                    cpu_summary(&tr.cpu)
+                );
+                pooled.add(&rec, open)?;
+                reports.push(tr);
+            }
         }
-        let (Some(gw), Some(dr)) = (per_target.pop(), per_target.pop()) else {
+        let mut measured = targets
+            .iter()
+            .zip(&pools)
+            .zip(&per_round)
+            .map(|(((t, _), p), rounds)| {
+                pooled_report(t.name, &t.url, p, phases.duration, rounds, host.clock_ticks_per_s)
+            });
+        let (Some(dr), Some(gw)) = (measured.next(), measured.next()) else {
             bail!("internal error: missing target results");
         };
+        let gateway_b = measured.next();
         results.push(ScenarioReport {
             name: sc.name().to_owned(),
             mode: sc.mode().to_owned(),
             stream: sc.stream,
             comparison: Comparison::new(&dr, &gw),
+            comparison_b: gateway_b.as_ref().map(|b| Comparison::new(&dr, b)),
+            b_over_a: gateway_b.as_ref().map(|b| AbRatios::new(&gw, b)),
             direct: dr,
             gateway: gw,
+            gateway_b,
+            rounds: (args.rounds > 1).then(|| RoundsReport::new(&per_round)),
         });
     }
 
+    let mut gateway_stats = gateways.iter().map(process_stats);
+    let Some(gateway_a) = gateway_stats.next() else {
+        bail!("internal error: no gateway");
+    };
     let processes = Processes {
         mock: process_stats(&mock),
-        gateway: process_stats(&gateway),
+        gateway: gateway_a,
+        gateway_b: gateway_stats.next(),
     };
-    gateway.stop().await;
+    for g in gateways {
+        g.stop().await;
+    }
     mock.stop().await;
 
     let timestamp_unix_s = SystemTime::now()
@@ -384,11 +641,17 @@ async fn measure(
         schema_version: SCHEMA_VERSION,
         timestamp_unix_s,
         machine: Machine {
-            cores,
+            cores: host.cores,
             os: std::env::consts::OS.to_owned(),
             arch: std::env::consts::ARCH.to_owned(),
         },
-        weir_bin: weir_bin.display().to_string(),
+        weir_bin: bins.weir.display().to_string(),
+        gateway_bins: bins
+            .gateways
+            .iter()
+            .map(|g| g.bin.display().to_string())
+            .collect(),
+        clock_ticks_per_s: host.clock_ticks_per_s,
         settings: Settings {
             scenarios: scenarios.iter().map(|s| s.name().to_owned()).collect(),
             concurrency,
@@ -399,7 +662,8 @@ async fn measure(
             upstream_latency_ms: args.upstream_latency_ms,
             chunk_delay_ms: args.chunk_delay_ms,
             request_timeout_s: args.request_timeout.as_secs_f64(),
-            load_threads: threads,
+            load_threads: host.threads,
+            rounds: args.rounds,
         },
         processes,
         scenarios: results,
@@ -429,5 +693,34 @@ mod tests {
             .to_string();
         assert!(err.contains("--weir-bin"), "{err}");
         assert!(err.contains("cargo build --release -p weir-gateway"), "{err}");
+    }
+
+    #[test]
+    fn gateway_specs_default_single_and_ab() {
+        // Any existing file stands in for a binary.
+        let exe = std::env::current_exe().unwrap();
+        let weir = PathBuf::from("/w/weir");
+        let one = gateway_specs(&[], &weir).unwrap();
+        assert_eq!(
+            one,
+            [GatewaySpec {
+                name: "gateway",
+                bin: weir.clone()
+            }]
+        );
+        let one = gateway_specs(std::slice::from_ref(&exe), &weir).unwrap();
+        assert_eq!(one.len(), 1);
+        assert_eq!((one[0].name, &one[0].bin), ("gateway", &exe));
+        let ab = gateway_specs(&[exe.clone(), exe.clone()], &weir).unwrap();
+        let names: Vec<_> = ab.iter().map(|g| g.name).collect();
+        assert_eq!(names, ["gateway-A", "gateway-B"]);
+        let err = gateway_specs(&[exe.clone(), exe.clone(), exe], &weir)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("at most 2"), "{err}");
+        let err = gateway_specs(&[PathBuf::from("/nonexistent/weir")], &weir)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--gateway-bin"), "{err}");
     }
 }

@@ -22,7 +22,6 @@ use serde::Serialize;
 use tokio::time::Instant;
 use weir::{
     Endpoint,
-    body::RawObject,
     tokens::{Encoding, count_chat, count_text, estimate_input},
 };
 
@@ -357,7 +356,8 @@ pub fn run(settings: &TokensSettings, path: &Path) -> Result<()> {
             "max_tokens": 256,
         })
         .to_string();
-        let parsed = RawObject::parse(body.as_bytes()).context("parsing the request body")?;
+        let parsed = weir::RequestFacts::parse(Endpoint::Passthrough, None, body.as_bytes())
+            .context("parsing the request body")?;
         // `count_chat` is what `estimate_input` runs for bodies under its size cap; timed directly
         // so the larger rows show what counting them would cost.
         let estimate = || count_chat(Encoding::O200kBase, &parsed);

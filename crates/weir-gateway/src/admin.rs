@@ -14,8 +14,6 @@
 //! | `POST /admin/deployments/{id}/reset` | back to normal: closed, counts cleared |
 //! | `POST /admin/reload` | re-reads the config file and swaps it in (see [`crate::reload`]) |
 
-use std::sync::Arc;
-
 use axum::{
     Json, Router,
     extract::{Path, Request, State},
@@ -23,13 +21,17 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use http::{Method, header};
+use http::Method;
 use serde_json::json;
 use weir::Error;
 
-use crate::{AppState, error::ApiError, middleware::constant_time_eq};
-
-type Shared = Arc<AppState>;
+use crate::{
+    http::{
+        auth::{bearer_token, constant_time_eq},
+        error::ApiError,
+    },
+    state::Shared,
+};
 
 /// The admin routes, behind the admin key check.
 pub(crate) fn routes(state: Shared) -> Router<Shared> {
@@ -45,18 +47,13 @@ async fn require_admin_key(State(state): State<Shared>, req: Request, next: Next
     let engine = state.engine();
     let Some(admin_key) = engine.config().server.admin_key.clone() else {
         // Disabled: indistinguishable from a path the gateway does not serve.
-        return ApiError(Error::NotFound {
+        return ApiError::from(Error::NotFound {
             message: format!("Unknown request URL: {} {}.", req.method(), req.uri().path()),
         })
         .into_response();
     };
     drop(engine);
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(str::trim);
+    let presented = bearer_token(req.headers()).map(str::trim);
     let message = match presented {
         None => "The admin API needs the admin key: send 'Authorization: Bearer ADMIN_KEY'.",
         Some(key) if constant_time_eq(admin_key.expose().as_bytes(), key.as_bytes()) => {
@@ -65,7 +62,7 @@ async fn require_admin_key(State(state): State<Shared>, req: Request, next: Next
         // Never echo the presented key back, not even a prefix.
         Some(_) => "Incorrect admin key provided.",
     };
-    ApiError(Error::Unauthenticated {
+    ApiError::from(Error::Unauthenticated {
         message: message.to_owned(),
     })
     .into_response()
@@ -99,7 +96,7 @@ async fn breaker_action(
 ) -> Response {
     let engine = state.engine();
     let Some(deployment) = engine.deployment(&id) else {
-        return ApiError(Error::NotFound {
+        return ApiError::from(Error::NotFound {
             message: format!("No deployment has the id `{id}`."),
         })
         .into_response();
@@ -109,7 +106,7 @@ async fn breaker_action(
         "close" => |b| b.force_closed(),
         "reset" => |b| b.reset(),
         _ => {
-            return ApiError(Error::NotFound {
+            return ApiError::from(Error::NotFound {
                 message: format!(
                     "Unknown request URL: {method} {}. Breaker actions are open, close and reset.",
                     uri.path()
@@ -119,7 +116,7 @@ async fn breaker_action(
         }
     };
     let Some(breaker) = deployment.breaker() else {
-        return ApiError(Error::InvalidRequest {
+        return ApiError::from(Error::InvalidRequest {
             message: format!(
                 "Deployment `{id}` has no circuit breaker (circuit_breaker is disabled in its config), \
                  so it cannot be opened, closed or reset."
@@ -146,7 +143,7 @@ async fn reload(State(state): State<Shared>) -> Response {
         Ok(report) => Json(report).into_response(),
         Err(err) => {
             tracing::error!(error = %err, "config reload failed; the running config stays in force");
-            ApiError(err.into()).into_response()
+            ApiError::from(weir::Error::from(err)).into_response()
         }
     }
 }

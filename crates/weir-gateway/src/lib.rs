@@ -1,171 +1,77 @@
-//! Weir's HTTP face: an OpenAI-compatible gateway over the [`weir`] engine.
+//! Weir's HTTP face: an OpenAI- and Anthropic-compatible gateway over the [`weir`] engine.
 //!
 //! This crate only serves HTTP and authenticates clients; routing, calling upstreams, pooling and
 //! error semantics live in the `weir` library so that in-process users get exactly the same.
 //!
-//! Tests and embedders drive the real server with [`serve`]: it takes an already bound listener
-//! (bind `127.0.0.1:0` in tests) and a shutdown future, as tokio's mini-redis does.
+//! # Running it
+//!
+//! Tests and the `weir` binary drive the real server with [`serve`]: it takes an already bound
+//! listener (bind `127.0.0.1:0` in tests) and a shutdown future, as tokio's mini-redis does, and
+//! drains in-flight requests and streams on shutdown.
+//!
+//! # Embedding it in your own axum app
+//!
+//! [`router()`] returns the whole gateway as a plain [`axum::Router`] with its state applied, so it
+//! composes like any other: [`Router::merge`](axum::Router::merge) it next to your routes (or
+//! [`nest`](axum::Router::nest) it under a prefix), and wrap the result in your own layers.
+//!
+//! ```no_run
+//! use axum::{Router, middleware::map_response, response::Response, routing::get};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! // The built-in offline mock; load your YAML with `weir::Config::load` instead.
+//! let config = weir::Config::from_env_with(|_| None)?;
+//! let gateway = weir_gateway::AppState::new(config)?;
+//! let app = Router::new()
+//!     .route("/hello", get(|| async { "hello from my app" }))
+//!     .merge(weir_gateway::router(gateway))
+//!     // Your layers wrap the gateway's routes too.
+//!     .layer(map_response(|mut resp: Response| async move {
+//!         resp.headers_mut().insert("x-served-by", http::HeaderValue::from_static("my-app"));
+//!         resp
+//!     }));
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! axum::serve(listener, app).await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! `crates/weir-gateway/examples/embed.rs` is a runnable version (`cargo run -p weir-gateway
+//! --example embed -- --check` sends itself a chat request and exits). Things to know:
+//!
+//! - The gateway brings its own fallback (an OpenAI-shaped 404 for unknown URLs), and axum cannot
+//!   merge two routers that both have one: give yours to the outer router *after* merging, or
+//!   [`nest`](axum::Router::nest) the gateway under a prefix.
+//! - Merge into a router without pending state (call `with_state` on yours first): the gateway's
+//!   router has its own state applied already.
+//! - Each API face answers errors in its API's shape (OpenAI's, or Anthropic's under
+//!   `/v1/messages`), whatever the outer app does; [`ApiError`] renders a [`weir::Error`] the
+//!   same way in handlers of your own.
+//! - [`serve`] also sets `TCP_NODELAY` on accepted connections (without it, the end of each
+//!   stream waits ~40 ms for the client's delayed ACK) and cuts off streams still running at the
+//!   drain deadline (`server.shutdown_timeout`, by firing [`AppState::cut_off`]). Serving the
+//!   router yourself, do the same if you need them.
+//!
+//! # Modules
+//!
+//! The router assembles the API faces (`faces::openai`, `faces::anthropic`), the admin API and
+//! the health endpoints; they build on the HTTP plumbing (`http`: request context, key check,
+//! body reading, the engine call, responses, errors), which builds on the shared [`AppState`].
+//! Nothing imports a module above it.
 
 mod admin;
-mod error;
-mod messages;
-mod middleware;
+mod faces;
+mod health;
+mod http;
 pub mod reload;
-mod routes;
+mod router;
+mod server;
+mod state;
 pub mod telemetry;
 
-use std::{
-    future::Future,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::Duration,
+pub use self::{
+    http::error::{ApiError, ErrorShape},
+    router::router,
+    server::{serve, shutdown_signal},
+    state::AppState,
 };
-
-use axum::serve::ListenerExt;
-use tokio::net::TcpListener;
-use weir::{Config, Engine};
-
-pub use error::ApiError;
-pub use routes::router;
-
-/// What every request handler shares.
-#[derive(Debug, Clone)]
-pub struct AppState {
-    /// The running engine (and with it the config: keys, limits, models), swapped whole by a
-    /// config reload. Use [`AppState::engine`].
-    pub live: Arc<reload::Live>,
-    /// Set once shutdown starts: `/ready` turns 503 so load balancers stop sending traffic.
-    pub draining: Arc<AtomicBool>,
-    /// Fired when the drain deadline passes: streams still running end with an error event.
-    pub cut_off: tokio_util::sync::CancellationToken,
-}
-
-impl AppState {
-    /// Builds the engine (and its connection pools) for a config. Such a state cannot reload
-    /// (it has no file to re-read): see [`AppState::with_loader`].
-    pub fn new(config: Config) -> Result<AppState, weir::Error> {
-        Ok(AppState::with_live(reload::Live::new(Engine::new(config)?, None)))
-    }
-
-    /// Builds the engine for `config`, which `loader` loaded; reloads re-read it the same way.
-    pub fn with_loader(config: Config, loader: reload::ConfigLoader) -> Result<AppState, weir::Error> {
-        Ok(AppState::with_live(reload::Live::new(
-            Engine::new(config)?,
-            Some(loader),
-        )))
-    }
-
-    fn with_live(live: reload::Live) -> AppState {
-        telemetry::install_metrics();
-        AppState {
-            live: Arc::new(live),
-            draining: Arc::new(AtomicBool::new(false)),
-            cut_off: tokio_util::sync::CancellationToken::new(),
-        }
-    }
-
-    /// The engine a new request should use, and keep for its whole life: a config reload swaps
-    /// in another engine for the requests that start after it, never under a running one.
-    pub fn engine(&self) -> Arc<Engine> {
-        self.live.engine()
-    }
-
-    /// Reloads the config file (see [`reload`]); on error the running config stays.
-    pub async fn reload(&self) -> Result<reload::ReloadReport, reload::ReloadError> {
-        self.live.reload().await
-    }
-
-    /// Whether shutdown has begun.
-    pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Relaxed)
-    }
-}
-
-/// Serves the gateway on `listener` until `shutdown` completes, then drains: stops accepting,
-/// lets in-flight requests and streams finish for up to `shutdown_timeout`, and returns. Dropping
-/// the state afterwards closes the upstream connection pools.
-pub async fn serve(
-    listener: TcpListener,
-    state: AppState,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let draining = state.draining.clone();
-    let live = state.live.clone();
-    let (started_tx, started_rx) = tokio::sync::oneshot::channel::<Duration>();
-    let signal = async move {
-        shutdown.await;
-        draining.store(true, Ordering::Relaxed);
-        // Read now, not at startup: a reload may have changed it.
-        let grace = live.engine().config().server.shutdown_timeout;
-        tracing::info!(deadline = %humantime_secs(grace), "shutting down: no new connections, finishing in-flight requests");
-        let _ = started_tx.send(grace);
-    };
-    let cut_off = state.cut_off.clone();
-    let app = router(state);
-    // Without TCP_NODELAY, Nagle's algorithm holds the last small write of a response (the end of
-    // an SSE stream, say) until the client's delayed ACK: ~40 ms added to every stream.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
-    let server = axum::serve(listener, app).with_graceful_shutdown(signal);
-    let deadline = async move {
-        match started_rx.await {
-            Ok(grace) => tokio::time::sleep(grace).await,
-            // The server stopped without a shutdown signal; nothing to enforce.
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    let server = std::future::IntoFuture::into_future(server);
-    tokio::pin!(server);
-    tokio::select! {
-        result = &mut server => {
-            tracing::info!("all in-flight requests finished");
-            result
-        }
-        () = deadline => {
-            tracing::warn!("shutdown deadline reached: ending the streams still in flight");
-            cut_off.cancel();
-            // Streams now end with an error event; give their connections a moment to flush it.
-            match tokio::time::timeout(Duration::from_secs(1), &mut server).await {
-                Ok(result) => result,
-                Err(_) => Ok(()),
-            }
-        }
-    }
-}
-
-fn humantime_secs(d: Duration) -> String {
-    format!("{:.1}s", d.as_secs_f64())
-}
-
-/// Resolves on SIGTERM or SIGINT (Ctrl-C).
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut sig) => {
-                sig.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!("received SIGINT"),
-        () = terminate => tracing::info!("received SIGTERM"),
-    }
-}

@@ -32,7 +32,7 @@ use serde::Serialize;
 use weir::{
     Config, Engine,
     config::{ConfigError, LogFormat, Secret},
-    route::health::HealthCheckHandle,
+    engine::HealthCheckHandle,
 };
 
 /// Where the config comes from and what overrides it: enough to load it again the same way.

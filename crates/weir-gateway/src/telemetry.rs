@@ -1,29 +1,15 @@
-//! The gateway's telemetry: the Prometheus recorder and `GET /metrics`, log and OTLP trace
-//! subscribers, and the end of each request (one log line, the request metrics, the span's
-//! closing attributes) once its body has been sent.
+//! The gateway's telemetry exporters: the Prometheus recorder (scraped at `GET /metrics`, see
+//! `health`), log and OTLP trace subscribers, and trace context from clients.
 //!
 //! Metric names, labels and the per-request summary live in the library (`weir::telemetry`);
-//! this module only installs the exporters and decides when a request is over.
+//! this module only installs the exporters. When a request is over (its log line and metrics) is
+//! decided by the request context (`http::context`).
 
-use std::{
-    pin::Pin,
-    sync::OnceLock,
-    task::{Context, Poll},
-    time::Duration,
-};
+use std::{sync::OnceLock, time::Duration};
 
-use axum::{
-    body::Body,
-    extract::State,
-    response::{IntoResponse, Response},
-};
-use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http::HeaderMap;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tokio::time::Instant;
-use weir::telemetry::{self as wt, RequestSummary, trace::parse_traceparent};
-
-use crate::AppState;
+use weir::telemetry::{self as wt, trace::parse_traceparent};
 
 // === Prometheus ===
 
@@ -78,212 +64,9 @@ pub fn install_metrics() -> Option<&'static PrometheusHandle> {
         .as_ref()
 }
 
-/// `GET /metrics`: the Prometheus text format, gauges read at scrape time.
-pub async fn metrics(State(state): State<std::sync::Arc<AppState>>) -> Response {
-    let Some(handle) = PROMETHEUS.get().and_then(Option::as_ref) else {
-        return (StatusCode::NOT_FOUND, "metrics are disabled\n").into_response();
-    };
-    wt::refresh_gauges(&state.engine());
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-        )],
-        handle.render(),
-    )
-        .into_response()
-}
-
-// === end of request ===
-
-/// What the end-of-request line and metrics need, carried by the response body until it ends.
-pub struct RequestEnd {
-    span: tracing::Span,
-    summary: RequestSummary,
-    started: Instant,
-    status: StatusCode,
-    /// The error the handler answered with (the response carries its label).
-    error: Option<weir::ErrorKind>,
-    /// Whether this is an API request (counted in the request metrics); health checks and
-    /// scrapes are logged but not counted.
-    counted: bool,
-}
-
-impl RequestEnd {
-    /// Starts tracking a request; counts it in flight if it is an API request.
-    pub fn start(span: tracing::Span, summary: RequestSummary, counted: bool) -> RequestEnd {
-        if counted {
-            metrics::gauge!(wt::REQUESTS_IN_FLIGHT).increment(1.0);
-        }
-        RequestEnd {
-            span,
-            summary,
-            started: Instant::now(),
-            status: StatusCode::OK,
-            error: None,
-            counted,
-        }
-    }
-
-    /// Attaches to the response: the line is written when its body has been sent (or dropped).
-    pub fn attach(mut self, resp: Response) -> Response {
-        self.status = resp.status();
-        self.error = resp.extensions().get::<weir::ErrorKind>().copied();
-        // The response cache labels every answer it saw (`x-weir-cache`); a fixed set of values.
-        let cache = match resp
-            .headers()
-            .get(weir::cache::CACHE_HEADER)
-            .map(HeaderValue::as_bytes)
-        {
-            Some(b"hit") => Some("hit"),
-            Some(b"miss") => Some("miss"),
-            Some(b"bypass") => Some("bypass"),
-            _ => None,
-        };
-        if cache.is_some() {
-            self.summary.update(|s| s.cache = cache);
-        }
-        let (parts, body) = resp.into_parts();
-        let body = Body::new(EndOfBody {
-            inner: body,
-            end: Some(self),
-        });
-        Response::from_parts(parts, body)
-    }
-
-    /// `body_error`: the body broke while being sent. `complete`: it was sent whole (else the
-    /// client went away first).
-    fn finish(self, complete: bool) {
-        let took = self.started.elapsed();
-        let mut data = self.summary.snapshot();
-        if data.error.is_none() {
-            data.error = self.error;
-        }
-        let status = self.status.as_u16();
-        if self.counted {
-            metrics::gauge!(wt::REQUESTS_IN_FLIGHT).decrement(1.0);
-            wt::record_request(&data, status, took);
-        }
-        let span = &self.span;
-        span.record("http.response.status_code", i64::from(status));
-        if let Some(model) = &data.model {
-            span.record("gen_ai.request.model", model.as_str());
-        }
-        if let Some(deployment) = &data.deployment {
-            span.record("weir.deployment", &**deployment);
-        }
-        span.record("weir.attempts", i64::from(data.attempts));
-        weir::telemetry::trace::record_usage(span, data.input_tokens, data.output_tokens);
-        if let Some(kind) = data.error {
-            span.record("error.type", kind.as_str());
-            if !(400..500).contains(&status) {
-                span.record("otel.status_code", "ERROR");
-            }
-        }
-        let _entered = span.enter();
-        let trace_id = trace_id(span, &data);
-        let latency_ms = (took.as_secs_f64() * 1e6).round() / 1e3;
-        let ttft_ms = data
-            .time_to_first_token
-            .map(|d| (d.as_secs_f64() * 1e6).round() / 1e3);
-        let model = data.model.as_deref().unwrap_or("-");
-        let model_group = data.model_group.as_deref().unwrap_or("-");
-        let deployment = data.deployment.as_deref().unwrap_or("-");
-        let error = data.error.map(weir::ErrorKind::as_str);
-        macro_rules! line {
-            ($level:ident, $message:literal) => {
-                tracing::$level!(
-                    trace_id = trace_id.as_deref(),
-                    model,
-                    model_group,
-                    deployment,
-                    status,
-                    attempts = data.attempts,
-                    latency_ms,
-                    ttft_ms,
-                    input_tokens = data.input_tokens,
-                    output_tokens = data.output_tokens,
-                    cost_usd = data.cost_usd,
-                    cache = data.cache,
-                    error,
-                    complete,
-                    $message
-                )
-            };
-        }
-        match data.error {
-            // A stream cut after its first event is a failure under a 200.
-            Some(_) if !(400..500).contains(&status) => line!(warn, "request failed"),
-            Some(_) => line!(info, "request rejected"),
-            None => line!(info, "request served"),
-        }
-    }
-}
-
-/// The trace id for the log line: the exported trace's, else the client's `traceparent`'s.
-fn trace_id(span: &tracing::Span, data: &wt::SummaryData) -> Option<String> {
-    if tracing_enabled() {
-        use opentelemetry::trace::TraceContextExt;
-        use tracing_opentelemetry::OpenTelemetrySpanExt;
-        let cx = span.context();
-        let sc = cx.span().span_context().clone();
-        if sc.is_valid() {
-            return Some(sc.trace_id().to_string());
-        }
-    }
-    data.traceparent
-        .as_deref()
-        .and_then(parse_traceparent)
-        .map(|tp| tp.trace_id.to_owned())
-}
-
-/// A response body that reports the request's end when its last frame has been taken, it fails,
-/// or it is dropped (the client went away, or hyper stopped after `is_end_stream`).
-struct EndOfBody {
-    inner: Body,
-    end: Option<RequestEnd>,
-}
-
-impl EndOfBody {
-    fn finish(&mut self, complete: bool) {
-        if let Some(end) = self.end.take() {
-            end.finish(complete);
-        }
-    }
-}
-
-impl http_body::Body for EndOfBody {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
-        let this = self.get_mut();
-        let poll = Pin::new(&mut this.inner).poll_frame(cx);
-        match &poll {
-            Poll::Ready(None) => this.finish(true),
-            Poll::Ready(Some(Err(_))) => this.finish(false),
-            _ => {}
-        }
-        poll
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for EndOfBody {
-    fn drop(&mut self) {
-        let complete = http_body::Body::is_end_stream(&self.inner);
-        self.finish(complete);
-    }
+/// The process's Prometheus handle, if this process's recorder is the gateway's.
+pub(crate) fn prometheus() -> Option<&'static PrometheusHandle> {
+    PROMETHEUS.get().and_then(Option::as_ref)
 }
 
 // === traces ===

@@ -147,7 +147,7 @@ async fn rate_limit_reservations_use_exact_input_counts() {
     let fits = body(1000);
     let exact = weir::tokens::count_chat(
         weir::tokens::Encoding::O200kBase,
-        &weir::body::RawObject::parse(fits.to_string().as_bytes()).unwrap(),
+        &weir::RequestFacts::parse(weir::Endpoint::Passthrough, None, fits.to_string().as_bytes()).unwrap(),
     )
     .unwrap();
     assert!(

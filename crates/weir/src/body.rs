@@ -63,6 +63,16 @@ impl RawObject {
         }
     }
 
+    /// The number of top-level fields.
+    pub fn len(&self) -> usize {
+        self.fields.len()
+    }
+
+    /// The fields, in the order received.
+    pub fn fields(&self) -> impl Iterator<Item = (&str, &RawValue)> {
+        self.fields.iter().map(|(k, v)| (k.as_str(), v.as_ref()))
+    }
+
     /// Whether `key` is present and is a non-empty JSON array.
     pub fn is_non_empty_array(&self, key: &str) -> bool {
         self.get(key).is_some_and(|raw| {

@@ -18,9 +18,11 @@ use crate::{
         EmbeddingResponse, ErrorBody, ImageRequest, ImagesResponse, ModelList,
     },
     config::Config,
-    engine::{Endpoint, Engine, ProxyBody, ProxyRequest},
+    engine::Engine,
     error::Error,
     path::ApiPath,
+    request::{Endpoint, ProxyRequest},
+    response::ProxyBody,
     sse::{GuardItem, SseFramer, event_data},
 };
 
@@ -67,6 +69,22 @@ impl Client {
         &self.engine
     }
 
+    /// Shuts down gracefully: calls made from now on (through any clone of this client) fail
+    /// with a 503-class [`Error::Unavailable`], and this waits up to `grace` for calls already
+    /// running — streams included — to finish. `Ok` when they all did; an error saying how many
+    /// were still running otherwise. Connection pools close when the last clone is dropped.
+    pub async fn shutdown(&self, grace: std::time::Duration) -> Result<(), Error> {
+        match self.engine.shutdown(grace).await {
+            0 => Ok(()),
+            running => Err(Error::Unavailable {
+                message: format!(
+                    "{running} request(s) were still running when the {}s shutdown grace ran out",
+                    grace.as_secs_f64()
+                ),
+            }),
+        }
+    }
+
     /// `POST /v1/chat/completions` without streaming.
     pub async fn create_chat_completion(
         &self,
@@ -98,7 +116,7 @@ impl Client {
             .execute(ProxyRequest::json(Endpoint::ChatCompletions, body))
             .await?;
         let inner = match resp.body {
-            ProxyBody::Stream(stream) => stream,
+            ProxyBody::Stream(stream) => stream.boxed(),
             ProxyBody::Full(bytes) => {
                 // The upstream ignored `stream`: present its whole answer as one chunk.
                 let chunk = serde_json::to_vec(&as_single_chunk(parse_json(&bytes)?))

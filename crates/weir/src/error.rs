@@ -289,44 +289,6 @@ impl Error {
             Some("missing_required_parameter"),
         )
     }
-
-    /// Classifies a `reqwest` error without its URL (URLs may carry query-string keys on some providers).
-    /// `connect` and `read` are the timeouts in force, reported with a timeout. (Plain durations, not
-    /// the config's `Timeouts`: errors sit below the configuration in the module graph.)
-    pub(crate) fn from_reqwest(err: reqwest::Error, connect: Duration, read: Duration) -> Self {
-        let err = err.without_url();
-        if err.is_timeout() {
-            let (phase, after) = if err.is_connect() {
-                (TimeoutPhase::Connect, connect)
-            } else {
-                (TimeoutPhase::Read, read)
-            };
-            return Error::Timeout { phase, after };
-        }
-        let message = error_chain(&err);
-        if err.is_connect() {
-            Error::Connect { message }
-        } else if err.is_decode() {
-            Error::BadUpstreamResponse { message }
-        } else {
-            Error::Transport { message }
-        }
-    }
-}
-
-/// Joins an error and its sources into one line ("error sending request: connection refused").
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut message = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        source = cause.source();
-    }
-    message
 }
 
 /// The engine's result type.

@@ -11,7 +11,7 @@
 //! Everything the gateway does lives here except HTTP serving and client authentication.
 
 pub mod api;
-pub mod body;
+pub(crate) mod body;
 pub mod cache;
 mod client;
 pub mod config;
@@ -20,13 +20,17 @@ mod error;
 pub mod messages;
 pub mod path;
 pub mod policy;
-pub mod route;
+pub mod request;
+pub mod response;
+pub(crate) mod route;
 pub mod sse;
 pub mod telemetry;
 pub mod tokens;
-pub mod upstream;
+pub(crate) mod upstream;
 
 pub use client::{ChatCompletionStream, Client};
 pub use config::Config;
-pub use engine::{Endpoint, Engine, ProxyBody, ProxyRequest, ProxyResponse};
+pub use engine::{Engine, EngineBuilder, EngineService};
 pub use error::{Error, ErrorKind, Result, TimeoutPhase};
+pub use request::{CacheDirectives, Endpoint, ProxyRequest, RequestFacts};
+pub use response::{ProxyBody, ProxyResponse, ResponseStream, ServedBy};

@@ -13,8 +13,10 @@ use futures::{Stream, StreamExt};
 use crate::{
     api::{ErrorResponse, Usage},
     error::Error,
-    upstream::ByteStream,
 };
+
+/// A stream of body bytes.
+pub type ByteStream = std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, Error>> + Send>>;
 
 /// Splits bytes into whole SSE events (each returned with its terminating blank line).
 #[derive(Debug, Default)]
@@ -140,7 +142,7 @@ pub struct StreamEnd {
     pub completed: bool,
     /// The stream failed (transport error, idle timeout, cut short); `None` if it completed or the
     /// client went away first.
-    pub error: Option<crate::ErrorKind>,
+    pub error: Option<crate::error::ErrorKind>,
     /// The last `usage` object seen in the stream (the final chunk with `include_usage`).
     pub usage: Option<Usage>,
 }
@@ -418,7 +420,7 @@ mod tests {
                 .map(|u| (u.prompt_tokens, u.completion_tokens)),
             Some((3, 5))
         );
-        assert!(!seen[1].completed && seen[1].error == Some(crate::ErrorKind::Transport));
+        assert!(!seen[1].completed && seen[1].error == Some(crate::error::ErrorKind::Transport));
         assert!(!seen[2].completed && seen[2].error.is_none() && seen[2].usage.is_none());
     }
 

@@ -45,10 +45,9 @@ fn request(body: &Value) -> ProxyRequest {
 }
 
 fn with(body: &Value, directives: CacheDirectives) -> ProxyRequest {
-    ProxyRequest {
-        cache: directives,
-        ..request(body)
-    }
+    let mut req = request(body);
+    req.cache = directives;
+    req
 }
 
 fn status(resp: &ProxyResponse) -> &str {
@@ -124,7 +123,7 @@ async fn a_deterministic_request_is_a_miss_then_a_hit() {
     let second = engine.execute(request(&again)).await.unwrap();
     assert_eq!(status(&second), "hit");
     assert_eq!(second.headers.get("age").unwrap(), "0");
-    assert_eq!(second.deployment.id(), "mock-a");
+    assert_eq!(&*second.served_by.deployment, "mock-a");
     assert_eq!(full(second).await, first, "a hit returns the stored answer");
     assert_eq!(calls(&mock), 1);
 
@@ -196,9 +195,10 @@ async fn tenants_never_share_answers() {
         "hit"
     );
     // Without an explicit tenant, the client identity scopes the cache.
-    let client = |c: &str| ProxyRequest {
-        client: Some(c.into()),
-        ..request(&body)
+    let client = |c: &str| {
+        let mut req = request(&body);
+        req.client = Some(c.into());
+        req
     };
     assert_eq!(status(&engine.execute(client("key-0")).await.unwrap()), "miss");
     assert_eq!(status(&engine.execute(client("key-1")).await.unwrap()), "miss");

@@ -3,15 +3,12 @@
 // Test helpers outside #[test] fns too: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::Arc;
-
 use futures::StreamExt;
 use http::Method;
 use serde_json::json;
 use weir::{
     Client, Config, Error,
     api::{ChatCompletionRequest, ChatMessage, EmbeddingRequest, ImageRequest},
-    upstream::OpenAiProvider,
 };
 use weir_mock::server::MockServer;
 
@@ -148,26 +145,6 @@ async fn errors_are_typed() {
 }
 
 #[tokio::test]
-async fn clients_with_equal_settings_share_one_pool() {
-    let mock = MockServer::start().await.unwrap();
-    let a = config(&mock);
-    let b = config(&mock);
-    let pa = OpenAiProvider::new(&a.models[0].deployments[0]).unwrap();
-    let pb = OpenAiProvider::new(&b.models[0].deployments[0]).unwrap();
-    assert!(
-        Arc::ptr_eq(pa.pool(), pb.pool()),
-        "equal settings must share a pool"
-    );
-    let mut c = config(&mock);
-    c.models[0].deployments[0].timeouts.read = std::time::Duration::from_secs(5);
-    let pc = OpenAiProvider::new(&c.models[0].deployments[0]).unwrap();
-    assert!(
-        !Arc::ptr_eq(pa.pool(), pc.pool()),
-        "different timeouts get their own pool"
-    );
-}
-
-#[tokio::test]
 async fn offline_mock_needs_no_network() {
     let client = Client::new(Config::from_env_with(|_| None).unwrap()).unwrap();
     let reply = client.create_chat_completion(&hello("any-model")).await.unwrap();
@@ -182,4 +159,43 @@ async fn offline_mock_needs_no_network() {
         n += 1;
     }
     assert!(n >= 3);
+}
+
+#[tokio::test]
+async fn shutdown_refuses_new_calls_and_waits_for_running_streams() {
+    let mock = MockServer::start().await.unwrap();
+    let client = Client::new(config(&mock)).unwrap();
+    let mut req = hello("chat");
+    // Five chunks 40 ms apart: the stream is still running when shutdown begins.
+    req.extra.insert("x_mock".into(), json!({"chunk_delay_ms": 40}));
+    let mut stream = client.create_chat_completion_stream(&req).await.unwrap();
+    assert_eq!(client.engine().in_flight(), 1);
+    let reader = tokio::spawn(async move {
+        let mut chunks = 0;
+        while let Some(chunk) = stream.next().await {
+            chunk.unwrap();
+            chunks += 1;
+        }
+        chunks
+    });
+    let mut shutdown = Box::pin(client.shutdown(std::time::Duration::from_secs(10)));
+    // Polled once, shutdown has begun (the stream is still running): new calls are refused.
+    assert!(futures::poll!(&mut shutdown).is_pending());
+    let refused = client.create_chat_completion(&hello("chat")).await.unwrap_err();
+    assert!(matches!(refused, Error::Unavailable { .. }), "{refused:?}");
+    assert!(
+        shutdown.await.is_ok(),
+        "the running stream finished within the grace"
+    );
+    assert!(reader.await.unwrap() > 1, "the stream was served to its end");
+    assert_eq!(client.engine().in_flight(), 0);
+
+    // A grace too short for a running stream says how many were left.
+    let client = Client::new(config(&mock)).unwrap();
+    let _held = client.create_chat_completion_stream(&req).await.unwrap();
+    let err = client
+        .shutdown(std::time::Duration::from_millis(10))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("1 request"), "{err}");
 }

@@ -17,7 +17,7 @@
 use serde_json::Value;
 
 use super::config::{CacheConfig, CacheStrategy};
-use crate::engine::Endpoint;
+use crate::request::Endpoint;
 
 /// Words and phrases that make an answer depend on when (or how often) it is asked. Matched
 /// case-insensitively on word boundaries in every message's text.

@@ -32,9 +32,9 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-impl From<ConfigError> for crate::Error {
+impl From<ConfigError> for crate::error::Error {
     fn from(e: ConfigError) -> Self {
-        crate::Error::Config(e.to_string())
+        crate::error::Error::Config(e.to_string())
     }
 }
 

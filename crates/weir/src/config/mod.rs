@@ -157,16 +157,16 @@ impl Config {
 
     /// The error for a model no group serves. Zero-config without `OPENAI_API_KEY` says which
     /// variable would serve it, rather than only that it does not exist.
-    pub fn model_not_found(&self, model: &str) -> crate::Error {
+    pub fn model_not_found(&self, model: &str) -> crate::error::Error {
         match &self.source {
-            ConfigSource::Env { openai: false, .. } => crate::Error::NotFound {
+            ConfigSource::Env { openai: false, .. } => crate::error::Error::NotFound {
                 message: format!(
                     "The model `{model}` is not served: without a config file, claude-* models go to \
                      Anthropic (ANTHROPIC_API_KEY), gemini-* models to Gemini (GEMINI_API_KEY), and other \
                      models to OpenAI only when OPENAI_API_KEY is set."
                 ),
             },
-            _ => crate::Error::ModelNotFound {
+            _ => crate::error::Error::ModelNotFound {
                 model: model.to_owned(),
             },
         }

@@ -6,7 +6,7 @@
 //! after a 429 would be hammered again, rate limits would hand out a fresh minute, the latency
 //! estimates would start over. So a deployment whose settings did not change — same id, same
 //! model group, equal [`DeploymentConfig`] — is carried over as it is (the same
-//! `Arc<Deployment>`, with its breaker, cooldown, limiter, load, health state and pool), and so
+//! `Arc<Deployment>`, with its breaker, cooldown, limiter, load, health state, pool and layer stack), and so
 //! are the per-client limits when `server.client_rate_limits` did not change. The usage ledger
 //! (requests, tokens, cost) is history rather than config: it always carries over. Anything else
 //! is built new: a changed deployment starts with a closed breaker and empty limits, which is
@@ -25,10 +25,12 @@ impl Engine {
     /// A new engine for `config` that keeps this one's live state where the config allows (see
     /// the [module docs](self)). This engine is left untouched and keeps serving whoever holds it.
     ///
+    /// Layers added with [`EngineBuilder`](super::EngineBuilder) wrap the new engine too.
+    ///
     /// Background health checks are not started: call [`Engine::start_health_checks`] on the
     /// result (and stop this engine's), as at startup.
     pub fn reload(&self, config: Config) -> Result<Engine, Error> {
-        Engine::build(config, Some(self))
+        Engine::build(config, Some(self), self.wrap.clone())
     }
 
     /// The deployment to carry over for `config` in group `group`, if it is unchanged.
@@ -43,7 +45,7 @@ impl Engine {
 
     /// The per-client limiter to carry over, if its settings are unchanged.
     pub(super) fn reusable_client_limiter(&self, config: &Config) -> Option<Arc<KeyedLimiter<Arc<str>>>> {
-        let old = self.client_limiter.as_ref()?;
+        let old = self.core.client_limiter.as_ref()?;
         (config.server.client_rate_limits.as_ref() == Some(old.config())).then(|| old.clone())
     }
 
@@ -95,15 +97,18 @@ models:
             !new.shares_deployment(&old, "b"),
             "a changed URL builds a new deployment"
         );
-        assert!(Arc::ptr_eq(&new.usage, &old.usage), "usage keeps counting");
+        assert!(
+            Arc::ptr_eq(&new.core.usage, &old.core.usage),
+            "usage keeps counting"
+        );
         assert!(Arc::ptr_eq(
-            new.client_limiter.as_ref().unwrap(),
-            old.client_limiter.as_ref().unwrap()
+            new.core.client_limiter.as_ref().unwrap(),
+            old.core.client_limiter.as_ref().unwrap()
         ));
         let newer = new.reload(config("http://127.0.0.1:11/v1", "6")).unwrap();
         assert!(!Arc::ptr_eq(
-            newer.client_limiter.as_ref().unwrap(),
-            new.client_limiter.as_ref().unwrap()
+            newer.core.client_limiter.as_ref().unwrap(),
+            new.core.client_limiter.as_ref().unwrap()
         ));
     }
 

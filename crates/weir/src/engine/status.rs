@@ -145,10 +145,10 @@ impl Deployment {
                 ProviderKind::Mock => "in-process".to_owned(),
                 _ => self.config.base_url.to_string(),
             },
-            breaker: self.breaker.as_ref().map_or("off", |b| b.state().kind().as_str()),
+            breaker: self.breaker().map_or("off", |b| b.state().kind().as_str()),
             cooldown_remaining_ms: self.cooldown_remaining().map(whole_millis),
             background_check: self.config.health_check.as_ref().map(|_| {
-                let snap = self.health.snapshot();
+                let snap = self.health().snapshot();
                 BackgroundCheck {
                     healthy: snap.healthy,
                     consecutive_failures: snap.consecutive_failures,
@@ -157,14 +157,14 @@ impl Deployment {
                     checks: snap.checks,
                 }
             }),
-            in_flight: self.load.in_flight(),
-            latency_estimate_ms: self.load.latency_estimate().map(|d| d.as_secs_f64() * 1e3),
+            in_flight: self.load().in_flight(),
+            latency_estimate_ms: self.load().latency_estimate().map(|d| d.as_secs_f64() * 1e3),
         }
     }
 
     /// Everything about it now: see [`DeploymentStats`].
     pub fn stats(&self) -> DeploymentStats {
-        let breaker_detail = self.breaker.as_ref().map(|breaker| {
+        let breaker_detail = self.breaker().map(|breaker| {
             let stats = breaker.stats();
             let config = breaker.config();
             BreakerDetail {
@@ -186,7 +186,7 @@ impl Deployment {
                 open_timeout_ms: whole_millis(config.open_timeout),
             }
         });
-        let rate_limits = self.limiter.as_ref().map(|limiter| {
+        let rate_limits = self.limiter().map(|limiter| {
             let RateLimitSnapshot {
                 requests,
                 input_tokens,
@@ -210,7 +210,7 @@ impl Deployment {
             }
         });
         let latency = self
-            .load
+            .load()
             .latency_quantiles()
             .map_or_else(LatencySummary::default, |q| LatencySummary {
                 samples: q.samples,
@@ -223,7 +223,7 @@ impl Deployment {
             breaker_detail,
             rate_limits,
             latency,
-            pool: self.provider.pool_stats().map(|p| PoolUsage {
+            pool: self.provider().pool_stats().map(|p| PoolUsage {
                 in_flight: p.in_flight,
                 max_connections: p.max_connections,
             }),

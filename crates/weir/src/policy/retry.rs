@@ -126,15 +126,6 @@ impl RetryBudget {
     }
 }
 
-/// Reads a client's deadline header (`x-weir-timeout`, else OpenAI SDKs' `x-stainless-timeout`):
-/// seconds (`30`, `2.5`) or a duration (`30s`, `500ms`). Invalid or non-positive values are ignored.
-pub fn client_deadline(headers: &http::HeaderMap) -> Option<Duration> {
-    ["x-weir-timeout", "x-stainless-timeout"].iter().find_map(|name| {
-        let text = headers.get(*name)?.to_str().ok()?;
-        crate::config::parse_duration(text).ok().filter(|d| !d.is_zero())
-    })
-}
-
 /// Whether another attempt could succeed where this one failed (see
 /// [`disposition`](crate::policy::disposition), which decides it).
 pub fn should_retry(error: &Error) -> bool {
@@ -258,22 +249,6 @@ mod tests {
         });
         let granted = (0..50).filter(|_| budget.try_withdraw()).count();
         assert_eq!(granted, 10, "1 per second over a 10 s window");
-    }
-
-    #[test]
-    fn client_deadline_headers() {
-        let mut h = http::HeaderMap::new();
-        assert_eq!(client_deadline(&h), None);
-        h.insert("x-stainless-timeout", "600".parse().unwrap());
-        assert_eq!(client_deadline(&h), Some(Duration::from_secs(600)));
-        h.insert("x-weir-timeout", "2.5s".parse().unwrap());
-        assert_eq!(client_deadline(&h), Some(Duration::from_millis(2500)));
-        h.insert("x-weir-timeout", "soon".parse().unwrap());
-        assert_eq!(
-            client_deadline(&h),
-            Some(Duration::from_secs(600)),
-            "invalid values are ignored"
-        );
     }
 
     #[test]

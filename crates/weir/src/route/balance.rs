@@ -101,8 +101,8 @@ use tokio::time::Instant;
 #[path = "balance_tests.rs"]
 mod tests;
 
-// The strategy is part of the configuration schema (`model_list[].strategy`); re-exported here.
-pub use crate::config::{Strategy, UnknownStrategy};
+// The strategy is part of the configuration schema (`models[].strategy`).
+use crate::config::Strategy;
 
 /// The default time constant of the latency estimate's decay.
 pub const DEFAULT_LATENCY_DECAY: Duration = Duration::from_secs(10);
@@ -295,6 +295,7 @@ impl Balancer {
     }
 
     /// The strategy.
+    #[cfg(test)]
     pub fn strategy(&self) -> Strategy {
         self.strategy
     }

@@ -12,7 +12,7 @@ use std::{future::Future, sync::Arc, time::Duration};
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
-use crate::{ErrorKind, config::ProviderKind};
+use crate::{config::ProviderKind, error::ErrorKind};
 
 tokio::task_local! {
     static CURRENT: RequestSummary;

@@ -8,7 +8,7 @@
 //! # Why labels are enums
 //!
 //! Every label value comes from configuration (model group, deployment, provider) or from a small
-//! fixed set ([`StatusClass`], [`crate::ErrorKind`], [`Direction`]...), never from the request: an
+//! fixed set ([`StatusClass`], [`crate::error::ErrorKind`], [`Direction`]...), never from the request: an
 //! unknown model, a request id or an error message would create a new series per request and
 //! exhaust the Prometheus server. Requests that were never routed are labelled [`NONE`].
 
@@ -22,10 +22,16 @@ pub use context::{RequestSummary, SummaryData};
 pub use names::*;
 
 use crate::{
-    ErrorKind,
     config::ProviderKind,
-    engine::Engine,
-    policy::breaker::{CircuitBreaker, StateKind},
+    error::ErrorKind,
+    path::ApiPath,
+    policy::{
+        breaker::{CircuitBreaker, StateKind},
+        limit::RateLimitSnapshot,
+    },
+    request::Endpoint,
+    response::{ProxyBody, ProxyResponse},
+    upstream::pool::PoolStats,
 };
 
 /// The label value for "not known": a request refused before routing has no model group.
@@ -352,64 +358,80 @@ pub(crate) fn record_ttft(model_group: &str, deployment: &str, ttft: Duration) {
     .record(ttft.as_secs_f64());
 }
 
-/// Sets the gauges that are read rather than counted: breaker states, what is left of each
-/// deployment's limits, calls in flight per deployment, and upstream connection slots in use.
-/// The gateway calls this right before rendering `/metrics`, so values are current at scrape time
-/// and cost nothing between scrapes.
-pub fn refresh_gauges(engine: &Engine) {
-    for deployment in engine.deployments() {
-        let id = deployment.id().to_owned();
-        if let Some(breaker) = deployment.breaker() {
-            metrics::gauge!(BREAKER_STATE, "deployment" => id.clone())
-                .set(breaker_state_value(breaker.state().kind()));
-        }
-        if let Some(limiter) = deployment.limiter() {
-            let snapshot = limiter.snapshot();
-            for (limit, status) in [
-                ("requests", snapshot.requests),
-                ("input_tokens", snapshot.input_tokens),
-                ("output_tokens", snapshot.output_tokens),
-            ] {
-                if let Some(status) = status {
-                    metrics::gauge!(RATE_LIMIT_REMAINING, "deployment" => id.clone(), "limit" => limit)
-                        .set(status.remaining as f64);
-                }
+/// What one deployment's read-at-scrape-time gauges show.
+pub struct DeploymentGauges<'a> {
+    /// The deployment's id.
+    pub deployment: &'a str,
+    /// Its breaker's state (`None` when it has no breaker).
+    pub breaker: Option<StateKind>,
+    /// What is left of its per-minute limits (`None` without limits).
+    pub limits: Option<&'a RateLimitSnapshot>,
+    /// Its upstream calls in flight.
+    pub in_flight: u64,
+}
+
+/// Sets one deployment's gauges that are read rather than counted: breaker state, what is left of
+/// its limits, calls in flight (see `Engine::refresh_gauges`, which calls this at scrape time).
+pub fn set_deployment_gauges(g: &DeploymentGauges<'_>) {
+    let id = g.deployment.to_owned();
+    if let Some(state) = g.breaker {
+        metrics::gauge!(BREAKER_STATE, "deployment" => id.clone()).set(breaker_state_value(state));
+    }
+    if let Some(snapshot) = g.limits {
+        for (limit, status) in [
+            ("requests", snapshot.requests),
+            ("input_tokens", snapshot.input_tokens),
+            ("output_tokens", snapshot.output_tokens),
+        ] {
+            if let Some(status) = status {
+                metrics::gauge!(RATE_LIMIT_REMAINING, "deployment" => id.clone(), "limit" => limit)
+                    .set(status.remaining as f64);
             }
         }
-        metrics::gauge!(DEPLOYMENT_IN_FLIGHT, "deployment" => id.clone())
-            .set(deployment.load().in_flight() as f64);
     }
-    for (upstream, stats) in crate::upstream::pool::host_stats() {
+    metrics::gauge!(DEPLOYMENT_IN_FLIGHT, "deployment" => id).set(g.in_flight as f64);
+}
+
+/// Sets the upstream connection gauges, per upstream host.
+pub fn set_pool_gauges(hosts: &[(String, PoolStats)]) {
+    for (upstream, stats) in hosts {
         metrics::gauge!(UPSTREAM_CONNECTIONS_ACTIVE, "upstream" => upstream.clone())
             .set(stats.in_flight as f64);
-        metrics::gauge!(UPSTREAM_CONNECTIONS_MAX, "upstream" => upstream).set(stats.max_connections as f64);
+        metrics::gauge!(UPSTREAM_CONNECTIONS_MAX, "upstream" => upstream.clone())
+            .set(stats.max_connections as f64);
     }
 }
 
 // === impl engine hooks ===
 
+/// The upstream call an attempt is about to make.
+pub(crate) struct AttemptInfo<'a> {
+    pub endpoint: Endpoint,
+    pub path: &'a ApiPath,
+    pub model_group: std::sync::Arc<str>,
+    pub deployment: &'a str,
+    pub provider: ProviderKind,
+    pub base_url: &'a url::Url,
+    pub model: &'a str,
+}
+
 /// An upstream call is starting: counts it in the request's summary and opens its span.
-pub(crate) fn attempt_started(
-    req: &crate::ProxyRequest,
-    model_group: std::sync::Arc<str>,
-    deployment: &crate::engine::Deployment,
-    model: &str,
-) -> tracing::Span {
+pub(crate) fn attempt_started(info: &AttemptInfo<'_>) -> tracing::Span {
     let mut attempt = 0;
     RequestSummary::update_current(|s| {
         s.attempts += 1;
         attempt = s.attempts;
-        s.model_group = Some(model_group);
-        s.deployment = Some(std::sync::Arc::from(deployment.id()));
-        s.provider = Some(deployment.config.provider);
+        s.model_group = Some(info.model_group.clone());
+        s.deployment = Some(std::sync::Arc::from(info.deployment));
+        s.provider = Some(info.provider);
     });
     trace::attempt_span(&trace::AttemptTarget {
-        endpoint: req.endpoint,
-        path: &req.path,
-        provider: deployment.config.provider,
-        base_url: &deployment.config.base_url,
-        deployment: deployment.id(),
-        model,
+        endpoint: info.endpoint,
+        path: info.path,
+        provider: info.provider,
+        base_url: info.base_url,
+        deployment: info.deployment,
+        model: info.model,
         attempt,
     })
 }
@@ -418,21 +440,21 @@ pub(crate) fn attempt_started(
 /// answering model and token usage (for whole bodies; a stream reports usage when it ends).
 pub(crate) fn attempt_finished(
     span: &tracing::Span,
-    deployment: &crate::engine::Deployment,
+    deployment: &str,
+    provider: ProviderKind,
     took: Duration,
-    result: &Result<crate::ProxyResponse, crate::Error>,
+    result: &Result<ProxyResponse, crate::error::Error>,
 ) {
-    let error = result.as_ref().err().map(crate::Error::kind);
-    record_attempt(deployment.id(), deployment.config.provider, took, error);
+    let error = result.as_ref().err().map(crate::error::Error::kind);
+    record_attempt(deployment, provider, took, error);
     match result {
         Ok(resp) => {
             span.record("http.response.status_code", i64::from(resp.status.as_u16()));
-            if let crate::ProxyBody::Full(bytes) = &resp.body {
-                let (usage, model) = usage_and_model(bytes);
-                if let Some(model) = &model {
+            if let ProxyBody::Full(_) = &resp.body {
+                if let Some(model) = &resp.model {
                     span.record("gen_ai.response.model", model.as_str());
                 }
-                if let Some(usage) = usage {
+                if let Some(usage) = &resp.usage {
                     trace::record_usage(span, Some(usage.prompt_tokens), Some(usage.completion_tokens));
                     RequestSummary::update_current(|s| {
                         s.input_tokens = Some(usage.prompt_tokens);
@@ -442,24 +464,6 @@ pub(crate) fn attempt_finished(
             }
         }
         Err(err) => trace::record_error(span, err),
-    }
-}
-
-/// The `usage` and `model` of a JSON answer, when it has them. Bodies that don't mention
-/// `"usage"` (images, most pass-through answers) cost a byte scan, not a parse.
-fn usage_and_model(body: &[u8]) -> (Option<crate::api::Usage>, Option<String>) {
-    #[derive(serde::Deserialize)]
-    struct Carrier {
-        usage: Option<crate::api::Usage>,
-        model: Option<String>,
-    }
-    const NEEDLE: &[u8] = b"\"usage\"";
-    if !body.windows(NEEDLE.len()).any(|w| w == NEEDLE) {
-        return (None, None);
-    }
-    match serde_json::from_slice::<Carrier>(body) {
-        Ok(c) => (c.usage, c.model),
-        Err(_) => (None, None),
     }
 }
 

@@ -18,7 +18,7 @@ use http::HeaderValue;
 use tracing::{Span, field::Empty};
 
 use super::RequestSummary;
-use crate::{Endpoint, Error, config::ProviderKind, path::ApiPath};
+use crate::{config::ProviderKind, error::Error, path::ApiPath, request::Endpoint};
 
 /// The target of the spans made here (routing, upstream attempts, cache lookups).
 pub const TARGET: &str = "weir_otel";

@@ -22,7 +22,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::Encoding;
-use crate::body::RawObject;
+use crate::{body::RawObject, request::RequestFacts};
 
 /// Framing tokens per message (`<|start|>{role}\n ... <|end|>`).
 pub const TOKENS_PER_MESSAGE: u64 = 3;
@@ -129,7 +129,12 @@ fn count_content(encoding: Encoding, raw: &RawValue) -> Option<u64> {
 /// Input tokens of a chat completion request: its messages with their framing, the reply
 /// priming, and the estimated tools, functions and response format (see the module docs).
 /// `None` when `messages` is missing or not an array of message objects.
-pub fn count_chat(encoding: Encoding, body: &RawObject) -> Option<u64> {
+pub fn count_chat(encoding: Encoding, body: &RequestFacts) -> Option<u64> {
+    count_chat_fields(encoding, body.object()?)
+}
+
+/// [`count_chat`] on the body's raw top-level fields.
+pub(crate) fn count_chat_fields(encoding: Encoding, body: &RawObject) -> Option<u64> {
     let messages: Vec<Message<'_>> = serde_json::from_str(body.get("messages")?.get()).ok()?;
     let mut total = REPLY_PRIMING;
     for message in &messages {

@@ -13,7 +13,10 @@
 //! upstream reports (non-streaming bodies, and the final usage chunk of streams).
 
 use super::{Encoding, count, encoding_for_model};
-use crate::{body::RawObject, engine::Endpoint};
+use crate::{
+    body::RawObject,
+    request::{Endpoint, RequestFacts},
+};
 
 /// Safety factor over the `o200k_base` count for Claude models.
 pub const CLAUDE_FACTOR: f64 = 1.3;
@@ -59,7 +62,12 @@ pub fn counting_rule(model: &str) -> (Encoding, f64, bool) {
 /// endpoints and for bodies whose `messages`/`input` have an unexpected shape (the caller keeps
 /// its byte-based estimate then; validating the request is the upstream's job), and for inputs
 /// over [`MAX_COUNTED_BYTES`].
-pub fn estimate_input(endpoint: Endpoint, model: &str, body: &RawObject) -> Option<Estimate> {
+pub fn estimate_input(endpoint: Endpoint, model: &str, body: &RequestFacts) -> Option<Estimate> {
+    estimate_fields(endpoint, model, body.object()?)
+}
+
+/// [`estimate_input`] on the body's raw top-level fields.
+pub(crate) fn estimate_fields(endpoint: Endpoint, model: &str, body: &RawObject) -> Option<Estimate> {
     let counted = match endpoint {
         Endpoint::ChatCompletions => body.get("messages")?,
         Endpoint::Embeddings => body.get("input")?,
@@ -70,7 +78,7 @@ pub fn estimate_input(endpoint: Endpoint, model: &str, body: &RawObject) -> Opti
     }
     let (encoding, factor, exact) = counting_rule(model);
     let tokens = match endpoint {
-        Endpoint::ChatCompletions => count::count_chat(encoding, body)?,
+        Endpoint::ChatCompletions => count::count_chat_fields(encoding, body)?,
         Endpoint::Embeddings => count::count_embedding_input(encoding, body.get("input")?)?,
         Endpoint::ImageGenerations | Endpoint::Passthrough => return None,
     };

@@ -25,6 +25,7 @@ pub mod pricing;
 mod tests;
 
 pub use count::{count_chat, count_embedding_input, count_text};
+pub(crate) use estimate::estimate_fields;
 pub use estimate::{Estimate, estimate_input};
 pub use ledger::{UsageLedger, UsageSnapshot, UsageTotals};
 pub use pricing::{Cost, Price, PriceTable};
@@ -32,7 +33,7 @@ pub use pricing::{Cost, Price, PriceTable};
 /// The response header carrying a complete response's cost in USD (a decimal number). Streams
 /// can't carry it: their usage arrives with the last event, long after the headers; their cost
 /// goes to the [`UsageLedger`].
-pub const COST_HEADER: &str = "x-weir-cost-usd";
+pub use crate::response::COST_HEADER;
 
 /// Sets [`COST_HEADER`] to `cost`, in plain decimal notation (no exponent), to the nano-dollar.
 pub fn set_cost_header(headers: &mut http::HeaderMap, cost: &Cost) {

@@ -4,7 +4,10 @@ use serde_json::json;
 use tiktoken_rs::{ChatCompletionRequestMessage, FunctionCall, num_tokens_from_messages};
 
 use super::*;
-use crate::{api::Usage, body::RawObject, engine::Endpoint};
+use crate::{
+    api::Usage,
+    request::{Endpoint, RequestFacts},
+};
 
 fn oracle(encoding: Encoding) -> &'static tiktoken_rs::CoreBPE {
     match encoding {
@@ -125,8 +128,8 @@ fn counting_is_linear_on_runs_without_spaces() {
     assert!(count >= (1 << 20) / 2, "{count}");
 }
 
-fn body(value: serde_json::Value) -> RawObject {
-    RawObject::parse(value.to_string().as_bytes()).unwrap()
+fn body(value: serde_json::Value) -> RequestFacts {
+    RequestFacts::parse(Endpoint::Passthrough, None, value.to_string().as_bytes()).unwrap()
 }
 
 fn msg(role: &str, content: Option<&str>, name: Option<&str>) -> ChatCompletionRequestMessage {

@@ -14,22 +14,21 @@ mod openai;
 pub mod pool;
 mod transport;
 
-use std::{fmt, pin::Pin};
+use std::fmt;
 
 use bytes::Bytes;
-use futures::{Stream, future::BoxFuture};
+use futures::future::BoxFuture;
 use http::{HeaderMap, Method, StatusCode};
 
 pub use anthropic::AnthropicProvider;
 pub use gemini::GeminiProvider;
 pub use mock::MockProvider;
-pub use openai::{AZURE_DEFAULT_API_VERSION, OpenAiProvider};
-pub use transport::{MAX_RESPONSE_BYTES, Transport};
+pub use openai::OpenAiProvider;
+pub use transport::MAX_RESPONSE_BYTES;
 
 use crate::{config::ProviderKind, error::Error};
 
-/// A stream of body bytes.
-pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, Error>> + Send>>;
+pub use crate::sse::ByteStream;
 
 /// A request aimed at one upstream.
 #[derive(Debug, Clone)]

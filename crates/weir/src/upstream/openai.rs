@@ -10,7 +10,6 @@ use crate::{
     config::{DeploymentConfig, ProviderKind},
     error::Error,
     path::ApiPath,
-    upstream::pool::HttpPool,
 };
 
 /// The Azure OpenAI data-plane API version used when a deployment sets no `api_version`: the
@@ -95,7 +94,8 @@ impl OpenAiProvider {
     }
 
     /// The pool this provider sends through.
-    pub fn pool(&self) -> &std::sync::Arc<HttpPool> {
+    #[cfg(test)]
+    pub fn pool(&self) -> &std::sync::Arc<crate::upstream::pool::HttpPool> {
         self.transport.pool()
     }
 
@@ -241,5 +241,37 @@ mod tests {
         assert_eq!(p.kind(), ProviderKind::OpenAi);
         let url = p.url(&request("chat/completions", Some("a=1"))).unwrap();
         assert_eq!(url.as_str(), "http://localhost:11434/v1/chat/completions?a=1");
+    }
+}
+
+#[cfg(test)]
+mod pool_tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::config::Config;
+
+    fn config() -> Config {
+        let yaml = "models:\n  - name: chat\n    deployments:\n      - provider: openai\n        base_url: http://127.0.0.1:9/v1\n        api_key: k\n        model: gpt-4o-mini\n        retry: { max_retries: 0 }\n";
+        Config::from_yaml(yaml, None).unwrap()
+    }
+
+    #[tokio::test]
+    async fn clients_with_equal_settings_share_one_pool() {
+        let a = config();
+        let b = config();
+        let pa = OpenAiProvider::new(&a.models[0].deployments[0]).unwrap();
+        let pb = OpenAiProvider::new(&b.models[0].deployments[0]).unwrap();
+        assert!(
+            Arc::ptr_eq(pa.pool(), pb.pool()),
+            "equal settings must share a pool"
+        );
+        let mut c = config();
+        c.models[0].deployments[0].timeouts.read = std::time::Duration::from_secs(5);
+        let pc = OpenAiProvider::new(&c.models[0].deployments[0]).unwrap();
+        assert!(
+            !Arc::ptr_eq(pa.pool(), pc.pool()),
+            "different timeouts get their own pool"
+        );
     }
 }

@@ -104,11 +104,6 @@ impl HttpPool {
         &self.client
     }
 
-    /// The settings this pool was built with.
-    pub fn settings(&self) -> &PoolSettings {
-        &self.settings
-    }
-
     /// Waits (up to the connect timeout) for a connection slot towards `host`.
     pub async fn acquire(&self, host: &str) -> Result<PoolPermit, Error> {
         let host_sem = {

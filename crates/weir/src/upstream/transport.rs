@@ -157,7 +157,7 @@ impl Transport {
             builder = builder.header(header::CONTENT_TYPE, content_type).body(body);
         }
         let timeouts = self.timeouts;
-        let map_err = move |e: reqwest::Error| Error::from_reqwest(e, timeouts.connect, timeouts.read);
+        let map_err = move |e: reqwest::Error| from_reqwest(e, &timeouts);
 
         if !req.stream {
             // Unary: one total deadline over connecting, waiting and reading the body.
@@ -240,9 +240,7 @@ fn idle_guarded(
             let (mut stream, permit) = state?;
             match tokio::time::timeout(read, stream.next()).await {
                 Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some((stream, permit)))),
-                Ok(Some(Err(e))) => {
-                    Some((Err(Error::from_reqwest(e, timeouts.connect, timeouts.read)), None))
-                }
+                Ok(Some(Err(e))) => Some((Err(from_reqwest(e, &timeouts)), None)),
                 Ok(None) => None,
                 Err(_) => Some((
                     Err(Error::Timeout {
@@ -280,4 +278,40 @@ async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Result<Bytes
         out.extend_from_slice(&chunk);
     }
     Ok(out.freeze())
+}
+
+/// Classifies a `reqwest` error without its URL (URLs may carry query-string keys on some providers).
+pub(crate) fn from_reqwest(err: reqwest::Error, timeouts: &Timeouts) -> Error {
+    let err = err.without_url();
+    if err.is_timeout() {
+        let (phase, after) = if err.is_connect() {
+            (TimeoutPhase::Connect, timeouts.connect)
+        } else {
+            (TimeoutPhase::Read, timeouts.read)
+        };
+        return Error::Timeout { phase, after };
+    }
+    let message = error_chain(&err);
+    if err.is_connect() {
+        Error::Connect { message }
+    } else if err.is_decode() {
+        Error::BadUpstreamResponse { message }
+    } else {
+        Error::Transport { message }
+    }
+}
+
+/// Joins an error and its sources into one line ("error sending request: connection refused").
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut message = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
 }

@@ -44,10 +44,10 @@ impl fmt::Display for BreakerOpen {
 impl std::error::Error for BreakerOpen {}
 
 impl BreakerOpen {
-    /// The engine's error for this rejection: [`crate::Error::Unavailable`] (a 503), which the
+    /// The engine's error for this rejection: [`crate::error::Error::Unavailable`] (a 503), which the
     /// retry policy does not retry against the same deployment.
-    pub fn into_error(self) -> crate::Error {
-        crate::Error::Unavailable {
+    pub fn into_error(self) -> crate::error::Error {
+        crate::error::Error::Unavailable {
             message: self.to_string(),
         }
     }
@@ -87,10 +87,10 @@ impl<E> BreakerError<E> {
     }
 }
 
-impl BreakerError<crate::Error> {
+impl BreakerError<crate::error::Error> {
     /// Flattens into the engine's error type (a rejection becomes
     /// [`BreakerOpen::into_error`]).
-    pub fn into_error(self) -> crate::Error {
+    pub fn into_error(self) -> crate::error::Error {
         match self {
             BreakerError::Open(open) => open.into_error(),
             BreakerError::Inner(error) => error,

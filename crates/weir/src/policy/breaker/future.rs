@@ -6,12 +6,12 @@ use std::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
 
-use super::{BreakerError, BreakerOpen, BreakerPermit, Outcome};
+use super::{BreakerError, BreakerOpen, BreakerPermit, Classify};
 
 pin_project! {
     /// Resolves to the inner service's response, or at once to [`BreakerError::Open`] when the
     /// breaker rejected the call. Dropping it before it resolves counts the call as
-    /// [`Outcome::Ignored`].
+    /// [`Outcome::Ignored`](super::Outcome::Ignored).
     pub struct ResponseFuture<F, C> {
         #[pin]
         kind: Kind<F, C>,
@@ -55,7 +55,7 @@ impl<F, C> ResponseFuture<F, C> {
 impl<F, C, T, E> Future for ResponseFuture<F, C>
 where
     F: Future<Output = Result<T, E>>,
-    C: Fn(&Result<T, E>) -> Outcome,
+    C: Classify<T, E>,
 {
     type Output = Result<T, BreakerError<E>>;
 
@@ -68,7 +68,7 @@ where
             } => {
                 let result = ready!(future.poll(cx));
                 if let Some(permit) = permit.take() {
-                    permit.record(classify(&result));
+                    classify.settle(&result, permit);
                 }
                 Poll::Ready(result.map_err(BreakerError::Inner))
             }

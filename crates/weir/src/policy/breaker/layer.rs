@@ -10,8 +10,9 @@ use super::service::CircuitBreakerService;
 /// Every service this layer wraps shares the same breaker (it holds a handle, not a config): one
 /// layer per deployment.
 ///
-/// `classify` judges each finished call: a `Fn(&Result<Response, Error>) -> Outcome`. For services
-/// failing with [`crate::Error`], pass [`classify`](super::classify).
+/// `classify` judges each finished call: a [`Classify`](super::Classify), usually a
+/// `Fn(&Result<Response, Error>) -> Outcome`. For services failing with [`crate::Error`], pass
+/// [`classify`](super::classify).
 #[derive(Clone)]
 pub struct CircuitBreakerLayer<C> {
     breaker: CircuitBreaker,

@@ -90,7 +90,7 @@
 //! a request retried twice against a failing upstream is three pieces of evidence, as it should
 //! be. An attempt that finds the breaker open fails at once without touching the network; the
 //! retry logic should move on to another deployment rather than wait, and when the request cannot
-//! go anywhere else, [`BreakerOpen::into_error`] makes it [`crate::Error::Unavailable`], which
+//! go anywhere else, [`BreakerOpen::into_error`] makes it [`crate::error::Error::Unavailable`], which
 //! [`should_retry`](crate::policy::retry::should_retry) does not retry.
 //!
 //! A 429 is `Ignored`: rate limiting has its own per-deployment cooldown (honouring the
@@ -137,7 +137,7 @@ use tokio::time::Instant;
 pub use self::config::CircuitBreakerConfig;
 pub use self::error::{BreakerError, BreakerOpen};
 pub use self::layer::CircuitBreakerLayer;
-pub use self::outcome::{Outcome, classify};
+pub use self::outcome::{Classify, Outcome, classify};
 pub use self::service::CircuitBreakerService;
 pub use self::state::{
     BreakerState, BreakerStats, StateChange, StateKind, TransitionCounts, TransitionReason,
@@ -346,7 +346,7 @@ impl BreakerPermit {
     }
 
     /// Counts the call by its result, as [`classify`] judges it.
-    pub fn record_result<T>(self, result: &crate::Result<T>) {
+    pub fn record_result<T>(self, result: &crate::error::Result<T>) {
         self.record(classify(result));
     }
 

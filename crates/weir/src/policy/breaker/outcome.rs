@@ -33,3 +33,22 @@ pub fn classify<T>(result: &Result<T, Error>) -> Outcome {
         Err(error) => Outcome::from_error(error),
     }
 }
+
+/// How a breaker-guarded service reports a finished call to its permit.
+///
+/// Any `Fn(&Result<T, E>) -> Outcome` (such as [`classify`]) records at once. A response whose
+/// outcome is only known later — a stream that may still break — is settled by an implementation
+/// that keeps the permit until then (the engine's does, for streamed answers).
+pub trait Classify<T, E> {
+    /// Records the call's outcome on `permit`, now or once the response has finished.
+    fn settle(&self, result: &Result<T, E>, permit: super::BreakerPermit);
+}
+
+impl<T, E, F> Classify<T, E> for F
+where
+    F: Fn(&Result<T, E>) -> Outcome,
+{
+    fn settle(&self, result: &Result<T, E>, permit: super::BreakerPermit) {
+        permit.record(self(result));
+    }
+}

@@ -5,7 +5,7 @@ use std::task::{Context, Poll};
 use tower::Service;
 
 use super::future::ResponseFuture;
-use super::{BreakerError, CircuitBreaker, Outcome};
+use super::{BreakerError, CircuitBreaker, Classify};
 
 /// A service whose calls go through a [`CircuitBreaker`]: rejected at once while it is open,
 /// judged by `classify` when they finish. Built by [`CircuitBreakerLayer`](super::CircuitBreakerLayer).
@@ -59,7 +59,7 @@ impl<S: std::fmt::Debug, C> std::fmt::Debug for CircuitBreakerService<S, C> {
 impl<S, C, Req> Service<Req> for CircuitBreakerService<S, C>
 where
     S: Service<Req>,
-    C: Fn(&Result<S::Response, S::Error>) -> Outcome + Clone,
+    C: Classify<S::Response, S::Error> + Clone,
 {
     type Response = S::Response;
     type Error = BreakerError<S::Error>;

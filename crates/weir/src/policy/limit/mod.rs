@@ -127,10 +127,12 @@
 //! # As a tower layer
 //!
 //! [`RateLimitLayer`] reserves a `Fn(&Request) -> Demand` worth for each call before calling the
-//! inner service (waiting in `Wait` mode), and refuses with
-//! [`RateLimitServiceError::Limited`] without calling it. The reservation is dropped, so the
-//! estimate stays charged: reconciling needs the response's usage, which only the engine
-//! knows, so the engine calls the limiter directly.
+//! inner service (waiting in `Wait` mode, unless the call asks not to: see [`Ask`]), and refuses
+//! with [`RateLimitServiceError::Limited`] without calling it. When the call finishes, its
+//! reservation goes to a [`Settle`] policy: by default [`KeepCharged`] (the estimate stays
+//! charged, since only the caller can read the real usage); the engine's settles it with the
+//! response's usage and the failure's [disposition](crate::policy::disposition). This layer is
+//! how the engine applies per-deployment and per-client limits.
 
 mod bucket;
 mod error;
@@ -156,7 +158,7 @@ pub use self::error::{
     DemandTooLarge, LimitKind, RateLimitError, RateLimitServiceError, RateLimited, Refusal,
 };
 pub use self::keyed::KeyedLimiter;
-pub use self::layer::RateLimitLayer;
+pub use self::layer::{Ask, KeepCharged, RateLimitLayer, Settle};
 pub use self::service::RateLimitService;
 pub use self::snapshot::{LimitStatus, RateLimitSnapshot, format_reset};
 pub use self::window::{Reservation, SlidingWindow, WINDOW};

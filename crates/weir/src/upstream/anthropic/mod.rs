@@ -16,6 +16,9 @@ pub mod request;
 pub mod response;
 pub mod stream;
 
+#[cfg(test)]
+mod golden_tests;
+
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use http::{HeaderMap, HeaderValue, Method, header};

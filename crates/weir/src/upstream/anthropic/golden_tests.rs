@@ -3,16 +3,13 @@
 //!
 //! Every `tests/fixtures/anthropic/*.json` has `kind`, `input` and `expected`; the translation of
 //! `input` must equal `expected` (`created` timestamps are removed first). To regenerate after an
-//! intended change: `WEIR_BLESS=1 cargo test -p weir --test anthropic_golden`, then review the diff.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! intended change: `WEIR_BLESS=1 cargo test -p weir golden_tests`, then review the diff.
 
+use super::{request, response, stream};
+use crate::messages;
 use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::{Value, json};
-use weir::{
-    messages,
-    upstream::anthropic::{request, response, stream},
-};
 
 fn fixtures() -> Vec<(std::path::PathBuf, Value)> {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/anthropic");
@@ -50,7 +47,7 @@ fn strip_created(mut v: Value) -> Value {
 
 /// The data payloads of an SSE byte string: JSON values, or the raw string (`[DONE]`).
 fn sse_data(bytes: &[u8]) -> Vec<Value> {
-    let mut framer = weir::sse::SseFramer::default();
+    let mut framer = crate::sse::SseFramer::default();
     framer.push(bytes);
     let mut out = Vec::new();
     while let Some(event) = framer.next_event() {
@@ -59,7 +56,7 @@ fn sse_data(bytes: &[u8]) -> Vec<Value> {
             .lines()
             .find_map(|l| l.strip_prefix("event: "))
             .map(str::to_owned);
-        let data = weir::sse::event_data(&event).unwrap();
+        let data = crate::sse::event_data(&event).unwrap();
         let value = serde_json::from_str(&data).unwrap_or(Value::String(data));
         // Anthropic events carry their name twice; check they agree.
         if let Some(name) = name {
@@ -85,7 +82,7 @@ async fn translate(kind: &str, fixture: &Value) -> Value {
         "outbound_response" => serde_json::from_slice(&response::chat_completion(&body()).unwrap()).unwrap(),
         "outbound_stream" => {
             // One event per upstream read, as Anthropic sends them.
-            let events: Vec<Result<Bytes, weir::Error>> = input
+            let events: Vec<Result<Bytes, crate::error::Error>> = input
                 .as_array()
                 .unwrap()
                 .iter()
@@ -187,7 +184,7 @@ fn unsupported_openai_fields_are_refused_by_name() {
             body[k] = v.clone();
         }
         let err = request::to_anthropic(&serde_json::to_vec(&body).unwrap()).unwrap_err();
-        let mapped = weir::api::ErrorResponse::from_error(&err);
+        let mapped = crate::api::ErrorResponse::from_error(&err);
         assert_eq!(mapped.status, 400, "{body}");
         assert_eq!(mapped.body.error.param.as_deref(), Some(param), "{body}: {err}");
     }
@@ -224,7 +221,7 @@ fn error_shapes_both_ways() {
         v,
         json!({"error": {"message": "Overloaded", "type": "overloaded_error", "param": null, "code": "overloaded_error"}})
     );
-    let err = weir::Error::Upstream {
+    let err = crate::error::Error::Upstream {
         status: http::StatusCode::from_u16(529).unwrap(),
         message: "Overloaded".into(),
         error_type: Some("overloaded_error".into()),
@@ -232,7 +229,7 @@ fn error_shapes_both_ways() {
         param: None,
         retry_after: None,
     };
-    assert!(weir::policy::retry::should_retry(&err), "529 must be retryable");
+    assert!(crate::policy::retry::should_retry(&err), "529 must be retryable");
     let (status, body) = messages::error_body(&err);
     assert_eq!(status, 502);
     let v: Value = serde_json::from_slice(&body).unwrap();
