@@ -100,7 +100,7 @@ pub(super) fn expand_keys(
             ),
         ));
     }
-    let base_id = dep.value.id.as_ref().map(|id| id.value.trim().to_owned());
+    let base_id = dep.value.id.as_ref().map(checked_id).transpose()?;
     let mut out = Vec::with_capacity(n);
     for (k, key) in keys.into_iter().enumerate() {
         let mut one = dep.clone();
@@ -123,6 +123,23 @@ pub(super) fn expand_keys(
     Ok(out)
 }
 
+/// A deployment id as written, if it is one (it appears in headers and metrics).
+fn checked_id(id: &Spanned<String>) -> Result<String, FieldError> {
+    let value = id.value.trim().to_owned();
+    if value.is_empty()
+        || !value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.:/".contains(c))
+    {
+        return Err(FieldError::new(
+            "id",
+            "use letters, digits and - _ . : / only (it appears in headers and metrics)",
+        )
+        .at_line(id.referenced.line()));
+    }
+    Ok(value)
+}
+
 /// The id of a deployment that gives none: the group's name (without its `*` pattern) and the
 /// deployment's position, e.g. `gpt-4o#1`.
 fn default_id(group: &str, index: usize) -> String {
@@ -137,6 +154,7 @@ pub(super) fn deployment(
     defaults: &RawUpstream,
     group: &str,
     index: usize,
+    id_checked: bool,
 ) -> Result<DeploymentConfig, FieldError> {
     let line = dep.referenced.line();
     let dep = dep.value;
@@ -167,21 +185,9 @@ pub(super) fn deployment(
         .try_into()
         .map_err(|e: FieldError| e.within("retry"))?;
     let id = match dep.id {
-        Some(id) => {
-            let value = id.value.trim().to_owned();
-            if value.is_empty()
-                || !value
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.:/".contains(c))
-            {
-                return Err(FieldError::new(
-                    "id",
-                    "use letters, digits and - _ . : / only (it appears in headers and metrics)",
-                )
-                .at_line(id.referenced.line()));
-            }
-            value
-        }
+        // The multi-key shorthand made this id from a checked one (or the group's default id).
+        Some(id) if id_checked => id.value,
+        Some(id) => checked_id(&id)?,
         None => default_id(group, index),
     };
     let mut config = super::mock_deployment(&id, timeouts, retry.max_retries).map_err(FieldError::section)?;

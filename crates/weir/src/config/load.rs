@@ -156,14 +156,14 @@ fn validate(raw: RawConfig, file: Option<&str>) -> Result<Config, ConfigError> {
                 } else {
                     format!("{dpath}.{sub}")
                 };
-                expanded.push((one, one_path, di));
+                expanded.push((one, one_path, di, !sub.is_empty()));
             }
         }
         let mut deployments = Vec::with_capacity(expanded.len());
-        for (dep, dpath, di) in expanded {
+        for (dep, dpath, di, id_checked) in expanded {
             let line = dep.referenced.line();
-            let dep =
-                deployment(dep, &raw.upstream_defaults, &name, di).map_err(|e| ctx.place(line, &dpath, e))?;
+            let dep = deployment(dep, &raw.upstream_defaults, &name, di, id_checked)
+                .map_err(|e| ctx.place(line, &dpath, e))?;
             if !ids.insert(dep.id.clone()) {
                 return Err(ctx.error(
                     0,

@@ -516,3 +516,16 @@ fn header_values_and_azure_names_are_checked_at_load_time() {
     );
     assert!(err.message.contains("not a valid Azure deployment name"), "{err}");
 }
+
+#[test]
+fn multi_key_shorthand_without_an_id_gets_generated_ids() {
+    let text =
+        "models:\n  - name: gpt-4o\n    deployments:\n      - provider: openai\n        api_keys: [k1, k2]\n";
+    let c = Config::from_yaml(text, Some("k.yaml")).unwrap();
+    let ids: Vec<&str> = c.models[0].deployments.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids, ["gpt-4o#0-1", "gpt-4o#0-2"]);
+    // A written id is still checked, once, before the per-key suffixes.
+    let bad = "models:\n  - name: a\n    deployments:\n      - id: \"bad id\"\n        provider: openai\n        api_keys: [k1, k2]\n";
+    let err = Config::from_yaml(bad, Some("k.yaml")).unwrap_err();
+    assert!(err.to_string().contains("use letters, digits"), "{err}");
+}
