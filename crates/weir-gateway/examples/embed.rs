@@ -48,7 +48,7 @@ pub fn gateway(config: weir::Config) -> anyhow::Result<weir_gateway::AppState> {
             }
         })
     });
-    let engine = weir::Engine::builder(config).layer(stamp).build()?;
+    let engine = weir::Engine::builder(config).layer(stamp).build();
     Ok(weir_gateway::AppState::from_engine(engine))
 }
 

@@ -21,7 +21,7 @@
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! // The built-in offline mock; load your YAML with `weir::Config::load` instead.
 //! let config = weir::Config::from_env_with(|_| None)?;
-//! let gateway = weir_gateway::AppState::new(config)?;
+//! let gateway = weir_gateway::AppState::new(config);
 //! let app = Router::new()
 //!     .route("/hello", get(|| async { "hello from my app" }))
 //!     .merge(weir_gateway::router(gateway))

@@ -173,7 +173,7 @@ async fn run_serve(
     let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("cannot listen for SIGHUP")?;
     announce(local);
-    let state = AppState::with_loader(config, loader)?;
+    let state = AppState::with_loader(config, loader);
     #[cfg(unix)]
     let reloads = tokio::spawn(weir_gateway::reload::reload_on_sighup(
         state.live.clone(),

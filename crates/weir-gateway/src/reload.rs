@@ -143,7 +143,7 @@ impl Live {
         let mut config = loader.load().map_err(ReloadError::Invalid)?;
         let old = self.engine();
         let restart_required = keep_startup_settings(old.config(), &mut config);
-        let new = Arc::new(old.reload(config).map_err(ReloadError::Build)?);
+        let new = Arc::new(old.reload(config));
         let checks = start_health_checks(&new);
         self.engine.store(new.clone());
         // Swapped first, stopped after: the deployments carried over are never left unprobed.
@@ -226,8 +226,6 @@ pub enum ReloadError {
     NoConfigFile,
     /// The file is unreadable or invalid.
     Invalid(ConfigError),
-    /// The config is valid but the engine could not be built from it.
-    Build(weir::Error),
 }
 
 impl std::fmt::Display for ReloadError {
@@ -247,7 +245,6 @@ impl std::fmt::Display for ReloadError {
                 }
                 write!(f, "the config was not reloaded: {e}")
             }
-            ReloadError::Build(e) => write!(f, "the config was not reloaded: {e}"),
         }
     }
 }
@@ -261,7 +258,6 @@ impl From<ReloadError> for weir::Error {
                 code: Some("nothing_to_reload"),
             },
             ReloadError::Invalid(_) => weir::Error::Config(e.to_string()),
-            ReloadError::Build(err) => err,
         }
     }
 }

@@ -31,16 +31,13 @@ pub(crate) type Shared = Arc<AppState>;
 impl AppState {
     /// Builds the engine (and its connection pools) for a config. Such a state cannot reload
     /// (it has no file to re-read): see [`AppState::with_loader`].
-    pub fn new(config: Config) -> Result<AppState, weir::Error> {
-        Ok(AppState::with_live(reload::Live::new(Engine::new(config)?, None)))
+    pub fn new(config: Config) -> AppState {
+        AppState::with_live(reload::Live::new(Engine::new(config), None))
     }
 
     /// Builds the engine for `config`, which `loader` loaded; reloads re-read it the same way.
-    pub fn with_loader(config: Config, loader: reload::ConfigLoader) -> Result<AppState, weir::Error> {
-        Ok(AppState::with_live(reload::Live::new(
-            Engine::new(config)?,
-            Some(loader),
-        )))
+    pub fn with_loader(config: Config, loader: reload::ConfigLoader) -> AppState {
+        AppState::with_live(reload::Live::new(Engine::new(config), Some(loader)))
     }
 
     /// Serves an engine built elsewhere — e.g. with layers of your own

@@ -26,7 +26,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => (Config::from_env()?, "gpt-4o-mini".to_owned()),
     };
     println!("{}", config.source);
-    let client = Client::new(config)?;
+    let client = Client::new(config);
 
     let request = ChatCompletionRequest::new(
         model,

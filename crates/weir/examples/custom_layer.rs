@@ -120,7 +120,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .layer(stamp)
         .layer(refuse_gpt4)
         .layer(RedactEmails)
-        .build()?;
+        .build();
     let client = Client::from_engine(Arc::new(engine));
 
     // The mock echoes unknown paths: this shows what the upstream was sent.

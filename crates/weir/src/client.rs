@@ -48,15 +48,15 @@ pub struct Client {
 
 impl Client {
     /// A client for a validated config.
-    pub fn new(config: Config) -> Result<Client, Error> {
-        Ok(Client {
-            engine: Arc::new(Engine::new(config)?),
-        })
+    pub fn new(config: Config) -> Client {
+        Client {
+            engine: Arc::new(Engine::new(config)),
+        }
     }
 
     /// A client on the zero-config setup (see [`Config::from_env`]).
     pub fn from_env() -> Result<Client, Error> {
-        Client::new(Config::from_env()?)
+        Ok(Client::new(Config::from_env()?))
     }
 
     /// A client sharing an existing engine (the gateway uses this).

@@ -30,7 +30,7 @@ fn hello(model: &str) -> ChatCompletionRequest {
 #[tokio::test]
 async fn typed_calls_round_trip() {
     let mock = MockServer::start().await.unwrap();
-    let client = Client::new(config(&mock)).unwrap();
+    let client = Client::new(config(&mock));
 
     let mut req = hello("chat");
     req.extra.insert("future_param".into(), json!({"kept": true}));
@@ -86,7 +86,7 @@ async fn typed_calls_round_trip() {
 #[tokio::test]
 async fn streaming_yields_typed_chunks_then_ends() {
     let mock = MockServer::start().await.unwrap();
-    let client = Client::new(config(&mock)).unwrap();
+    let client = Client::new(config(&mock));
     let mut req = hello("chat");
     req.stream_options = Some(weir::api::StreamOptions {
         include_usage: Some(true),
@@ -111,7 +111,7 @@ async fn streaming_yields_typed_chunks_then_ends() {
 #[tokio::test]
 async fn a_broken_stream_ends_with_an_error_not_silence() {
     let mock = MockServer::start().await.unwrap();
-    let client = Client::new(config(&mock)).unwrap();
+    let client = Client::new(config(&mock));
     let mut req = hello("chat");
     req.extra.insert("x_mock".into(), json!({"stop_after_chunks": 2}));
     let mut stream = client.create_chat_completion_stream(&req).await.unwrap();
@@ -126,7 +126,7 @@ async fn a_broken_stream_ends_with_an_error_not_silence() {
 #[tokio::test]
 async fn errors_are_typed() {
     let mock = MockServer::start().await.unwrap();
-    let client = Client::new(config(&mock)).unwrap();
+    let client = Client::new(config(&mock));
     let err = client.create_chat_completion(&hello("nope")).await.unwrap_err();
     assert!(matches!(err, Error::ModelNotFound { .. }));
     let mut limited = hello("chat");
@@ -146,7 +146,7 @@ async fn errors_are_typed() {
 
 #[tokio::test]
 async fn offline_mock_needs_no_network() {
-    let client = Client::new(Config::from_env_with(|_| None).unwrap()).unwrap();
+    let client = Client::new(Config::from_env_with(|_| None).unwrap());
     let reply = client.create_chat_completion(&hello("any-model")).await.unwrap();
     assert_eq!(reply.model, "any-model");
     let mut stream = client
@@ -164,7 +164,7 @@ async fn offline_mock_needs_no_network() {
 #[tokio::test]
 async fn shutdown_refuses_new_calls_and_waits_for_running_streams() {
     let mock = MockServer::start().await.unwrap();
-    let client = Client::new(config(&mock)).unwrap();
+    let client = Client::new(config(&mock));
     let mut req = hello("chat");
     // Five chunks 40 ms apart: the stream is still running when shutdown begins.
     req.extra.insert("x_mock".into(), json!({"chunk_delay_ms": 40}));
@@ -191,7 +191,7 @@ async fn shutdown_refuses_new_calls_and_waits_for_running_streams() {
     assert_eq!(client.engine().in_flight(), 0);
 
     // A grace too short for a running stream says how many were left.
-    let client = Client::new(config(&mock)).unwrap();
+    let client = Client::new(config(&mock));
     let _held = client.create_chat_completion_stream(&req).await.unwrap();
     let err = client
         .shutdown(std::time::Duration::from_millis(10))

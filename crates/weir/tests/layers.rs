@@ -66,8 +66,7 @@ async fn layers_see_typed_requests_and_answers_in_builder_order() {
     let engine = Engine::builder(config(&mock))
         .layer(trail("outer"))
         .layer(trail("inner"))
-        .build()
-        .unwrap();
+        .build();
     let resp = engine.execute(chat("chat", "hi")).await.unwrap();
     // Requests pass the first-added layer first; answers come back through it last.
     assert_eq!(resp.headers["x-request-trail"], "outer,inner");
@@ -93,7 +92,7 @@ async fn a_layer_can_veto_a_request_before_any_upstream_call() {
             }
         }))
     });
-    let engine = Engine::builder(config(&mock)).layer(veto).build().unwrap();
+    let engine = Engine::builder(config(&mock)).layer(veto).build();
     let err = engine.execute(chat("other", "hi")).await.unwrap_err();
     assert!(err.to_string().contains("not allowed"), "{err}");
     assert_eq!(mock.state().count_for_path("/v1/chat/completions"), 0);
@@ -121,7 +120,7 @@ async fn a_layer_that_rewrites_the_body_is_routed_and_forwarded_by_the_new_body(
             }
         }))
     });
-    let engine = Engine::builder(config(&mock)).layer(rewrite).build().unwrap();
+    let engine = Engine::builder(config(&mock)).layer(rewrite).build();
     let resp = engine
         .execute(chat("chat", "mail ada@example.com"))
         .await
@@ -151,9 +150,9 @@ async fn a_reload_keeps_the_layers() {
             inner.clone().oneshot(req)
         }))
     });
-    let engine = Engine::builder(config(&mock)).layer(count).build().unwrap();
+    let engine = Engine::builder(config(&mock)).layer(count).build();
     engine.execute(chat("chat", "hi")).await.unwrap();
-    let reloaded = engine.reload(config(&mock)).unwrap();
+    let reloaded = engine.reload(config(&mock));
     reloaded.execute(chat("chat", "hi")).await.unwrap();
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }

@@ -23,7 +23,7 @@ impl Gateway {
     }
 
     pub async fn start_config(config: Config) -> Gateway {
-        Self::start_state(AppState::new(config).unwrap()).await
+        Self::start_state(AppState::new(config)).await
     }
 
     /// A gateway serving a config file, which `POST /admin/reload` re-reads.
@@ -33,7 +33,7 @@ impl Gateway {
             ..Default::default()
         };
         let config = loader.load().unwrap();
-        Self::start_state(AppState::with_loader(config, loader).unwrap()).await
+        Self::start_state(AppState::with_loader(config, loader)).await
     }
 
     pub async fn start_state(state: AppState) -> Gateway {

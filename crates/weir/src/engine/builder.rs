@@ -31,7 +31,7 @@ use crate::{config::Config, error::Error, request::ProxyRequest, response::Proxy
 ///         }
 ///     })
 /// });
-/// let engine = Engine::builder(Config::from_env_with(|_| None)?).layer(veto).build()?;
+/// let engine = Engine::builder(Config::from_env_with(|_| None)?).layer(veto).build();
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct EngineBuilder {
@@ -74,8 +74,8 @@ impl EngineBuilder {
         self
     }
 
-    /// Builds the engine (providers, connection pools, limiters, the cache).
-    pub fn build(self) -> Result<Engine, Error> {
+    /// Builds the engine (providers, connection pools, limiters, the cache); see [`Engine::new`].
+    pub fn build(self) -> Engine {
         Engine::build(self.config, None, self.wrap)
     }
 }

@@ -118,8 +118,10 @@ impl Engine {
     /// `config` is expected to be validated ([`Config::load`], [`Config::from_yaml`],
     /// [`Config::from_env`], or the sections' `validate` methods for a config built by hand):
     /// limits, breakers, health checks, the cache and provider headers are built from it without
-    /// being checked again. What can still fail is creating the HTTP clients.
-    pub fn new(config: Config) -> Result<Engine, Error> {
+    /// being checked again, so building cannot fail. (A config built by hand and left unchecked
+    /// still builds: what is wrong in it fails each call that meets it, with a message naming
+    /// the field.)
+    pub fn new(config: Config) -> Engine {
         Engine::build(config, None, None)
     }
 
@@ -131,7 +133,7 @@ impl Engine {
 
     /// [`Engine::new`], keeping the live state of `previous` where the config allows (see
     /// [`Engine::reload`]) and wrapping the pipeline in `wrap`.
-    fn build(config: Config, previous: Option<&Engine>, wrap: Option<Wrap>) -> Result<Engine, Error> {
+    fn build(config: Config, previous: Option<&Engine>, wrap: Option<Wrap>) -> Engine {
         let config = Arc::new(config);
         let mut groups = Vec::with_capacity(config.models.len());
         for group in &config.models {
@@ -143,10 +145,10 @@ impl Engine {
                     continue;
                 }
                 let provider: Arc<dyn Provider> = match dep.provider {
-                    ProviderKind::OpenAi | ProviderKind::Azure => Arc::new(OpenAiProvider::new(dep)?),
-                    ProviderKind::Gemini => Arc::new(GeminiProvider::new(dep)?),
+                    ProviderKind::OpenAi | ProviderKind::Azure => Arc::new(OpenAiProvider::new(dep)),
+                    ProviderKind::Gemini => Arc::new(GeminiProvider::new(dep)),
                     ProviderKind::Mock => Arc::new(MockProvider),
-                    ProviderKind::Anthropic => Arc::new(AnthropicProvider::new(dep)?),
+                    ProviderKind::Anthropic => Arc::new(AnthropicProvider::new(dep)),
                 };
                 let breaker = dep.circuit_breaker.map(|c| {
                     let breaker = CircuitBreaker::new(dep.id.clone(), c);
@@ -229,13 +231,13 @@ impl Engine {
             Some(wrap) => wrap(pipeline),
             None => pipeline,
         };
-        Ok(Engine {
+        Engine {
             core,
             service,
             wrap,
             health_checks_started: Default::default(),
             drain: Arc::default(),
-        })
+        }
     }
 
     /// The configuration this engine runs.

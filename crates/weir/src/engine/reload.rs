@@ -17,7 +17,6 @@ use std::sync::Arc;
 use super::{Deployment, Engine};
 use crate::{
     config::{Config, DeploymentConfig},
-    error::Error,
     policy::limit::KeyedLimiter,
 };
 
@@ -29,7 +28,7 @@ impl Engine {
     ///
     /// Background health checks are not started: call [`Engine::start_health_checks`] on the
     /// result (and stop this engine's), as at startup.
-    pub fn reload(&self, config: Config) -> Result<Engine, Error> {
+    pub fn reload(&self, config: Config) -> Engine {
         Engine::build(config, Some(self), self.wrap.clone())
     }
 
@@ -84,9 +83,9 @@ models:
 
     #[tokio::test]
     async fn unchanged_deployments_keep_their_state_and_changed_ones_start_fresh() {
-        let old = Engine::new(config("http://127.0.0.1:10/v1", "5")).unwrap();
+        let old = Engine::new(config("http://127.0.0.1:10/v1", "5"));
         old.deployment("a").unwrap().breaker().unwrap().force_open();
-        let new = old.reload(config("http://127.0.0.1:11/v1", "5")).unwrap();
+        let new = old.reload(config("http://127.0.0.1:11/v1", "5"));
         assert!(new.shares_deployment(&old, "a"));
         assert_eq!(
             new.deployment("a").unwrap().status().breaker,
@@ -105,7 +104,7 @@ models:
             new.core.client_limiter.as_ref().unwrap(),
             old.core.client_limiter.as_ref().unwrap()
         ));
-        let newer = new.reload(config("http://127.0.0.1:11/v1", "6")).unwrap();
+        let newer = new.reload(config("http://127.0.0.1:11/v1", "6"));
         assert!(!Arc::ptr_eq(
             newer.core.client_limiter.as_ref().unwrap(),
             new.core.client_limiter.as_ref().unwrap()
@@ -114,12 +113,12 @@ models:
 
     #[tokio::test]
     async fn a_renamed_group_builds_new_deployments() {
-        let old = Engine::new(config("http://127.0.0.1:10/v1", "5")).unwrap();
+        let old = Engine::new(config("http://127.0.0.1:10/v1", "5"));
         let mut renamed = config("http://127.0.0.1:10/v1", "5");
         if let Some(group) = renamed.models.first_mut() {
             group.name = "m2".to_owned();
         }
-        let new = old.reload(renamed).unwrap();
+        let new = old.reload(renamed);
         assert!(!new.shares_deployment(&old, "a"));
         assert_eq!(new.deployment("a").unwrap().model_group.as_ref(), "m2");
     }

@@ -50,23 +50,23 @@ struct Azure {
 impl OpenAiProvider {
     /// Builds the provider for a deployment, joining (or creating) the shared pool for its
     /// settings. `provider: azure` deployments get Azure's paths and `api-key` header.
-    pub fn new(config: &DeploymentConfig) -> Result<Self, Error> {
-        let mut transport = Transport::new(config)?;
+    pub fn new(config: &DeploymentConfig) -> Self {
+        let mut transport = Transport::new(config);
         let azure = match config.provider {
             ProviderKind::Azure => {
-                let deployment = config.model.clone().ok_or_else(|| {
-                    Error::Config(format!(
+                // Config loading rejects both; a hand-built config gets calls that fail instead.
+                let deployment = config.model.clone().unwrap_or_default();
+                if deployment.is_empty() {
+                    transport = transport.misconfigured(format!(
                         "deployment `{}`: azure needs `model` (the Azure deployment name)",
                         config.id
-                    ))
-                })?;
-                // Validated here so a bad name fails at startup, not on every request.
-                ApiPath::parse(&format!("openai/deployments/{deployment}")).map_err(|_| {
-                    Error::Config(format!(
+                    ));
+                } else if ApiPath::parse(&format!("openai/deployments/{deployment}")).is_err() {
+                    transport = transport.misconfigured(format!(
                         "deployment `{}`: model `{deployment}` is not a valid Azure deployment name",
                         config.id
-                    ))
-                })?;
+                    ));
+                }
                 transport = transport.with_secret_header(config, "api-key", str::to_owned);
                 Some(Azure {
                     deployment,
@@ -90,7 +90,7 @@ impl OpenAiProvider {
                 None
             }
         };
-        Ok(OpenAiProvider { transport, azure })
+        OpenAiProvider { transport, azure }
     }
 
     /// The pool this provider sends through.
@@ -106,13 +106,13 @@ impl OpenAiProvider {
         config: &DeploymentConfig,
         key_header: &'static str,
         headers: http::HeaderMap,
-    ) -> Result<Self, Error> {
-        Ok(OpenAiProvider {
-            transport: Transport::new(config)?
+    ) -> Self {
+        OpenAiProvider {
+            transport: Transport::new(config)
                 .with_secret_header(config, key_header, str::to_owned)
                 .with_headers(headers),
             azure: None,
-        })
+        }
     }
 
     /// Sends a request to where it goes (see [`OpenAiProvider::url`]).
@@ -171,7 +171,7 @@ mod tests {
     fn provider(yaml_deployment: &str) -> OpenAiProvider {
         let yaml = format!("models:\n  - name: m\n    deployments:\n      - {yaml_deployment}\n");
         let config = Config::from_yaml(&yaml, None).unwrap();
-        OpenAiProvider::new(&config.models[0].deployments[0]).unwrap()
+        OpenAiProvider::new(&config.models[0].deployments[0])
     }
 
     fn request(path: &str, query: Option<&str>) -> UpstreamRequest {
@@ -227,7 +227,7 @@ mod tests {
         let mut deployment = Config::from_yaml(yaml, None).unwrap().models[0].deployments[0].clone();
         deployment.api_key = Some(crate::config::Secret::new("sk-line\nbreak"));
         assert!(deployment.validate().is_err());
-        let p = OpenAiProvider::new(&deployment).unwrap();
+        let p = OpenAiProvider::new(&deployment);
         let err = p.send_inner(request("chat/completions", None)).await.unwrap_err();
         assert!(
             matches!(&err, Error::Config(m) if m.contains("api_key") && !m.contains("sk-line")),
@@ -260,15 +260,15 @@ mod pool_tests {
     async fn clients_with_equal_settings_share_one_pool() {
         let a = config();
         let b = config();
-        let pa = OpenAiProvider::new(&a.models[0].deployments[0]).unwrap();
-        let pb = OpenAiProvider::new(&b.models[0].deployments[0]).unwrap();
+        let pa = OpenAiProvider::new(&a.models[0].deployments[0]);
+        let pb = OpenAiProvider::new(&b.models[0].deployments[0]);
         assert!(
             Arc::ptr_eq(pa.pool(), pb.pool()),
             "equal settings must share a pool"
         );
         let mut c = config();
         c.models[0].deployments[0].timeouts.read = std::time::Duration::from_secs(5);
-        let pc = OpenAiProvider::new(&c.models[0].deployments[0]).unwrap();
+        let pc = OpenAiProvider::new(&c.models[0].deployments[0]);
         assert!(
             !Arc::ptr_eq(pa.pool(), pc.pool()),
             "different timeouts get their own pool"

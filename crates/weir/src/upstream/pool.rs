@@ -34,8 +34,9 @@ pub struct PoolSettings {
 /// A shared HTTP client plus the semaphores that bound its connections.
 #[derive(Debug)]
 pub struct HttpPool {
-    /// The client; cheap to clone, all clones share connections.
-    client: reqwest::Client,
+    /// The client; cheap to clone, all clones share connections. An error if it could not be
+    /// built (reqwest's TLS setup failed): every call through the pool then fails with it.
+    client: Result<reqwest::Client, String>,
     /// What this pool was built with.
     settings: PoolSettings,
     /// Caps requests in flight over the whole pool.
@@ -64,18 +65,22 @@ pub struct PoolStats {
 
 impl HttpPool {
     /// The process-wide pool for these settings, created on first use.
-    pub fn shared(settings: PoolSettings) -> Result<Arc<HttpPool>, Error> {
+    ///
+    /// Building it cannot fail: should the HTTP client itself not build (reqwest's TLS setup
+    /// failing, which a config cannot cause), that is logged once and every call through the pool
+    /// fails with it, so an engine is always built from a valid config.
+    pub fn shared(settings: PoolSettings) -> Arc<HttpPool> {
         let mut registry = REGISTRY.lock();
         if let Some(pool) = registry.get(&settings).and_then(Weak::upgrade) {
-            return Ok(pool);
+            return pool;
         }
         registry.retain(|_, weak| weak.strong_count() > 0);
-        let pool = Arc::new(HttpPool::new(settings)?);
+        let pool = Arc::new(HttpPool::new(settings));
         registry.insert(settings, Arc::downgrade(&pool));
-        Ok(pool)
+        pool
     }
 
-    fn new(settings: PoolSettings) -> Result<HttpPool, Error> {
+    fn new(settings: PoolSettings) -> HttpPool {
         let client = reqwest::Client::builder()
             .connect_timeout(settings.timeouts.connect)
             // Per read, so it bounds the wait for a response head and each body read, but never a
@@ -90,18 +95,19 @@ impl HttpPool {
             // A redirect could carry our upstream key to another host: treat it as an answer.
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .map_err(|e| Error::Internal(format!("cannot build the HTTP client: {e}")))?;
-        Ok(HttpPool {
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))
+            .inspect_err(|e| tracing::error!(error = %e, "upstream calls will fail"));
+        HttpPool {
             client,
             settings,
             permits: Arc::new(Semaphore::new(settings.limits.max_connections)),
             per_host: Mutex::new(HashMap::new()),
-        })
+        }
     }
 
-    /// The HTTP client.
-    pub fn client(&self) -> &reqwest::Client {
-        &self.client
+    /// The HTTP client (an error if it could not be built).
+    pub fn client(&self) -> Result<&reqwest::Client, Error> {
+        self.client.as_ref().map_err(|e| Error::Internal(e.clone()))
     }
 
     /// Waits (up to the connect timeout) for a connection slot towards `host`.
@@ -203,16 +209,16 @@ mod tests {
 
     #[test]
     fn equal_settings_share_a_pool_and_different_ones_do_not() {
-        let a = HttpPool::shared(settings(31)).unwrap();
-        let b = HttpPool::shared(settings(31)).unwrap();
-        let c = HttpPool::shared(settings(32)).unwrap();
+        let a = HttpPool::shared(settings(31));
+        let b = HttpPool::shared(settings(31));
+        let c = HttpPool::shared(settings(32));
         assert!(Arc::ptr_eq(&a, &b));
         assert!(!Arc::ptr_eq(&a, &c));
     }
 
     #[tokio::test(start_paused = true)]
     async fn per_host_cap_waits_then_times_out() {
-        let pool = HttpPool::shared(settings(33)).unwrap();
+        let pool = HttpPool::shared(settings(33));
         let first = pool.acquire("a").await.unwrap();
         assert_eq!(pool.stats().in_flight, 1);
         // Host "a" is at its cap of 1: the second waits the connect timeout, then fails as pool exhaustion.

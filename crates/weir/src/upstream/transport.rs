@@ -37,33 +37,40 @@ pub struct Transport {
     pool: Arc<HttpPool>,
     /// Timeouts (also inside `pool.settings()`, kept here for brevity).
     timeouts: Timeouts,
-    /// Set when a header value from the config is not a valid HTTP header value (config loading
-    /// rejects those; only a config built by hand and not validated gets here): every call fails
-    /// with this message rather than going out without its key.
-    invalid_header: Option<String>,
+    /// Set when the deployment's settings cannot work — a header value that is not a valid HTTP
+    /// header value, an Azure deployment without a usable name (config loading rejects those;
+    /// only a config built by hand and not validated gets here): every call fails with this
+    /// message rather than going out wrong (e.g. without its key).
+    misconfigured: Option<String>,
 }
 
 impl Transport {
     /// Joins (or creates) the shared pool for the deployment's settings. No headers yet: the
     /// provider adds its own auth with [`Transport::with_secret_header`].
-    pub fn new(config: &DeploymentConfig) -> Result<Self, Error> {
+    pub fn new(config: &DeploymentConfig) -> Self {
         let pool = HttpPool::shared(PoolSettings {
             timeouts: config.timeouts,
             limits: config.pool,
-        })?;
+        });
         let host_key = format!(
             "{}:{}",
             config.base_url.host_str().unwrap_or_default(),
             config.base_url.port_or_known_default().unwrap_or_default()
         );
-        Ok(Transport {
+        Transport {
             base_url: config.base_url.clone(),
             host_key,
             headers: HeaderMap::new(),
             pool,
             timeouts: config.timeouts,
-            invalid_header: None,
-        })
+            misconfigured: None,
+        }
+    }
+
+    /// Makes every call fail with `message` (see the `misconfigured` field).
+    pub fn misconfigured(mut self, message: String) -> Self {
+        self.misconfigured.get_or_insert(message);
+        self
     }
 
     /// Adds a header sent on every request; `sensitive` keeps it out of `Debug` output (keys).
@@ -85,7 +92,7 @@ impl Transport {
                 self.headers.insert(HeaderName::from_static(name), value);
             }
             Err(_) => {
-                self.invalid_header = Some(format!(
+                self.misconfigured.get_or_insert(format!(
                     "deployment `{}`: {field} has invalid characters",
                     config.id
                 ));
@@ -128,13 +135,13 @@ impl Transport {
     /// caller built under [`Transport::base_url`]. Unary calls are bounded by the total timeout;
     /// streams by the read (idle) timeout per wait, and hold their pool permit until they end.
     pub async fn send(&self, url: Url, req: UpstreamRequest) -> Result<UpstreamResponse, Error> {
-        if let Some(message) = &self.invalid_header {
+        if let Some(message) = &self.misconfigured {
             return Err(Error::Config(message.clone()));
         }
         let permit = self.pool.acquire(&self.host_key).await?;
         let mut builder = self
             .pool
-            .client()
+            .client()?
             .request(req.method.clone(), url)
             .headers(self.headers.clone());
         if let Some(id) = req

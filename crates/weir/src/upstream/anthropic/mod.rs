@@ -43,13 +43,13 @@ pub struct AnthropicProvider {
 impl AnthropicProvider {
     /// Builds the provider for a deployment (`base_url` is the API host, e.g.
     /// `https://api.anthropic.com`, under which `/v1/messages` lives).
-    pub fn new(config: &DeploymentConfig) -> Result<Self, Error> {
+    pub fn new(config: &DeploymentConfig) -> Self {
         let mut headers = HeaderMap::new();
         headers.insert("anthropic-version", HeaderValue::from_static(ANTHROPIC_VERSION));
-        Ok(AnthropicProvider {
-            http: OpenAiProvider::with_headers(config, "x-api-key", headers)?,
+        AnthropicProvider {
+            http: OpenAiProvider::with_headers(config, "x-api-key", headers),
             id: config.id.clone(),
-        })
+        }
     }
 
     async fn send_inner(&self, req: UpstreamRequest) -> Result<UpstreamResponse, Error> {

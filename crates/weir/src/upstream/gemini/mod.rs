@@ -89,8 +89,8 @@ fn json_headers(mut headers: HeaderMap) -> HeaderMap {
 
 impl GeminiProvider {
     /// Builds the provider for a deployment (joining the shared pool for its settings).
-    pub fn new(config: &DeploymentConfig) -> Result<Self, Error> {
-        let transport = Transport::new(config)?.with_secret_header(config, "x-goog-api-key", str::to_owned);
+    pub fn new(config: &DeploymentConfig) -> Self {
+        let transport = Transport::new(config).with_secret_header(config, "x-goog-api-key", str::to_owned);
         let last = config
             .base_url
             .path_segments()
@@ -101,10 +101,10 @@ impl GeminiProvider {
         } else {
             "v1beta/"
         };
-        Ok(GeminiProvider {
+        GeminiProvider {
             transport,
             version_prefix,
-        })
+        }
     }
 
     /// `{base}/v1beta/models/{model}{suffix}`; the model may be given as `models/x` or `x`.
