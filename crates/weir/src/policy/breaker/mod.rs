@@ -111,9 +111,10 @@
 //! service; otherwise it records the classifier's verdict on the inner result when the call
 //! finishes (or `Ignored` if the future is dropped first). Its error is a typed
 //! [`BreakerError`] rather than tower's usual `Box<dyn Error>` so that the inner error comes back
-//! whole, for the engine to match on without a downcast. The layer judges a call by its `Result`
-//! alone; a streaming response whose stream breaks later is the engine's to record, with a permit
-//! it holds until the stream ends.
+//! whole, for the engine to match on without a downcast. How a finished call is recorded is the
+//! layer's [`Classify`] rule: any `Fn(&Result) -> Outcome` (such as [`classify`]) records at once;
+//! the engine's rule keeps the permit of a streamed answer until the stream ends. This layer is
+//! the breaker of every deployment's stack in the engine.
 
 mod config;
 mod error;
