@@ -1,6 +1,7 @@
 //! Anthropic both ways, over real sockets: OpenAI clients → gateway → Anthropic (the mock's
 //! `/v1/messages`), and Anthropic clients → the gateway's `POST /v1/messages` → an OpenAI upstream
 //! or an Anthropic one (translated twice). Streaming, tool calls, 529 retries, mid-stream errors.
+//! Longer than the usual ~600 lines: both directions share the request and stream helpers here.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;

@@ -1,5 +1,6 @@
 //! The mock server over real loopback sockets: endpoints, streaming, every fault directive,
-//! precedence, counters, recording and the required API key.
+//! precedence, counters, recording and the required API key. Longer than the usual ~600 lines:
+//! one short test per directive, all on the same server helpers.
 #![cfg(feature = "server")]
 // Helpers outside #[test] fns are not covered by clippy.toml's allow-*-in-tests.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

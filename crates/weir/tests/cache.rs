@@ -1,5 +1,8 @@
 //! The response cache through `Engine::execute`, against the mock upstream over loopback and a
 //! real Redis (our own `redis-server`, see `support/redis_server.rs`).
+//!
+//! Longer than the usual ~600 lines on purpose: one scenario per test, sharing the engine and
+//! Redis helpers at the top; split by tier it would repeat them.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 

@@ -1,4 +1,6 @@
 //! Tests of the circuit breaker. Time is tokio's paused clock, moved with `advance`: no test sleeps.
+//! Longer than the usual ~600 lines: one test per rule of the state machine (see the module docs'
+//! table), all on the same small helpers.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
