@@ -21,8 +21,12 @@ use crate::{
 };
 
 impl Engine {
-    /// A new engine for `config` that keeps this one's live state where the config allows (see
-    /// the [module docs](self)). This engine is left untouched and keeps serving whoever holds it.
+    /// A new engine for `config` that keeps this one's live state where the config allows: a
+    /// deployment whose settings did not change (same id, model group and settings) is carried
+    /// over whole — breaker, cooldown, limits, load, health, pool — and so are the client limits
+    /// when `server.client_rate_limits` did not change; the usage ledger always carries over
+    /// (it is history, not config). This engine is left untouched and keeps serving whoever
+    /// holds it.
     ///
     /// Layers added with [`EngineBuilder`](super::EngineBuilder) wrap the new engine too.
     ///

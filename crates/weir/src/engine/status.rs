@@ -104,7 +104,7 @@ pub struct LimitUsage {
     pub reset_ms: u64,
 }
 
-/// Latency quantiles over the last one to two minutes (see [`crate::route::latency`]).
+/// Latency quantiles over the last one to two minutes (two rotating one-minute windows).
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct LatencySummary {
     /// Samples in the window.

@@ -309,7 +309,7 @@ impl Health {
     }
 }
 
-/// Stops the health checker started by [`spawn_checker`] when dropped.
+/// Stops a deployment's background health checks when dropped (see `Engine::start_health_checks`).
 #[derive(Debug)]
 #[must_use = "dropping the handle stops the health checks at once"]
 pub struct HealthCheckHandle {
@@ -318,7 +318,7 @@ pub struct HealthCheckHandle {
 
 impl HealthCheckHandle {
     /// Stops the checker. A probe in flight is cancelled (its future is dropped) and not
-    /// recorded; the [`Health`] keeps its last verdict. Same as dropping the handle.
+    /// recorded; the deployment keeps its last verdict. Same as dropping the handle.
     pub fn stop(self) {
         self.task.abort();
     }
