@@ -14,13 +14,13 @@ use crate::error::Error;
 
 /// A JSON object as `(key, raw value)` pairs, in the order received.
 #[derive(Debug)]
-pub struct RawObject {
+pub(crate) struct RawObject {
     fields: Vec<(String, Box<RawValue>)>,
 }
 
 impl RawObject {
     /// Parses a request body; a 400 naming the problem if it is not a JSON object.
-    pub fn parse(bytes: &[u8]) -> Result<RawObject, Error> {
+    pub(crate) fn parse(bytes: &[u8]) -> Result<RawObject, Error> {
         serde_json::from_slice(bytes).map_err(|e| Error::InvalidRequest {
             message: format!(
                 "We could not parse the JSON body of your request ({e}). The body must be a JSON object."
@@ -31,7 +31,7 @@ impl RawObject {
     }
 
     /// The raw value of `key`.
-    pub fn get(&self, key: &str) -> Option<&RawValue> {
+    pub(crate) fn get(&self, key: &str) -> Option<&RawValue> {
         self.fields
             .iter()
             .find(|(k, _)| k == key)
@@ -39,17 +39,17 @@ impl RawObject {
     }
 
     /// `key` as a string; a 400 naming `key` if it has another type. `null` counts as absent.
-    pub fn get_str(&self, key: &str) -> Result<Option<String>, Error> {
+    pub(crate) fn get_str(&self, key: &str) -> Result<Option<String>, Error> {
         self.get_typed(key, "a string")
     }
 
     /// `key` as a bool; a 400 naming `key` if it has another type.
-    pub fn get_bool(&self, key: &str) -> Result<Option<bool>, Error> {
+    pub(crate) fn get_bool(&self, key: &str) -> Result<Option<bool>, Error> {
         self.get_typed(key, "a boolean")
     }
 
     /// `key` as a non-negative integer; a 400 naming `key` if it has another type.
-    pub fn get_u64(&self, key: &str) -> Result<Option<u64>, Error> {
+    pub(crate) fn get_u64(&self, key: &str) -> Result<Option<u64>, Error> {
         self.get_typed(key, "a non-negative integer")
     }
 
@@ -64,17 +64,17 @@ impl RawObject {
     }
 
     /// The number of top-level fields.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.fields.len()
     }
 
     /// The fields, in the order received.
-    pub fn fields(&self) -> impl Iterator<Item = (&str, &RawValue)> {
+    pub(crate) fn fields(&self) -> impl Iterator<Item = (&str, &RawValue)> {
         self.fields.iter().map(|(k, v)| (k.as_str(), v.as_ref()))
     }
 
     /// Whether `key` is present and is a non-empty JSON array.
-    pub fn is_non_empty_array(&self, key: &str) -> bool {
+    pub(crate) fn is_non_empty_array(&self, key: &str) -> bool {
         self.get(key).is_some_and(|raw| {
             let text = raw.get().trim_start();
             text.starts_with('[') && text[1..].trim_start() != "]"
@@ -83,7 +83,7 @@ impl RawObject {
 
     /// The object serialised again with `key` set to the JSON string `value`; every other field is
     /// written back byte for byte.
-    pub fn to_bytes_with_str(&self, key: &str, value: &str) -> Result<Bytes, Error> {
+    pub(crate) fn to_bytes_with_str(&self, key: &str, value: &str) -> Result<Bytes, Error> {
         let encoded = serde_json::to_string(value).map_err(|e| Error::Internal(e.to_string()))?;
         let mut out = BytesMut::with_capacity(
             self.fields

@@ -57,6 +57,9 @@
 //!
 //! See `docs/architecture.md` in the repository for the module graph and where each policy lives.
 
+// Items are `pub(crate)` unless users can reach them: the public API is what the crate re-exports.
+#![warn(unreachable_pub)]
+
 pub mod api;
 pub(crate) mod body;
 pub mod cache;

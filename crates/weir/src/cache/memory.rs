@@ -20,7 +20,7 @@ use super::{entry::Entry, key::CacheKey};
 
 /// A value in memory: the entry and when it was created and expires, on tokio's clock.
 #[derive(Debug, Clone)]
-pub struct Stored {
+pub(super) struct Stored {
     /// The answer.
     pub entry: Arc<Entry>,
     /// When it was created (for a copy of a Redis entry: when the original was).
@@ -31,7 +31,7 @@ pub struct Stored {
 
 impl Stored {
     /// A value created `age` ago that lives `ttl` from its creation.
-    pub fn new(entry: Arc<Entry>, age: Duration, ttl: Duration) -> Stored {
+    pub(super) fn new(entry: Arc<Entry>, age: Duration, ttl: Duration) -> Stored {
         let now = Instant::now();
         let created = now.checked_sub(age).unwrap_or(now);
         Stored {
@@ -42,7 +42,7 @@ impl Stored {
     }
 
     /// Time since creation.
-    pub fn age(&self) -> Duration {
+    pub(super) fn age(&self) -> Duration {
         self.created.elapsed()
     }
 }
@@ -61,7 +61,7 @@ impl Expiry<CacheKey, Stored> for PerEntryTtl {
 }
 
 /// The memory tier.
-pub struct MemoryCache {
+pub(super) struct MemoryCache {
     cache: Cache<CacheKey, Stored>,
     evictions: Arc<AtomicU64>,
 }
@@ -77,7 +77,7 @@ impl std::fmt::Debug for MemoryCache {
 
 impl MemoryCache {
     /// A cache holding at most `max_bytes` of entries (by [`Entry::weight`]).
-    pub fn new(max_bytes: u64) -> MemoryCache {
+    pub(super) fn new(max_bytes: u64) -> MemoryCache {
         let evictions = Arc::new(AtomicU64::new(0));
         let counter = evictions.clone();
         let cache = Cache::builder()
@@ -95,7 +95,7 @@ impl MemoryCache {
     }
 
     /// The live value for `key`, if any.
-    pub async fn get(&self, key: &CacheKey) -> Option<Stored> {
+    pub(super) async fn get(&self, key: &CacheKey) -> Option<Stored> {
         let stored = self.cache.get(key).await?;
         if Instant::now() >= stored.expires {
             self.cache.invalidate(key).await;
@@ -105,27 +105,27 @@ impl MemoryCache {
     }
 
     /// Stores a value (replacing any).
-    pub async fn insert(&self, key: CacheKey, stored: Stored) {
+    pub(super) async fn insert(&self, key: CacheKey, stored: Stored) {
         self.cache.insert(key, stored).await;
     }
 
     /// Applies pending evictions, so the counts below are exact (tests; stats readers).
-    pub async fn sync(&self) {
+    pub(super) async fn sync(&self) {
         self.cache.run_pending_tasks().await;
     }
 
     /// Entries held.
-    pub fn entries(&self) -> u64 {
+    pub(super) fn entries(&self) -> u64 {
         self.cache.entry_count()
     }
 
     /// Bytes held (sum of weights).
-    pub fn bytes(&self) -> u64 {
+    pub(super) fn bytes(&self) -> u64 {
         self.cache.weighted_size()
     }
 
     /// Entries removed to stay within the byte bound.
-    pub fn evictions(&self) -> u64 {
+    pub(super) fn evictions(&self) -> u64 {
         self.evictions.load(Ordering::Relaxed)
     }
 }

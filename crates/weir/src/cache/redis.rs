@@ -19,7 +19,7 @@ use super::{config::RedisCacheConfig, key::CacheKey};
 
 /// Why a Redis call produced nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RedisFailure {
+pub(super) enum RedisFailure {
     /// The gate is closed after a recent failure: not attempted.
     Skipped,
     /// Attempted: an error or a timeout.
@@ -27,7 +27,7 @@ pub enum RedisFailure {
 }
 
 /// The Redis tier.
-pub struct RedisCache {
+pub(super) struct RedisCache {
     config: RedisCacheConfig,
     /// `None` when the URL does not parse (config loading rejects such URLs; only a config built
     /// by hand and not validated gets here): every call then fails, as with an unreachable Redis.
@@ -64,7 +64,7 @@ impl RedisCache {
     /// It does not fail: `config` is expected to be valid ([`RedisCacheConfig::validate`], which
     /// config loading runs). With a URL that does not parse, every call fails and counts as an
     /// error, as if Redis were unreachable (the cache then serves from memory or the upstream).
-    pub fn new(config: RedisCacheConfig) -> RedisCache {
+    pub(super) fn new(config: RedisCacheConfig) -> RedisCache {
         let client = redis::Client::open(config.url.as_str()).ok();
         if client.is_none() {
             // Never the URL itself: it may carry a password.
@@ -82,17 +82,17 @@ impl RedisCache {
     }
 
     /// Failed or timed-out calls so far.
-    pub fn errors(&self) -> u64 {
+    pub(super) fn errors(&self) -> u64 {
         self.errors.load(Ordering::Relaxed)
     }
 
     /// Calls not attempted because Redis was failing.
-    pub fn skipped(&self) -> u64 {
+    pub(super) fn skipped(&self) -> u64 {
         self.skipped.load(Ordering::Relaxed)
     }
 
     /// Whether the gate is open (Redis believed healthy).
-    pub fn is_up(&self) -> bool {
+    pub(super) fn is_up(&self) -> bool {
         self.gate.lock().closed_until.is_none()
     }
 
@@ -204,14 +204,19 @@ impl RedisCache {
     }
 
     /// The stored bytes for `key`; `Ok(None)` on a plain miss.
-    pub async fn get(&self, key: &CacheKey) -> Result<Option<Vec<u8>>, RedisFailure> {
+    pub(super) async fn get(&self, key: &CacheKey) -> Result<Option<Vec<u8>>, RedisFailure> {
         let k = self.redis_key(key);
         self.call(|mut m| async move { m.get::<_, Option<Vec<u8>>>(k).await })
             .await
     }
 
     /// Stores `value` under `key` for `ttl` (millisecond precision: `SET ... PX`).
-    pub async fn set(&self, key: &CacheKey, value: Vec<u8>, ttl: Duration) -> Result<(), RedisFailure> {
+    pub(super) async fn set(
+        &self,
+        key: &CacheKey,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<(), RedisFailure> {
         let k = self.redis_key(key);
         let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
         self.call(|mut m| async move {

@@ -105,7 +105,7 @@ mod tests;
 use crate::config::Strategy;
 
 /// The default time constant of the latency estimate's decay.
-pub const DEFAULT_LATENCY_DECAY: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_LATENCY_DECAY: Duration = Duration::from_secs(10);
 
 /// Per-deployment live load: requests in flight and a latency estimate.
 ///
@@ -264,7 +264,7 @@ impl Drop for InFlight {
 
 /// One deployment as the balancer sees it.
 #[derive(Debug, Clone, Copy)]
-pub struct Candidate<'a> {
+pub(crate) struct Candidate<'a> {
     /// Relative share under [`Strategy::WeightedRandom`]; 0 = last resort within the tier.
     /// Ignored by the other strategies.
     pub weight: u32,
@@ -278,7 +278,7 @@ pub struct Candidate<'a> {
 ///
 /// One per group, shared by all its requests: the round-robin cursor lives here.
 #[derive(Debug, Default)]
-pub struct Balancer {
+pub(crate) struct Balancer {
     strategy: Strategy,
     /// Advanced once per [`order`](Self::order) call by the strategies that rotate. Wrapping
     /// (after `usize::MAX` calls) only skips a step of the rotation.
@@ -287,7 +287,7 @@ pub struct Balancer {
 
 impl Balancer {
     /// A balancer using `strategy`.
-    pub fn new(strategy: Strategy) -> Self {
+    pub(crate) fn new(strategy: Strategy) -> Self {
         Balancer {
             strategy,
             cursor: AtomicUsize::new(0),
@@ -296,7 +296,7 @@ impl Balancer {
 
     /// The strategy.
     #[cfg(test)]
-    pub fn strategy(&self) -> Strategy {
+    pub(crate) fn strategy(&self) -> Strategy {
         self.strategy
     }
 
@@ -315,7 +315,7 @@ impl Balancer {
     /// - [`LowestLatency`](Strategy::LowestLatency): of two random candidates the one with the
     ///   lower latency estimate × (in flight + 1) first (unknown latency counts as 0), then the
     ///   rest by that cost.
-    pub fn order(&self, candidates: &[Candidate<'_>]) -> Vec<usize> {
+    pub(crate) fn order(&self, candidates: &[Candidate<'_>]) -> Vec<usize> {
         let mut order: Vec<usize> = (0..candidates.len()).collect();
         if candidates.len() < 2 {
             return order;

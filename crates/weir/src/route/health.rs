@@ -98,7 +98,7 @@ const MAX_JITTER: f64 = 0.1;
 const MIN_INTERVAL: Duration = Duration::from_secs(1);
 
 // The settings are part of the configuration schema; re-exported here, where they are applied.
-pub use crate::config::HealthCheckConfig;
+pub(crate) use crate::config::HealthCheckConfig;
 
 impl HealthCheckConfig {
     /// A copy with every out-of-range value replaced by a usable one: a zero `interval` becomes
@@ -352,7 +352,7 @@ impl Drop for HealthCheckHandle {
 /// The task is started with [`tokio::spawn`], so this must be called from within a tokio
 /// runtime, and panics otherwise.
 #[must_use = "dropping the handle stops the health checks at once"]
-pub fn spawn_checker<F, Fut>(health: Health, config: HealthCheckConfig, probe: F) -> HealthCheckHandle
+pub(crate) fn spawn_checker<F, Fut>(health: Health, config: HealthCheckConfig, probe: F) -> HealthCheckHandle
 where
     F: Fn() -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Duration, String>> + Send + 'static,

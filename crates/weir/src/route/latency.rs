@@ -25,7 +25,7 @@ use parking_lot::Mutex;
 use tokio::time::Instant;
 
 /// How long one window lasts; quantiles cover the last one to two of them.
-pub const WINDOW: Duration = Duration::from_secs(60);
+pub(crate) const WINDOW: Duration = Duration::from_secs(60);
 
 /// Sub-buckets per power of two (a power of two itself).
 const SUB_BUCKETS: u64 = 8;
@@ -51,7 +51,7 @@ pub struct LatencyQuantiles {
 
 /// Per-deployment latency samples in two rotating windows. See the [module docs](self).
 #[derive(Debug)]
-pub struct LatencyHistogram {
+pub(crate) struct LatencyHistogram {
     state: Mutex<Windows>,
 }
 
@@ -91,7 +91,7 @@ impl Default for LatencyHistogram {
 
 impl LatencyHistogram {
     /// An empty histogram whose first window starts now.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         LatencyHistogram {
             state: Mutex::new(Windows {
                 current: Counts::new(),
@@ -102,7 +102,7 @@ impl LatencyHistogram {
     }
 
     /// Records one sample taken at `now`.
-    pub fn record(&self, latency: Duration, now: Instant) {
+    pub(crate) fn record(&self, latency: Duration, now: Instant) {
         let index = bucket_of(latency);
         let mut state = self.state.lock();
         state.rotate(now);
@@ -113,7 +113,7 @@ impl LatencyHistogram {
     }
 
     /// p50, p99 and max over the last one to two windows; `None` without samples there.
-    pub fn quantiles(&self) -> Option<LatencyQuantiles> {
+    pub(crate) fn quantiles(&self) -> Option<LatencyQuantiles> {
         let mut state = self.state.lock();
         state.rotate(Instant::now());
         let samples = state.current.total + state.previous.total;

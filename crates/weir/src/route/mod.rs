@@ -6,6 +6,6 @@
 //!   skips deployments that are cooling down, breaker-open or rate-limited.
 //! - [`health`]: background health checks of deployments.
 
-pub mod balance;
-pub mod health;
-pub mod latency;
+pub(crate) mod balance;
+pub(crate) mod health;
+pub(crate) mod latency;

@@ -10,7 +10,7 @@ use crate::{config::ProviderKind, error::Error};
 
 /// Answers every request locally.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct MockProvider;
+pub(crate) struct MockProvider;
 
 impl Provider for MockProvider {
     fn kind(&self) -> ProviderKind {

@@ -7,11 +7,11 @@
 //! they rewrite `path`/`body` on the way in and the response on the way out. All of them send
 //! through one [`Transport`] (pool, auth header, timeouts).
 
-pub mod anthropic;
+pub(crate) mod anthropic;
 mod gemini;
 mod mock;
 mod openai;
-pub mod pool;
+pub(crate) mod pool;
 mod transport;
 
 use std::fmt;
@@ -20,19 +20,19 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use http::{HeaderMap, Method, StatusCode};
 
-pub use anthropic::AnthropicProvider;
-pub use gemini::GeminiProvider;
-pub use mock::MockProvider;
-pub use openai::OpenAiProvider;
-pub use transport::MAX_RESPONSE_BYTES;
+pub(crate) use anthropic::AnthropicProvider;
+pub(crate) use gemini::GeminiProvider;
+pub(crate) use mock::MockProvider;
+pub(crate) use openai::OpenAiProvider;
+pub(crate) use transport::MAX_RESPONSE_BYTES;
 
 use crate::{config::ProviderKind, error::Error};
 
-pub use crate::sse::ByteStream;
+pub(crate) use crate::sse::ByteStream;
 
 /// A request aimed at one upstream.
 #[derive(Debug, Clone)]
-pub struct UpstreamRequest {
+pub(crate) struct UpstreamRequest {
     /// HTTP method.
     pub method: Method,
     /// Path relative to the provider's API root, validated (see [`crate::path::ApiPath`]).
@@ -53,7 +53,7 @@ pub struct UpstreamRequest {
 }
 
 /// An upstream's answer.
-pub struct UpstreamResponse {
+pub(crate) struct UpstreamResponse {
     /// Status code.
     pub status: StatusCode,
     /// Response headers.
@@ -72,7 +72,7 @@ impl fmt::Debug for UpstreamResponse {
 
 impl UpstreamResponse {
     /// Whether the answer is a server-sent event stream (by its content type).
-    pub fn is_event_stream(&self) -> bool {
+    pub(crate) fn is_event_stream(&self) -> bool {
         self.headers
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
@@ -81,7 +81,7 @@ impl UpstreamResponse {
 }
 
 /// A response body.
-pub enum UpstreamBody {
+pub(crate) enum UpstreamBody {
     /// Fully read.
     Full(Bytes),
     /// Arriving in pieces.
@@ -90,7 +90,7 @@ pub enum UpstreamBody {
 
 impl UpstreamBody {
     /// Reads the whole body; an error if it is longer than `limit` bytes.
-    pub async fn collect(self, limit: usize) -> Result<Bytes, Error> {
+    pub(crate) async fn collect(self, limit: usize) -> Result<Bytes, Error> {
         use futures::StreamExt;
         match self {
             UpstreamBody::Full(bytes) => Ok(bytes),
@@ -113,7 +113,7 @@ impl UpstreamBody {
 }
 
 /// One kind of upstream API.
-pub trait Provider: Send + Sync + fmt::Debug {
+pub(crate) trait Provider: Send + Sync + fmt::Debug {
     /// Which kind.
     fn kind(&self) -> ProviderKind;
     /// Sends the request and returns the upstream's answer, whatever its status.

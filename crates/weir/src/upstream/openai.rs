@@ -14,7 +14,7 @@ use crate::{
 
 /// The Azure OpenAI data-plane API version used when a deployment sets no `api_version`: the
 /// latest generally available (non-preview) one.
-pub const AZURE_DEFAULT_API_VERSION: &str = "2024-10-21";
+pub(super) const AZURE_DEFAULT_API_VERSION: &str = "2024-10-21";
 
 /// Paths Azure serves under `/openai/deployments/{deployment}/`; everything else (files, batches,
 /// models...) lives at the resource level under `/openai/`.
@@ -31,7 +31,7 @@ const AZURE_DEPLOYMENT_PATHS: &[&str] = &[
 
 /// Talks to an OpenAI-compatible API root over a shared connection pool.
 #[derive(Debug)]
-pub struct OpenAiProvider {
+pub(crate) struct OpenAiProvider {
     /// Pool, auth and timeouts.
     transport: Transport,
     /// Set for Azure OpenAI: how paths are rewritten.
@@ -50,7 +50,7 @@ struct Azure {
 impl OpenAiProvider {
     /// Builds the provider for a deployment, joining (or creating) the shared pool for its
     /// settings. `provider: azure` deployments get Azure's paths and `api-key` header.
-    pub fn new(config: &DeploymentConfig) -> Self {
+    pub(crate) fn new(config: &DeploymentConfig) -> Self {
         let mut transport = Transport::new(config);
         let azure = match config.provider {
             ProviderKind::Azure => {
@@ -95,7 +95,7 @@ impl OpenAiProvider {
 
     /// The pool this provider sends through.
     #[cfg(test)]
-    pub fn pool(&self) -> &std::sync::Arc<crate::upstream::pool::HttpPool> {
+    pub(crate) fn pool(&self) -> &std::sync::Arc<crate::upstream::pool::HttpPool> {
         self.transport.pool()
     }
 

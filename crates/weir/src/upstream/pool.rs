@@ -24,7 +24,7 @@ use crate::{
 
 /// Everything that makes two pools different.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct PoolSettings {
+pub(crate) struct PoolSettings {
     /// Upstream timeouts.
     pub timeouts: Timeouts,
     /// Connection limits.
@@ -33,7 +33,7 @@ pub struct PoolSettings {
 
 /// A shared HTTP client plus the semaphores that bound its connections.
 #[derive(Debug)]
-pub struct HttpPool {
+pub(crate) struct HttpPool {
     /// The client; cheap to clone, all clones share connections. An error if it could not be
     /// built (reqwest's TLS setup failed): every call through the pool then fails with it.
     client: Result<reqwest::Client, String>,
@@ -49,7 +49,7 @@ static REGISTRY: LazyLock<Mutex<HashMap<PoolSettings, Weak<HttpPool>>>> = LazyLo
 
 /// Proof that a request may use a connection; released when dropped.
 #[derive(Debug)]
-pub struct PoolPermit {
+pub(crate) struct PoolPermit {
     _pool: OwnedSemaphorePermit,
     _host: OwnedSemaphorePermit,
 }
@@ -69,7 +69,7 @@ impl HttpPool {
     /// Building it cannot fail: should the HTTP client itself not build (reqwest's TLS setup
     /// failing, which a config cannot cause), that is logged once and every call through the pool
     /// fails with it, so an engine is always built from a valid config.
-    pub fn shared(settings: PoolSettings) -> Arc<HttpPool> {
+    pub(crate) fn shared(settings: PoolSettings) -> Arc<HttpPool> {
         let mut registry = REGISTRY.lock();
         if let Some(pool) = registry.get(&settings).and_then(Weak::upgrade) {
             return pool;
@@ -106,12 +106,12 @@ impl HttpPool {
     }
 
     /// The HTTP client (an error if it could not be built).
-    pub fn client(&self) -> Result<&reqwest::Client, Error> {
+    pub(crate) fn client(&self) -> Result<&reqwest::Client, Error> {
         self.client.as_ref().map_err(|e| Error::Internal(e.clone()))
     }
 
     /// Waits (up to the connect timeout) for a connection slot towards `host`.
-    pub async fn acquire(&self, host: &str) -> Result<PoolPermit, Error> {
+    pub(crate) async fn acquire(&self, host: &str) -> Result<PoolPermit, Error> {
         let host_sem = {
             let mut map = self.per_host.lock();
             map.entry(host.to_owned())
@@ -147,7 +147,7 @@ impl HttpPool {
     }
 
     /// Current use.
-    pub fn stats(&self) -> PoolStats {
+    pub(crate) fn stats(&self) -> PoolStats {
         let max = self.settings.limits.max_connections;
         PoolStats {
             in_flight: max - self.permits.available_permits(),
@@ -162,7 +162,7 @@ impl HttpPool {
 ///
 /// These are the pool's permits, i.e. requests holding a connection (HTTP/1: one connection each).
 /// Idle keep-alive connections are not counted: reqwest does not expose its idle pool.
-pub fn host_stats() -> Vec<(String, PoolStats)> {
+pub(crate) fn host_stats() -> Vec<(String, PoolStats)> {
     let pools: Vec<Arc<HttpPool>> = REGISTRY.lock().values().filter_map(Weak::upgrade).collect();
     let mut out: Vec<(String, PoolStats)> = Vec::new();
     for pool in pools {

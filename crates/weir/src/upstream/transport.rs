@@ -21,11 +21,11 @@ use crate::{
 
 /// The largest non-streamed upstream body accepted (a few base64 images fit easily); a larger one
 /// is refused rather than buffered.
-pub const MAX_RESPONSE_BYTES: usize = 128 << 20;
+pub(crate) const MAX_RESPONSE_BYTES: usize = 128 << 20;
 
 /// Sends requests to one upstream host over a shared connection pool.
 #[derive(Debug)]
-pub struct Transport {
+pub(super) struct Transport {
     /// API root without a trailing slash, e.g. `https://api.openai.com/v1`.
     base_url: Url,
     /// Host (and port) key for the per-host connection cap.
@@ -47,7 +47,7 @@ pub struct Transport {
 impl Transport {
     /// Joins (or creates) the shared pool for the deployment's settings. No headers yet: the
     /// provider adds its own auth with [`Transport::with_secret_header`].
-    pub fn new(config: &DeploymentConfig) -> Self {
+    pub(super) fn new(config: &DeploymentConfig) -> Self {
         let pool = HttpPool::shared(PoolSettings {
             timeouts: config.timeouts,
             limits: config.pool,
@@ -68,7 +68,7 @@ impl Transport {
     }
 
     /// Makes every call fail with `message` (see the `misconfigured` field).
-    pub fn misconfigured(mut self, message: String) -> Self {
+    pub(super) fn misconfigured(mut self, message: String) -> Self {
         self.misconfigured.get_or_insert(message);
         self
     }
@@ -78,7 +78,7 @@ impl Transport {
     /// Config loading checks that the values it passes here are valid header values. Should one
     /// not be (a config built by hand and not validated), the transport is still built, and every
     /// call fails with an error naming `field`: sending without the header would be worse.
-    pub fn with_header(
+    pub(super) fn with_header(
         mut self,
         config: &DeploymentConfig,
         name: &'static str,
@@ -102,14 +102,14 @@ impl Transport {
     }
 
     /// Adds prepared headers (sensitive ones already marked) to every request.
-    pub fn with_headers(mut self, headers: HeaderMap) -> Self {
+    pub(super) fn with_headers(mut self, headers: HeaderMap) -> Self {
         self.headers.extend(headers);
         self
     }
 
     /// [`Transport::with_header`] for the deployment's `api_key`, if it has one, formatted by
     /// `format` (e.g. `Bearer {key}`). Always sensitive.
-    pub fn with_secret_header(
+    pub(super) fn with_secret_header(
         self,
         config: &DeploymentConfig,
         name: &'static str,
@@ -122,19 +122,19 @@ impl Transport {
     }
 
     /// The API root requests are sent under.
-    pub fn base_url(&self) -> &Url {
+    pub(super) fn base_url(&self) -> &Url {
         &self.base_url
     }
 
     /// The pool this transport sends through.
-    pub fn pool(&self) -> &Arc<HttpPool> {
+    pub(super) fn pool(&self) -> &Arc<HttpPool> {
         &self.pool
     }
 
     /// Sends `req` (its method, body, content type, stream flag, request id) to `url`, which the
     /// caller built under [`Transport::base_url`]. Unary calls are bounded by the total timeout;
     /// streams by the read (idle) timeout per wait, and hold their pool permit until they end.
-    pub async fn send(&self, url: Url, req: UpstreamRequest) -> Result<UpstreamResponse, Error> {
+    pub(super) async fn send(&self, url: Url, req: UpstreamRequest) -> Result<UpstreamResponse, Error> {
         if let Some(message) = &self.misconfigured {
             return Err(Error::Config(message.clone()));
         }

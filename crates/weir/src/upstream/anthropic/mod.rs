@@ -12,9 +12,9 @@
 //! Anthropic's 529 `overloaded_error` keeps its status: as a 5xx it is retried (and counted by
 //! the circuit breaker) like any upstream server error.
 
-pub mod request;
-pub mod response;
-pub mod stream;
+pub(crate) mod request;
+pub(crate) mod response;
+pub(crate) mod stream;
 
 #[cfg(test)]
 mod golden_tests;
@@ -33,7 +33,7 @@ use crate::{
 
 /// Talks to the Anthropic Messages API.
 #[derive(Debug)]
-pub struct AnthropicProvider {
+pub(crate) struct AnthropicProvider {
     /// The transport (pool, timeouts), carrying Anthropic's auth headers.
     http: OpenAiProvider,
     /// Deployment id, for error messages.
@@ -43,7 +43,7 @@ pub struct AnthropicProvider {
 impl AnthropicProvider {
     /// Builds the provider for a deployment (`base_url` is the API host, e.g.
     /// `https://api.anthropic.com`, under which `/v1/messages` lives).
-    pub fn new(config: &DeploymentConfig) -> Self {
+    pub(crate) fn new(config: &DeploymentConfig) -> Self {
         let mut headers = HeaderMap::new();
         headers.insert("anthropic-version", HeaderValue::from_static(ANTHROPIC_VERSION));
         AnthropicProvider {

@@ -23,11 +23,11 @@ use crate::{
 };
 
 /// Output cap sent when the client gives none: Anthropic requires `max_tokens`, OpenAI does not.
-pub const DEFAULT_MAX_TOKENS: u32 = 4096;
+pub(crate) const DEFAULT_MAX_TOKENS: u32 = 4096;
 
 /// A translated request and what the answer's translation needs to know.
 #[derive(Debug)]
-pub struct Translated {
+pub(crate) struct Translated {
     /// The Anthropic request.
     pub request: MessagesRequest,
     /// Whether the client asked for a stream.
@@ -45,7 +45,7 @@ fn bad(param: impl Into<String>, message: impl Into<String>) -> Error {
 }
 
 /// Translates an OpenAI chat completion body.
-pub fn to_anthropic(body: &[u8]) -> Result<Translated, Error> {
+pub(crate) fn to_anthropic(body: &[u8]) -> Result<Translated, Error> {
     let req: ChatCompletionRequest = serde_json::from_slice(body).map_err(|e| Error::InvalidRequest {
         message: format!("Invalid chat completion request: {e}."),
         param: None,

@@ -14,7 +14,7 @@ use crate::{
 };
 
 /// OpenAI's `finish_reason` for Anthropic's `stop_reason`.
-pub fn finish_reason(stop_reason: Option<&str>) -> Option<&'static str> {
+pub(crate) fn finish_reason(stop_reason: Option<&str>) -> Option<&'static str> {
     Some(match stop_reason? {
         "max_tokens" | "model_context_window_exceeded" => "length",
         "tool_use" => "tool_calls",
@@ -27,7 +27,7 @@ pub fn finish_reason(stop_reason: Option<&str>) -> Option<&'static str> {
 /// OpenAI usage for Anthropic usage. Anthropic's `input_tokens` leaves out cached input, so the
 /// prompt total adds cache reads and writes back; `cached_tokens` are the reads (priced as
 /// cached), `cache_creation_tokens` (an extension) the writes.
-pub fn openai_usage(usage: &AnthropicUsage) -> Value {
+pub(crate) fn openai_usage(usage: &AnthropicUsage) -> Value {
     let read = usage.cache_read_input_tokens.unwrap_or(0);
     let written = usage.cache_creation_input_tokens.unwrap_or(0);
     let prompt = usage.input_tokens + read + written;
@@ -40,7 +40,7 @@ pub fn openai_usage(usage: &AnthropicUsage) -> Value {
 }
 
 /// Unix seconds now (a calendar time, so the wall clock).
-pub fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -60,7 +60,7 @@ fn to_bytes(value: &Value) -> Result<Bytes, Error> {
 
 /// A Messages API answer as a `chat.completion`: text blocks joined, `tool_use` blocks as tool
 /// calls (input serialised to the arguments string, ids kept). Thinking is dropped.
-pub fn chat_completion(body: &[u8]) -> Result<Bytes, Error> {
+pub(crate) fn chat_completion(body: &[u8]) -> Result<Bytes, Error> {
     let msg: MessagesResponse = serde_json::from_slice(body).map_err(|e| bad_response("message", e))?;
     let mut text: Option<String> = None;
     let mut tool_calls = Vec::new();
@@ -101,7 +101,7 @@ pub fn chat_completion(body: &[u8]) -> Result<Bytes, Error> {
 /// An Anthropic error body in OpenAI's shape (`type` kept, and repeated as `code` so clients
 /// can match on `overloaded_error`). Bodies that are not Anthropic-shaped are returned as they
 /// are: the engine's error parser summarises them.
-pub fn error_body(body: &[u8]) -> Bytes {
+pub(crate) fn error_body(body: &[u8]) -> Bytes {
     match serde_json::from_slice::<ErrorEnvelope>(body) {
         Ok(envelope) => to_bytes(&json!({"error": {
             "message": envelope.error.message,
@@ -124,7 +124,7 @@ fn openai_model(info: ModelInfo) -> Model {
 }
 
 /// `GET /v1/models` → OpenAI's model list.
-pub fn model_list(body: &[u8]) -> Result<Bytes, Error> {
+pub(crate) fn model_list(body: &[u8]) -> Result<Bytes, Error> {
     let page: ModelsPage = serde_json::from_slice(body).map_err(|e| bad_response("model list", e))?;
     let list = ModelList {
         object: "list".to_owned(),
@@ -136,7 +136,7 @@ pub fn model_list(body: &[u8]) -> Result<Bytes, Error> {
 }
 
 /// `GET /v1/models/{id}` → OpenAI's model object.
-pub fn model(body: &[u8]) -> Result<Bytes, Error> {
+pub(crate) fn model(body: &[u8]) -> Result<Bytes, Error> {
     let info: ModelInfo = serde_json::from_slice(body).map_err(|e| bad_response("model", e))?;
     serde_json::to_vec(&openai_model(info))
         .map(Bytes::from)

@@ -28,7 +28,7 @@ use crate::{
 
 /// The translation state of one stream.
 #[derive(Debug, Default)]
-pub struct Translator {
+pub(crate) struct Translator {
     include_usage: bool,
     id: String,
     model: String,
@@ -52,7 +52,7 @@ const KNOWN_EVENTS: &[&str] = &[
 
 impl Translator {
     /// A translator; `include_usage` adds the final usage chunk.
-    pub fn new(include_usage: bool) -> Self {
+    pub(crate) fn new(include_usage: bool) -> Self {
         Translator {
             include_usage,
             created: unix_now(),
@@ -61,12 +61,12 @@ impl Translator {
     }
 
     /// Whether `message_stop` was seen (and `[DONE]` written).
-    pub fn is_done(&self) -> bool {
+    pub(crate) fn is_done(&self) -> bool {
         self.done
     }
 
     /// Translates one event's `data:` payload, appending OpenAI events to `out`.
-    pub fn on_event(&mut self, data: &str, out: &mut BytesMut) -> Result<(), Error> {
+    pub(crate) fn on_event(&mut self, data: &str, out: &mut BytesMut) -> Result<(), Error> {
         let event: StreamEvent = match serde_json::from_str(data) {
             Ok(event) => event,
             Err(e) => {
@@ -187,7 +187,7 @@ impl Translator {
 
 /// Translates an Anthropic event stream incrementally: each upstream read yields the OpenAI
 /// events of the Anthropic events it completed (nothing is buffered beyond one partial event).
-pub fn translate(upstream: ByteStream, translator: Translator) -> ByteStream {
+pub(crate) fn translate(upstream: ByteStream, translator: Translator) -> ByteStream {
     struct State {
         upstream: ByteStream,
         framer: SseFramer,

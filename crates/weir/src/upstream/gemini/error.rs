@@ -104,7 +104,7 @@ fn parse_delay(text: &str) -> Option<Duration> {
 
 /// Rewrites a non-success Gemini answer into the OpenAI error shape, adding `retry-after-ms`
 /// from `RetryInfo`. A body that is not Gemini-shaped is left alone (the engine summarises it).
-pub fn translate_error(status: StatusCode, headers: &mut HeaderMap, body: &[u8]) -> Bytes {
+pub(super) fn translate_error(status: StatusCode, headers: &mut HeaderMap, body: &[u8]) -> Bytes {
     let Some(parsed) = serde_json::from_slice::<Value>(body)
         .ok()
         .and_then(|v| parse(Some(status.as_u16()), &v))
@@ -132,7 +132,7 @@ pub fn translate_error(status: StatusCode, headers: &mut HeaderMap, body: &[u8])
 
 /// An `{"error": ...}` event inside a stream, as an engine error (the guard turns it into an
 /// OpenAI error event).
-pub fn stream_error(event: &Value) -> Error {
+pub(super) fn stream_error(event: &Value) -> Error {
     match parse(None, event) {
         Some(p) => Error::Upstream {
             status: StatusCode::from_u16(p.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),

@@ -40,18 +40,18 @@ use crate::{
     path::ApiPath,
 };
 
-pub use request::chat_request;
-pub use response::{ReplyContext, chat_completion};
+pub(super) use request::chat_request;
+pub(super) use response::{ReplyContext, chat_completion};
 
 /// Separates a synthesised tool-call id from the thought signature it carries. Thinking models
 /// (Gemini 2.5, 3) return a `thoughtSignature` with their function calls and reject the next
 /// turn if it does not come back; OpenAI clients keep nothing but the call's id, so the
 /// signature rides in the id and is split off again when the call returns.
-pub const THOUGHT_SIGNATURE_SEPARATOR: &str = "__thought__";
+pub(super) const THOUGHT_SIGNATURE_SEPARATOR: &str = "__thought__";
 
 /// Talks to the Gemini API.
 #[derive(Debug)]
-pub struct GeminiProvider {
+pub(crate) struct GeminiProvider {
     /// Pool, `x-goog-api-key`, timeouts.
     transport: Transport,
     /// `v1beta/` unless the base URL already ends in an API version (`.../v1beta`, `.../v1`).
@@ -89,7 +89,7 @@ fn json_headers(mut headers: HeaderMap) -> HeaderMap {
 
 impl GeminiProvider {
     /// Builds the provider for a deployment (joining the shared pool for its settings).
-    pub fn new(config: &DeploymentConfig) -> Self {
+    pub(crate) fn new(config: &DeploymentConfig) -> Self {
         let transport = Transport::new(config).with_secret_header(config, "x-goog-api-key", str::to_owned);
         let last = config
             .base_url

@@ -41,7 +41,7 @@ fn invalid(param: impl Into<String>, message: impl Into<String>) -> Error {
 }
 
 /// Translates a chat request. Errors are the client's (400 naming the field).
-pub fn chat_request(req: &ChatCompletionRequest) -> Result<GenerateContentRequest, Error> {
+pub(crate) fn chat_request(req: &ChatCompletionRequest) -> Result<GenerateContentRequest, Error> {
     let mut system: Vec<Part> = Vec::new();
     let mut contents: Vec<Content> = Vec::new();
     // tool_call id → function name, for `tool` messages (Gemini names responses, OpenAI ids them).

@@ -10,7 +10,7 @@ use crate::api::{
 
 /// What every translated answer of one request shares.
 #[derive(Debug, Clone)]
-pub struct ReplyContext {
+pub(crate) struct ReplyContext {
     /// `chatcmpl-...`, the same on every chunk of a stream.
     pub id: String,
     /// Unix seconds.
@@ -21,7 +21,7 @@ pub struct ReplyContext {
 
 impl ReplyContext {
     /// A fresh id and the current time.
-    pub fn new(model: &str) -> Self {
+    pub(crate) fn new(model: &str) -> Self {
         ReplyContext {
             id: format!("chatcmpl-{}", random_id()),
             created: std::time::SystemTime::now()
@@ -33,13 +33,13 @@ impl ReplyContext {
 }
 
 /// 24 random alphanumerics, as OpenAI's ids have.
-pub fn random_id() -> String {
+pub(super) fn random_id() -> String {
     (0..24).map(|_| fastrand::alphanumeric()).collect()
 }
 
 /// Gemini's finish reason in OpenAI's words. `tool_calls` wins over a plain stop when the
 /// candidate called functions (Gemini says `STOP` then).
-pub fn finish_reason(reason: &str, called_tools: bool) -> &'static str {
+pub(super) fn finish_reason(reason: &str, called_tools: bool) -> &'static str {
     match reason {
         "MAX_TOKENS" => "length",
         "SAFETY" | "RECITATION" | "BLOCKLIST" | "PROHIBITED_CONTENT" | "SPII" | "IMAGE_SAFETY" => {
@@ -52,7 +52,7 @@ pub fn finish_reason(reason: &str, called_tools: bool) -> &'static str {
 
 /// `usageMetadata` → OpenAI usage: thinking tokens count as output (they are billed so) and are
 /// reported as `reasoning_tokens`; context-cache hits as `cached_tokens`.
-pub fn usage(meta: &UsageMetadata) -> Usage {
+pub(super) fn usage(meta: &UsageMetadata) -> Usage {
     let prompt = meta.prompt_token_count + meta.tool_use_prompt_token_count;
     let completion = meta.candidates_token_count + meta.thoughts_token_count;
     let mut extra = Map::new();
@@ -78,7 +78,7 @@ pub fn usage(meta: &UsageMetadata) -> Usage {
 
 /// The text (thinking parts left out) and tool calls of a candidate's parts. Tool calls are
 /// numbered from `first_index` (a stream continues its numbering across events).
-pub fn split_parts(parts: &[Part], first_index: usize) -> (Option<String>, Vec<Value>) {
+pub(super) fn split_parts(parts: &[Part], first_index: usize) -> (Option<String>, Vec<Value>) {
     let mut text: Option<String> = None;
     let mut calls = Vec::new();
     for part in parts {
@@ -140,7 +140,7 @@ fn choice(candidate: &Candidate, position: usize) -> ChatChoice {
 
 /// A whole response. A prompt Gemini blocked (no candidates, `promptFeedback.blockReason`)
 /// becomes one empty choice finished by `content_filter`, as OpenAI reports filtered prompts.
-pub fn chat_completion(resp: &GenerateContentResponse, ctx: &ReplyContext) -> ChatCompletionResponse {
+pub(crate) fn chat_completion(resp: &GenerateContentResponse, ctx: &ReplyContext) -> ChatCompletionResponse {
     let mut choices: Vec<ChatChoice> = resp
         .candidates
         .iter()

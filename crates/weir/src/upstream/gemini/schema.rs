@@ -43,7 +43,7 @@ const PLAIN_KEYS: &[&str] = &[
 
 /// A function's `parameters`: sanitised, and omitted altogether for an object without properties
 /// (Gemini refuses an `OBJECT` with empty `properties`; a function without parameters is fine).
-pub fn parameters(schema: &Value) -> Option<Value> {
+pub(super) fn parameters(schema: &Value) -> Option<Value> {
     let out = sanitize(schema)?;
     let empty_object = out.get("type").and_then(Value::as_str) == Some("object")
         && out
@@ -54,7 +54,7 @@ pub fn parameters(schema: &Value) -> Option<Value> {
 }
 
 /// The schema reduced to Gemini's subset; `None` for something that is not a schema object.
-pub fn sanitize(schema: &Value) -> Option<Value> {
+pub(super) fn sanitize(schema: &Value) -> Option<Value> {
     let root = schema.as_object()?;
     Some(convert(root, root, 0))
 }
