@@ -59,6 +59,9 @@
 //! body reading, the engine call, responses, errors), which builds on the shared [`AppState`].
 //! Nothing imports a module above it.
 
+// Items are `pub(crate)` unless users can reach them: the public API is what the crate re-exports.
+#![warn(unreachable_pub)]
+
 mod admin;
 mod faces;
 mod health;
