@@ -140,7 +140,12 @@ impl EndHooks {
                 hook(&end);
             }
             EndState::Waiting(hooks) => hooks.push(hook),
-            EndState::Running => *state = EndState::Waiting(vec![hook]),
+            EndState::Running => {
+                // A stream usually gets four hooks (accounting, in-flight count, breaker, drain).
+                let mut hooks = Vec::with_capacity(4);
+                hooks.push(hook);
+                *state = EndState::Waiting(hooks);
+            }
         }
     }
 

@@ -27,7 +27,7 @@ use crate::{
     error::{Error, TimeoutPhase},
     policy::limit::{Ask, Demand, RateLimitLayer, RateLimitServiceError, Reservation, Settle},
     request::{Endpoint, ProxyRequest, RequestFacts},
-    response::ProxyResponse,
+    response::{ProxyBody, ProxyResponse},
     telemetry::ThrottleScope,
 };
 
@@ -107,7 +107,12 @@ impl Settle<ProxyResponse, Error> for ClientSettle {
                         resp.headers.insert(name, value);
                     }
                 }
-                resp.on_finish(move |end| reconcile(reservation, end.usage.as_ref()));
+                match &resp.body {
+                    ProxyBody::Full(_) => reconcile(reservation, resp.usage.as_ref()),
+                    ProxyBody::Stream(stream) => {
+                        stream.on_end(move |end| reconcile(reservation, end.usage.as_ref()))
+                    }
+                }
             }
             Err(err) => settle_failure(reservation, err, false),
         }
@@ -120,12 +125,13 @@ impl Core {
         let facts = req.facts()?;
         // Requests that name no model (image generation may omit it; most pass-through calls do)
         // go to the default model group.
-        let model = match facts.model() {
-            Some(model) => model.to_owned(),
+        let model: Arc<str> = match facts.model() {
+            Some(model) => Arc::from(model),
             None => self
                 .config
                 .default_model
-                .clone()
+                .as_deref()
+                .map(Arc::from)
                 .ok_or_else(|| Error::missing_param("model"))?,
         };
         if model.trim().is_empty() {

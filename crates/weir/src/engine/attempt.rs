@@ -172,7 +172,7 @@ impl UpstreamService {
         let facts = &routed.facts;
         let target = &*attempt.upstream_model;
         let body = match facts.object() {
-            Some(obj) if target != routed.model && facts.model().is_some() => {
+            Some(obj) if target != &*routed.model && facts.model().is_some() => {
                 Some(obj.to_bytes_with_str("model", target)?)
             }
             _ if req.body().is_empty() => None,

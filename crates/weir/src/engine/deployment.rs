@@ -65,6 +65,8 @@ pub struct Deployment {
     health: Health,
     /// The layers an attempt runs through (see the module docs).
     stack: Stack,
+    /// `config.model`, shared (it names every attempt's upstream model).
+    upstream_name: Option<Arc<str>>,
 }
 
 /// Why a deployment can't take an attempt right now.
@@ -146,6 +148,7 @@ impl Deployment {
             inner: limited,
         };
         Deployment {
+            upstream_name: config.model.as_deref().map(Arc::from),
             config,
             model_group,
             provider,
@@ -186,6 +189,11 @@ impl Deployment {
     /// This deployment's rate limiter, for inspection (`snapshot()`).
     pub fn limiter(&self) -> Option<&RateLimiter> {
         self.limiter.as_ref()
+    }
+
+    /// The upstream's own name for the model, when the config renames it.
+    pub(crate) fn upstream_name(&self) -> Option<&Arc<str>> {
+        self.upstream_name.as_ref()
     }
 
     /// The provider adapter that calls its upstream.
@@ -453,7 +461,12 @@ impl Settle<ProxyResponse, BreakerError<AttemptError>> for DeploymentSettle {
         reservation: Reservation,
     ) {
         match result {
-            Ok(resp) => resp.on_finish(move |end| reconcile(reservation, end.usage.as_ref())),
+            Ok(resp) => match &resp.body {
+                ProxyBody::Full(_) => reconcile(reservation, resp.usage.as_ref()),
+                ProxyBody::Stream(stream) => {
+                    stream.on_end(move |end| reconcile(reservation, end.usage.as_ref()))
+                }
+            },
             // The call is not made after all: give everything back.
             Err(BreakerError::Open(_) | BreakerError::Inner(AttemptError::NotCalled)) => reservation.refund(),
             Err(BreakerError::Inner(AttemptError::Failed(err))) => settle_failure(reservation, err, true),

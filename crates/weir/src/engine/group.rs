@@ -60,11 +60,11 @@ impl Group {
 
     /// The upstream's name for the model: the deployment's own, else the group's (so a fallback
     /// group gets its name, not the client's), else — for pattern groups — the client's.
-    pub(crate) fn upstream_model<'a>(&'a self, deployment: &'a Deployment, requested: &'a str) -> &'a str {
-        match &deployment.config.model {
-            Some(model) => model.as_str(),
-            None if self.wildcard => requested,
-            None => &self.name,
+    pub(crate) fn upstream_model(&self, deployment: &Deployment, requested: &Arc<str>) -> Arc<str> {
+        match deployment.upstream_name() {
+            Some(model) => model.clone(),
+            None if self.wildcard => requested.clone(),
+            None => self.name.clone(),
         }
     }
 }

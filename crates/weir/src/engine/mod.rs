@@ -49,7 +49,7 @@ use crate::{
         retry::RetryBudget,
     },
     request::ProxyRequest,
-    response::ProxyResponse,
+    response::{ProxyBody, ProxyResponse},
     route::balance::Balancer,
     telemetry,
     tokens::{PriceTable, UsageLedger, UsageSnapshot},
@@ -291,7 +291,9 @@ impl Engine {
         let ticket = self.drain.enter()?;
         let resp = self.service.clone().oneshot(req).await?;
         // In flight until the answer is finished: a stream until it ends.
-        resp.on_finish(move |_| drop(ticket));
+        if let ProxyBody::Stream(stream) = &resp.body {
+            stream.on_end(move |_| drop(ticket));
+        }
         Ok(resp)
     }
 

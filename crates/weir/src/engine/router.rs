@@ -44,7 +44,7 @@ pub(crate) struct Routed {
     /// Its body's facts (parsed once).
     pub facts: Arc<RequestFacts>,
     /// The model the client asked for (or the default model group's name).
-    pub model: String,
+    pub model: Arc<str>,
     /// The index of its model group.
     pub group: usize,
     /// What it counts against rate limits before its real usage is known.
@@ -92,7 +92,7 @@ impl Service<Routed> for Router {
             let routed = Arc::new(routed);
             let group = core.group(routed.group)?;
             RequestSummary::update_current(|s| {
-                s.model = Some(routed.model.clone());
+                s.model = Some(routed.model.to_string());
                 s.model_group = Some(group.name.clone());
                 s.stream = routed.facts.stream();
             });
@@ -338,14 +338,17 @@ impl Core {
             } else {
                 Mode::Probe
             };
-            let offer = deployment.offer(self.attempt(routed, group, deployment, mode));
-            match tokio::time::timeout_at(routed.window.deadline, offer).await {
-                Err(_) => return Err(routed.window.elapsed_error()),
-                Ok(Tried::Answered(resp)) => return Ok(Pick::Called(deployment, Ok(resp))),
-                Ok(Tried::Failed(err)) => return Ok(Pick::Called(deployment, Err(err))),
-                Ok(Tried::Admitted) => return Ok(Pick::TriedAgain),
-                Ok(Tried::Unusable(why)) => unusable.push((deployment, why)),
-                Ok(Tried::Limited(err)) => {
+            // No timer here: a probe never waits at a check, and the call itself is bounded by
+            // the deployment's `Deadline` layer.
+            match deployment
+                .offer(self.attempt(routed, group, deployment, mode))
+                .await
+            {
+                Tried::Answered(resp) => return Ok(Pick::Called(deployment, Ok(resp))),
+                Tried::Failed(err) => return Ok(Pick::Called(deployment, Err(err))),
+                Tried::Admitted => return Ok(Pick::TriedAgain),
+                Tried::Unusable(why) => unusable.push((deployment, why)),
+                Tried::Limited(err) => {
                     return Err(Error::Internal(format!("a probe waited at a limiter: {err}")));
                 }
             }
@@ -381,7 +384,7 @@ impl Core {
             routed: routed.clone(),
             mode,
             group: group.name.clone(),
-            upstream_model: Arc::from(group.upstream_model(deployment, &routed.model)),
+            upstream_model: group.upstream_model(deployment, &routed.model),
             prices: self.prices.clone(),
             ledger: self.usage.clone(),
         }
