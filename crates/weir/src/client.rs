@@ -17,8 +17,11 @@ use crate::{
         ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, EmbeddingRequest,
         EmbeddingResponse, ErrorBody, ImageRequest, ImagesResponse, ModelList,
     },
-    config::Config,
-    engine::Engine,
+    config::{
+        CacheConfig, CircuitBreakerConfig, Config, ConfigBuilder, ConfigError, Deployment, HealthCheckConfig,
+        PoolLimits, Price, RateLimitConfig, RetryBudgetConfig, RetryPolicy, Strategy, Timeouts,
+    },
+    engine::{Engine, EngineBuilder, EngineService},
     error::Error,
     path::ApiPath,
     request::{Endpoint, ProxyRequest},
@@ -46,11 +49,138 @@ pub struct Client {
     engine: Arc<Engine>,
 }
 
+/// Builds a [`Client`] in code: deployments, defaults and layers of your own, no YAML.
+///
+/// Every setting of [`ConfigBuilder`] is here too (the same names), plus [`ClientBuilder::layer`].
+///
+/// ```
+/// use std::time::Duration;
+/// use weir::{Client, config::{Deployment, RetryPolicy}};
+///
+/// let client = Client::builder()
+///     .model("gpt-4o-mini", Deployment::mock())
+///     .retry(RetryPolicy { max_retries: 1, ..Default::default() })
+///     .request_deadline(Duration::from_secs(30))
+///     .layer(tower::layer::layer_fn(|inner: weir::EngineService| inner)) // your own tower layer
+///     .build()?;
+/// # Ok::<(), weir::config::ConfigError>(())
+/// ```
+pub struct ClientBuilder {
+    config: ConfigBuilder,
+    layers: Vec<Box<dyn FnOnce(EngineBuilder) -> EngineBuilder + Send>>,
+}
+
+impl std::fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("config", &self.config)
+            .field("layers", &self.layers.len())
+            .finish()
+    }
+}
+
+/// `ClientBuilder` methods that hand their arguments to the [`ConfigBuilder`] method of the same name.
+macro_rules! config_setters {
+    ($($(#[$doc:meta])* $name:ident($($arg:ident: $ty:ty),*);)*) => {$(
+        $(#[$doc])*
+        pub fn $name(mut self, $($arg: $ty),*) -> Self {
+            self.config = self.config.$name($($arg),*);
+            self
+        }
+    )*};
+}
+
+impl ClientBuilder {
+    config_setters! {
+        /// See [`ConfigBuilder::model`].
+        model(name: &str, deployment: Deployment);
+        /// See [`ConfigBuilder::strategy`].
+        strategy(name: &str, strategy: Strategy);
+        /// See [`ConfigBuilder::default_model`].
+        default_model(name: String);
+        /// See [`ConfigBuilder::timeouts`].
+        timeouts(timeouts: Timeouts);
+        /// See [`ConfigBuilder::pool`].
+        pool(pool: PoolLimits);
+        /// See [`ConfigBuilder::retry`].
+        retry(retry: RetryPolicy);
+        /// See [`ConfigBuilder::circuit_breaker`].
+        circuit_breaker(breaker: Option<CircuitBreakerConfig>);
+        /// See [`ConfigBuilder::rate_limits`].
+        rate_limits(limits: RateLimitConfig);
+        /// See [`ConfigBuilder::health_check`].
+        health_check(check: HealthCheckConfig);
+        /// See [`ConfigBuilder::client_rate_limits`].
+        client_rate_limits(limits: RateLimitConfig);
+        /// See [`ConfigBuilder::request_deadline`].
+        request_deadline(deadline: std::time::Duration);
+        /// See [`ConfigBuilder::retry_budget`].
+        retry_budget(budget: RetryBudgetConfig);
+        /// See [`ConfigBuilder::cache`].
+        cache(cache: CacheConfig);
+        /// See [`ConfigBuilder::price`].
+        price(model: &str, price: Price);
+    }
+
+    /// See [`ConfigBuilder::fallbacks`].
+    pub fn fallbacks<S: Into<String>>(mut self, name: &str, to: impl IntoIterator<Item = S>) -> Self {
+        self.config = self.config.fallbacks(name, to);
+        self
+    }
+
+    /// See [`ConfigBuilder::context_window_fallbacks`].
+    pub fn context_window_fallbacks<S: Into<String>>(
+        mut self,
+        name: &str,
+        to: impl IntoIterator<Item = S>,
+    ) -> Self {
+        self.config = self.config.context_window_fallbacks(name, to);
+        self
+    }
+
+    /// Adds a tower layer around the engine's pipeline (see [`EngineBuilder::layer`]): the first
+    /// added is the outermost.
+    pub fn layer<L>(mut self, layer: L) -> Self
+    where
+        L: tower::Layer<EngineService> + Send + Sync + 'static,
+        L::Service: tower::Service<ProxyRequest, Response = crate::response::ProxyResponse, Error = Error>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        <L::Service as tower::Service<ProxyRequest>>::Future: Send + 'static,
+    {
+        self.layers
+            .push(Box::new(move |engine: EngineBuilder| engine.layer(layer)));
+        self
+    }
+
+    /// Checks the config (the same rules as a YAML file; the error names the field) and builds
+    /// the client.
+    pub fn build(self) -> Result<Client, ConfigError> {
+        let config = self.config.build()?;
+        let engine = self
+            .layers
+            .into_iter()
+            .fold(Engine::builder(config), |engine, add| add(engine))
+            .build();
+        Ok(Client::from_engine(Arc::new(engine)))
+    }
+}
+
 impl Client {
     /// A client for a validated config.
     pub fn new(config: Config) -> Client {
         Client {
             engine: Arc::new(Engine::new(config)),
+        }
+    }
+
+    /// Configures a client in code (see [`ClientBuilder`]).
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder {
+            config: Config::builder(),
+            layers: Vec::new(),
         }
     }
 

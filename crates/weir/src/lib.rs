@@ -10,9 +10,11 @@
 //!
 //! - [`Client`]: typed OpenAI-style calls (chat, streaming chat, embeddings, images, models, any
 //!   path) over the engine. [`Client::from_env`] needs no file (provider keys from the
-//!   environment, or the offline mock); [`Client::new`] takes a [`Config`].
+//!   environment, or the offline mock); [`Client::new`] takes a [`Config`]; [`Client::builder`]
+//!   configures one in code (deployments, limits, breaker, retries, pool, timeouts, cache, your
+//!   own layers) with the defaults and checks a YAML file gets.
 //! - [`Config`]: the configuration — from YAML ([`Config::load`]), from the environment
-//!   ([`Config::from_env`]), or in code — validated with errors that name the field and line.
+//!   ([`Config::from_env`]), or in code ([`Config::builder`]) — validated with errors that name the field and line.
 //! - [`Engine`]: the pipeline both faces share; [`Engine::execute`] takes a [`ProxyRequest`] (raw
 //!   bytes) and answers with a [`ProxyResponse`].
 //!
@@ -78,7 +80,7 @@ pub mod telemetry;
 pub mod tokens;
 pub(crate) mod upstream;
 
-pub use client::{ChatCompletionStream, Client};
+pub use client::{ChatCompletionStream, Client, ClientBuilder};
 pub use config::Config;
 pub use engine::{Engine, EngineBuilder, EngineService};
 pub use error::{Error, ErrorKind, Result, TimeoutPhase};

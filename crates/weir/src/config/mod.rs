@@ -28,9 +28,11 @@
 //! | `pricing`    | `pricing:` and the built-in price table                                      |
 //! | `cache`      | `cache:`                                                                     |
 //! | `env`        | the zero-config setup from the environment                                   |
+//! | `builder`    | [`Config::builder`]: the same config in code, with the same checks           |
 //! | `load`       | the file as a whole: walking it, cross-section rules, placing errors         |
 
 mod breaker;
+mod builder;
 mod cache;
 mod deployment;
 mod env;
@@ -48,6 +50,7 @@ mod values;
 use std::{fmt, path::Path};
 
 pub use breaker::CircuitBreakerConfig;
+pub use builder::{ConfigBuilder, Deployment};
 pub use cache::{CacheConfig, CacheStrategy, MemoryCacheConfig, RedisCacheConfig};
 use env::mock_deployment;
 pub use error::{ConfigError, FieldError};
@@ -101,6 +104,8 @@ pub enum ConfigSource {
     },
     /// No file and no key: the built-in offline mock provider.
     BuiltinMock,
+    /// Built in code with [`Config::builder`].
+    Code,
 }
 
 impl fmt::Display for ConfigSource {
@@ -128,6 +133,7 @@ impl fmt::Display for ConfigSource {
                 }
                 Ok(())
             }
+            ConfigSource::Code => f.write_str("config built in code"),
             ConfigSource::BuiltinMock => f.write_str(
                 "zero-config: no config file and no OPENAI_API_KEY, ANTHROPIC_API_KEY or GEMINI_API_KEY, serving \
                  the built-in offline mock provider (answers are canned; set a key or pass --config for real models)",
