@@ -11,8 +11,8 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use super::{
-    CacheConfig, Config, ConfigError, ConfigSource, FieldError, ModelGroupConfig, ResilienceConfig,
-    ServerConfig, Strategy, TracingConfig,
+    CacheConfig, Config, ConfigError, ConfigSource, FieldError, LoggingConfig, ModelGroupConfig,
+    ResilienceConfig, ServerConfig, Strategy, TracingConfig,
     cache::RawCache,
     deployment::{RawDeployment, deployment, expand_keys},
     pricing::{RawPrice, pricing},
@@ -301,7 +301,7 @@ fn find_in(lines: &[&str], mut lo: usize, mut hi: usize, path: &str) -> Option<u
 fn validate(raw: RawConfig, text: &str, file: Option<&str>) -> Result<Config, ConfigError> {
     let ctx = Ctx { file, text };
     let server = ServerConfig::try_from(raw.server).map_err(|e| ctx.place(0, "server", e))?;
-    let logging = raw.logging.into();
+    let logging = LoggingConfig::try_from(raw.logging).map_err(|e| ctx.place(0, "logging", e))?;
     let tracing = TracingConfig::try_from(raw.tracing).map_err(|e| ctx.place(0, "tracing", e))?;
 
     let mut names = HashSet::new();
