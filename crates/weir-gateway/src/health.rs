@@ -1,5 +1,5 @@
 //! The endpoints operators and load balancers call: liveness (`/health`), readiness (`/ready`,
-//! 503 while draining), the Prometheus scrape (`/metrics`), and the upstream probe
+//! 503 while draining or with no model to serve), the Prometheus scrape (`/metrics`), and the upstream probe
 //! (`/health/upstreams`, which the router puts behind the gateway key check).
 
 use std::time::Duration;
@@ -36,16 +36,27 @@ async fn health() -> Response {
     Json(json!({"status": "ok"})).into_response()
 }
 
+/// Ready when there is something to serve: 503 with a reason while draining, or with no model
+/// configured (every request would be a 404: an embedder's empty config, say).
 async fn ready(State(state): State<Shared>) -> Response {
-    if state.is_draining() {
+    let not_ready = |status: &str, reason: &str| {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "draining"})),
+            Json(json!({"status": status, "reason": reason})),
         )
             .into_response()
-    } else {
-        Json(json!({"status": "ready", "models": state.engine().config().models.len()})).into_response()
+    };
+    if state.is_draining() {
+        return not_ready("draining", "the gateway is shutting down");
     }
+    let models = state.engine().config().models.len();
+    if models == 0 {
+        return not_ready(
+            "not_ready",
+            "no models are configured: every request would be answered 404",
+        );
+    }
+    Json(json!({"status": "ready", "models": models})).into_response()
 }
 
 async fn upstreams(State(state): State<Shared>) -> Response {

@@ -14,6 +14,8 @@ use weir::{
 };
 use weir_gateway::{AppState, serve, shutdown_signal};
 
+mod check;
+
 /// The gateway allocates a little per request (bodies, headers, JSON); mimalloc makes that cheaper
 /// than the system allocator under concurrency (see docs/benchmarks.md for the measured gain).
 #[global_allocator]
@@ -21,8 +23,11 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Weir: a fast, resilient, OpenAI-compatible LLM gateway.
 ///
-/// Point any OpenAI client's base URL at `http://HOST:PORT/v1`. Without --config, `weir serve`
-/// proxies to OpenAI when OPENAI_API_KEY is set, and otherwise answers from a built-in offline mock.
+/// Point any OpenAI client's base URL at `http://HOST:PORT/v1` (Anthropic clients: `/v1/messages`).
+/// Without --config, `weir serve` routes by the provider keys in the environment: claude-* models
+/// to Anthropic with ANTHROPIC_API_KEY, gemini-* models to Gemini with GEMINI_API_KEY, every other
+/// model to OpenAI with OPENAI_API_KEY (OPENAI_BASE_URL for another OpenAI-compatible server); with
+/// none of them set it answers from a built-in offline mock, and says so.
 #[derive(Debug, Parser)]
 #[command(name = "weir", version, about, long_about, propagate_version = true)]
 struct Cli {
@@ -38,7 +43,10 @@ enum Command {
     /// environment variables, and these flags. Stops on SIGTERM/SIGINT after finishing in-flight
     /// requests (up to server.shutdown_timeout).
     Serve {
-        /// YAML config file. Without one: OpenAI if OPENAI_API_KEY is set, else the offline mock.
+        /// YAML config file. Without one (zero-config): claude-* to Anthropic if ANTHROPIC_API_KEY
+        /// is set, gemini-* to Gemini if GEMINI_API_KEY is set, other models to OpenAI if
+        /// OPENAI_API_KEY is set (OPENAI_BASE_URL, OPENAI_TIMEOUT, OPENAI_MAX_RETRIES adjust it);
+        /// with no key at all, the built-in offline mock.
         #[arg(short, long, env = "WEIR_CONFIG", value_name = "FILE")]
         config: Option<PathBuf>,
         /// Address to bind [default: server.host, or 127.0.0.1].
@@ -54,11 +62,14 @@ enum Command {
         #[arg(long, env = "WEIR_LOG_LEVEL")]
         log_level: Option<String>,
     },
-    /// Run the mock OpenAI-compatible upstream (for demos, tests and benchmarks).
+    /// Run the mock upstream (for demos, tests and benchmarks): OpenAI, Anthropic and Gemini faces.
     ///
-    /// Faults and pacing are chosen per request with `x-mock-*` headers, an `x_mock` object in the
-    /// JSON body, or a model named `mock:key=value,...`: status, retry_after, fail_times/fail_key,
-    /// latency_ms, chunk_delay_ms, chunks, stop_after_chunks, drop_after_chunks, drop_mid_body, hang.
+    /// Serves OpenAI's API under /v1 (chat completions, embeddings, images, models), Anthropic's
+    /// Messages API at /v1/messages, and Gemini's generateContent / streamGenerateContent under
+    /// /v1beta/models, so a config can point any provider at it. Faults and pacing are chosen per
+    /// request with `x-mock-*` headers, an `x_mock` object in the JSON body, or a model named
+    /// `mock:key=value,...`: status, retry_after, fail_times/fail_key, latency_ms, chunk_delay_ms,
+    /// chunks, stop_after_chunks, drop_after_chunks, drop_mid_body, hang.
     Mock {
         /// Address to bind.
         #[arg(long, default_value = "127.0.0.1")]
@@ -143,11 +154,17 @@ async fn run_serve(
         log_level,
     };
     let config = loader.load()?;
+    if let Some(why) = check::refusal(&config) {
+        anyhow::bail!(why);
+    }
     let telemetry = weir_gateway::telemetry::init(&config.logging, &config.tracing)?;
     // The first log line says what is being served, so nobody mistakes the mock for OpenAI.
     match config.source {
         ConfigSource::BuiltinMock => tracing::warn!("{}", config.source),
         _ => tracing::info!("{}", config.source),
+    }
+    for warning in check::warnings(&config) {
+        tracing::warn!("{warning}");
     }
     let addr = format!("{}:{}", config.server.host, config.server.port);
     let listener = TcpListener::bind(&addr)
@@ -155,12 +172,27 @@ async fn run_serve(
         .with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
     let models: Vec<&str> = config.models.iter().map(|m| m.name.as_str()).collect();
+    let serving = match config.source {
+        ConfigSource::BuiltinMock => "the built-in offline MOCK (canned answers, no real model)",
+        _ if config
+            .models
+            .iter()
+            .flat_map(|g| &g.deployments)
+            .all(|d| d.provider == ProviderKind::Mock) =>
+        {
+            "the in-process mock provider only"
+        }
+        _ => "real upstreams",
+    };
+    // The ready line: where, what, and whether it is real, in words (the fields repeat it).
     tracing::info!(
         address = %local,
         models = ?models,
         auth = if config.server.api_keys.is_empty() { "off" } else { "on" },
         admin_api = if config.server.admin_key.is_some() { "on" } else { "off" },
-        "weir gateway listening"
+        "weir gateway ready on http://{local}: OpenAI API at http://{local}/v1, Anthropic Messages at \
+         /v1/messages; {} model(s) {models:?} served by {serving}",
+        models.len()
     );
     if config.server.api_keys.is_empty() && !is_loopback(&local) {
         tracing::warn!(
@@ -225,110 +257,18 @@ fn is_loopback(addr: &SocketAddr) -> bool {
     addr.ip().is_loopback()
 }
 
-fn describe_limits(l: &weir::policy::limit::RateLimitConfig) -> String {
-    let mut parts = Vec::new();
-    if let Some(rps) = l.requests_per_second {
-        parts.push(format!("{rps}/s (burst {})", l.burst_or_default()));
-    }
-    for (value, unit) in [
-        (l.requests_per_minute, "requests/min"),
-        (l.input_tokens_per_minute, "input tokens/min"),
-        (l.output_tokens_per_minute, "output tokens/min"),
-    ] {
-        if let Some(v) = value {
-            parts.push(format!("{v} {unit}"));
-        }
-    }
-    let mode = match l.mode {
-        weir::policy::limit::LimitMode::FailFast => "fail fast".to_owned(),
-        weir::policy::limit::LimitMode::Wait { max_wait } => format!("wait up to {max_wait:?}"),
-    };
-    format!("{} ({mode})", parts.join(", "))
-}
-
 fn check(path: &PathBuf) -> anyhow::Result<()> {
     let config = Config::load(path).map_err(anyhow::Error::msg)?;
-    let s = &config.server;
-    println!("{}: OK", path.display());
-    println!(
-        "server: http://{}:{}  max body {} bytes  shutdown timeout {:?}",
-        s.host, s.port, s.max_body_bytes, s.shutdown_timeout
-    );
-    println!(
-        "auth: {}",
-        if s.api_keys.is_empty() {
-            "off (no server.api_keys)".to_owned()
-        } else {
-            format!("{} gateway key(s)", s.api_keys.len())
-        }
-    );
-    println!(
-        "admin API: {}",
-        if s.admin_key.is_some() {
-            "on (server.admin_key)"
-        } else {
-            "off (no server.admin_key; WEIR_ADMIN_KEY can set one at serve time)"
-        }
-    );
-    println!(
-        "logging: {:?} at `{}`",
-        config.logging.format, config.logging.level
-    );
-    println!("models:");
-    for group in &config.models {
-        let kind = if group.is_wildcard() { " (pattern)" } else { "" };
-        println!("  {}{kind}", group.name);
-        for d in &group.deployments {
-            let target = match d.provider {
-                ProviderKind::Mock => "in-process mock".to_owned(),
-                _ => d.base_url.to_string(),
-            };
-            let model = d.model.as_deref().unwrap_or("<client's model>");
-            let key = if d.api_key.is_some() { "key set" } else { "no key" };
-            println!(
-                "    - {} -> {} {target} model={model} ({key}; timeouts connect {:?} read {:?} total {:?}; pool {}/{} per host)",
-                d.id,
-                d.provider.as_str(),
-                d.timeouts.connect,
-                d.timeouts.read,
-                d.timeouts.total,
-                d.pool.max_connections,
-                d.pool.max_connections_per_host,
-            );
-            let breaker = match &d.circuit_breaker {
-                Some(b) => format!(
-                    "opens after {} failures for {:?}",
-                    b.failure_threshold, b.open_timeout
-                ),
-                None => "off".to_owned(),
-            };
-            let limits = d
-                .rate_limits
-                .as_ref()
-                .map_or_else(|| "none".to_owned(), describe_limits);
-            println!(
-                "      retries {} (backoff {:?}..{:?}); breaker {breaker}; rate limits {limits}",
-                d.retry.max_retries, d.retry.base_delay, d.retry.max_delay
-            );
-        }
+    if let Some(why) = check::refusal(&config) {
+        anyhow::bail!(why);
     }
-    let r = &config.resilience;
-    println!(
-        "resilience: request deadline {:?}; retry budget {}% of first attempts over {:?} (+{}/s)",
-        r.request_deadline,
-        r.retry_budget.ratio * 100.0,
-        r.retry_budget.window,
-        r.retry_budget.min_per_second
-    );
-    if let Some(limits) = &s.client_rate_limits {
-        println!(
-            "client rate limits (each gateway key): {}",
-            describe_limits(limits)
-        );
-    }
-    match &config.default_model {
-        Some(m) => println!("default model (for requests without one): {m}"),
-        None => println!("default model: none (pass-through requests must name a model)"),
+    print!("{}", check::report(&path.display().to_string(), &config));
+    let warnings = check::warnings(&config);
+    if !warnings.is_empty() {
+        println!("warnings:");
+        for warning in warnings {
+            println!("  - {warning}");
+        }
     }
     Ok(())
 }

@@ -192,6 +192,145 @@ pub fn otlp_settings(
     })
 }
 
+// === the end-of-request line ===
+
+/// `logging.requests` and `logging.request_sample_ratio` of the running gateway, fixed when
+/// logging is set up (like the log level and format). Unset (a gateway embedded without
+/// [`init`]): every request is logged.
+static REQUEST_LOG: OnceLock<(weir::config::RequestLog, f64)> = OnceLock::new();
+
+/// Whether the end-of-request line of a request is written: `failed` ones (refused, failed,
+/// broken streams) unless the request log is off, served ones by the sample ratio.
+pub(crate) fn request_line_wanted(failed: bool) -> bool {
+    use weir::config::RequestLog;
+    let (which, ratio) = REQUEST_LOG.get().copied().unwrap_or((RequestLog::All, 1.0));
+    match which {
+        RequestLog::Off => false,
+        _ if failed => true,
+        RequestLog::Errors => false,
+        RequestLog::All => ratio >= 1.0 || (ratio > 0.0 && fastrand::f64() < ratio),
+    }
+}
+
+/// How span fields are written on log lines: only the plain ones (`request_id`, `method`,
+/// `path`). Dotted names (`otel.name`, `http.response.status_code`, `gen_ai.*`, `weir.*`,
+/// `error.type`) are trace attributes that follow the OpenTelemetry conventions; the
+/// end-of-request line already carries their values under short names, so repeating them on
+/// every line would only double its size.
+struct LogFields {
+    json: bool,
+}
+
+impl<'writer> tracing_subscriber::fmt::FormatFields<'writer> for LogFields {
+    fn format_fields<R: tracing_subscriber::field::RecordFields>(
+        &self,
+        mut writer: tracing_subscriber::fmt::format::Writer<'writer>,
+        fields: R,
+    ) -> std::fmt::Result {
+        if self.json {
+            let mut visitor = JsonFields(serde_json::Map::new());
+            fields.record(&mut visitor);
+            write!(writer, "{}", serde_json::Value::Object(visitor.0))
+        } else {
+            let mut visitor = HumanFields { out: String::new() };
+            fields.record(&mut visitor);
+            writer.write_str(&visitor.out)
+        }
+    }
+
+    fn add_fields(
+        &self,
+        current: &mut tracing_subscriber::fmt::FormattedFields<Self>,
+        fields: &tracing::span::Record<'_>,
+    ) -> std::fmt::Result {
+        if self.json {
+            let mut visitor = JsonFields(serde_json::from_str(&current.fields).unwrap_or_default());
+            fields.record(&mut visitor);
+            current.fields = serde_json::Value::Object(visitor.0).to_string();
+        } else {
+            let mut visitor = HumanFields { out: String::new() };
+            fields.record(&mut visitor);
+            if !visitor.out.is_empty() {
+                if !current.fields.is_empty() {
+                    current.fields.push(' ');
+                }
+                current.fields.push_str(&visitor.out);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether a field belongs on log lines (see [`LogFields`]).
+fn logged(field: &tracing::field::Field) -> bool {
+    !field.name().contains('.')
+}
+
+struct JsonFields(serde_json::Map<String, serde_json::Value>);
+
+impl tracing::field::Visit for JsonFields {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if logged(field) {
+            self.0
+                .insert(field.name().to_owned(), format!("{value:?}").into());
+        }
+    }
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if logged(field) {
+            self.0.insert(field.name().to_owned(), value.into());
+        }
+    }
+    fn record_i64(&mut self, field: &tracing::field::Field, value: i64) {
+        if logged(field) {
+            self.0.insert(field.name().to_owned(), value.into());
+        }
+    }
+    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+        if logged(field) {
+            self.0.insert(field.name().to_owned(), value.into());
+        }
+    }
+    fn record_f64(&mut self, field: &tracing::field::Field, value: f64) {
+        if logged(field) {
+            self.0.insert(field.name().to_owned(), value.into());
+        }
+    }
+    fn record_bool(&mut self, field: &tracing::field::Field, value: bool) {
+        if logged(field) {
+            self.0.insert(field.name().to_owned(), value.into());
+        }
+    }
+}
+
+/// `name=value` pairs like the default formatter's; the message bare.
+struct HumanFields {
+    out: String,
+}
+
+impl tracing::field::Visit for HumanFields {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        use std::fmt::Write as _;
+        if !logged(field) {
+            return;
+        }
+        if !self.out.is_empty() {
+            self.out.push(' ');
+        }
+        let _ = if field.name() == "message" {
+            write!(self.out, "{value:?}")
+        } else {
+            write!(self.out, "{}={value:?}", field.name())
+        };
+    }
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "message" {
+            self.record_debug(field, &format_args!("{value}"));
+        } else {
+            self.record_debug(field, &value);
+        }
+    }
+}
+
 /// Sets up logging only (no trace export, whatever the environment says).
 pub fn init_logging(logging: &weir::config::LoggingConfig) -> anyhow::Result<()> {
     install(logging, None).map(|_| ())
@@ -222,15 +361,20 @@ fn install(
     let filter = tracing_subscriber::EnvFilter::try_new(format!("{filter},{}=off", wt::trace::TARGET))
         .with_context(|| format!("invalid log filter `{filter}` (logging.level or RUST_LOG)"))?;
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let _ = REQUEST_LOG.set((logging.requests, logging.request_sample_ratio));
     let fmt = match logging.format {
         weir::config::LogFormat::Json => fmt
             .json()
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false)
+            .fmt_fields(LogFields { json: true })
             .with_filter(filter)
             .boxed(),
-        weir::config::LogFormat::Human => fmt.with_filter(filter).boxed(),
+        weir::config::LogFormat::Human => fmt
+            .fmt_fields(LogFields { json: false })
+            .with_filter(filter)
+            .boxed(),
     };
     let (otel, provider) = match &settings {
         None => (None, None),

@@ -20,6 +20,7 @@ const LAYERS: Layers = Layers(&[
     ("router", 4),
     ("server", 5),
     ("main", 6),
+    ("check", 6),
 ]);
 
 fn gateway_graph() -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {

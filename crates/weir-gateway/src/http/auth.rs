@@ -23,7 +23,9 @@ pub(crate) async fn authenticate(
     let engine = state.engine();
     let api_keys = &engine.config().server.api_keys;
     if api_keys.is_empty() {
-        req.extensions_mut().insert(ClientIdentity::anonymous());
+        let anonymous = ClientIdentity::anonymous();
+        anonymous.note_in_summary();
+        req.extensions_mut().insert(anonymous);
         return next.run(req).await;
     }
     // Anthropic SDKs send the key as `x-api-key`; OpenAI's as a bearer token.
@@ -44,7 +46,9 @@ pub(crate) async fn authenticate(
                 Some(index) => {
                     // The cache follows the key itself, not its position in the config.
                     let tenant = CacheTenant(weir::cache::tenant_for_key(key.as_bytes()).into());
-                    req.extensions_mut().insert(ClientIdentity::key(index));
+                    let identity = ClientIdentity::key(index);
+                    identity.note_in_summary();
+                    req.extensions_mut().insert(identity);
                     req.extensions_mut().insert(tenant);
                     return next.run(req).await;
                 }
@@ -79,6 +83,12 @@ impl ClientIdentity {
     }
     fn key(index: usize) -> Self {
         ClientIdentity(format!("key-{index}").into())
+    }
+    /// Names the client on the request's end-of-request line.
+    fn note_in_summary(&self) {
+        if let Some(summary) = weir::telemetry::RequestSummary::current() {
+            summary.update(|s| s.client = Some(self.0.clone()));
+        }
     }
 }
 

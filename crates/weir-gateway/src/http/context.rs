@@ -84,6 +84,8 @@ pub(crate) struct RequestEnd {
     status: StatusCode,
     /// The error the handler answered with (the response carries its label).
     error: Option<weir::ErrorKind>,
+    /// Why, in words safe to log (the response carries it too).
+    reason: Option<std::sync::Arc<str>>,
     /// Whether this is an API request (counted in the request metrics); health checks and
     /// scrapes are logged but not counted.
     counted: bool,
@@ -101,6 +103,7 @@ impl RequestEnd {
             started: Instant::now(),
             status: StatusCode::OK,
             error: None,
+            reason: None,
             counted,
         }
     }
@@ -109,6 +112,10 @@ impl RequestEnd {
     pub(crate) fn attach(mut self, resp: Response) -> Response {
         self.status = resp.status();
         self.error = resp.extensions().get::<weir::ErrorKind>().copied();
+        self.reason = resp
+            .extensions()
+            .get::<crate::http::error::RefusalReason>()
+            .map(|r| r.0.clone());
         // The response cache labels every answer it saw (`x-weir-cache`); a fixed set of values.
         let cache = match resp
             .headers()
@@ -160,6 +167,11 @@ impl RequestEnd {
                 span.record("otel.status_code", "ERROR");
             }
         }
+        // A stream cut after its first event is a failure under a 200.
+        let failed = data.error.is_some();
+        if !telemetry::request_line_wanted(failed) {
+            return;
+        }
         let _entered = span.enter();
         let trace_id = trace_id(span, &data);
         let latency_ms = (took.as_secs_f64() * 1e6).round() / 1e3;
@@ -170,6 +182,8 @@ impl RequestEnd {
         let model_group = data.model_group.as_deref().unwrap_or("-");
         let deployment = data.deployment.as_deref().unwrap_or("-");
         let error = data.error.map(weir::ErrorKind::as_str);
+        let client = data.client.as_deref();
+        let reason = self.reason.as_deref();
         macro_rules! line {
             ($level:ident, $message:literal) => {
                 tracing::$level!(
@@ -185,14 +199,15 @@ impl RequestEnd {
                     output_tokens = data.output_tokens,
                     cost_usd = data.cost_usd,
                     cache = data.cache,
+                    client,
                     error,
+                    reason,
                     complete,
                     $message
                 )
             };
         }
         match data.error {
-            // A stream cut after its first event is a failure under a 200.
             Some(_) if !(400..500).contains(&status) => line!(warn, "request failed"),
             Some(_) => line!(info, "request rejected"),
             None => line!(info, "request served"),

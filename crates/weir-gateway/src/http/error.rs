@@ -72,10 +72,25 @@ impl From<weir::Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mapped = ErrorResponse::from_error(&self.error);
-        let body = match self.shape {
-            ErrorShape::OpenAi => mapped.body_bytes(),
-            ErrorShape::Anthropic => weir::messages::error_body(&self.error).1,
+        // The request's summary says which deployment the engine tried last, and where it is.
+        let summary = weir::telemetry::RequestSummary::current().map(|s| s.snapshot());
+        let deployment = summary.as_ref().and_then(|s| s.deployment.clone());
+        let upstream = summary.as_ref().and_then(|s| s.upstream.clone());
+        let error = self.error;
+        let mut mapped = ErrorResponse::from_error(&error);
+        let named = deployment
+            .as_deref()
+            .filter(|_| names_upstream(&error))
+            .map(|id| upstream_label(id, upstream.as_deref()));
+        if let Some(at) = &named {
+            mapped.body.error.message = format!("{at}: {}", mapped.body.error.message);
+        }
+        let body = match (self.shape, &named) {
+            (ErrorShape::OpenAi, _) => mapped.body_bytes(),
+            (ErrorShape::Anthropic, None) => weir::messages::error_body(&error).1,
+            (ErrorShape::Anthropic, Some(at)) => {
+                prefix_anthropic_message(weir::messages::error_body(&error).1, at)
+            }
         };
         let mut resp = Response::new(Body::from(body));
         *resp.status_mut() = mapped.status;
@@ -92,8 +107,90 @@ impl IntoResponse for ApiError {
                 resp.headers_mut().insert(*name, value);
             }
         }
-        // The end-of-request log line reads this to say what kind of failure it was.
-        resp.extensions_mut().insert(self.error.kind());
+        if let Some(value) = deployment.and_then(|d| HeaderValue::from_str(&d).ok()) {
+            resp.headers_mut().insert("x-weir-deployment", value);
+        }
+        // The end-of-request log line reads these to say what kind of failure it was, and why.
+        resp.extensions_mut().insert(error.kind());
+        resp.extensions_mut()
+            .insert(RefusalReason(log_reason(&error).into()));
         resp
     }
+}
+
+/// Why a request was answered with an error, for the end-of-request log line: the gateway's
+/// own message with every quoted value blanked (a JSON parse error can quote the client's
+/// text), an upstream's answer reduced to its status and code (its message may echo the
+/// prompt). Never the body, never a key.
+#[derive(Debug, Clone)]
+pub(crate) struct RefusalReason(pub(crate) std::sync::Arc<str>);
+
+/// Most of 200 characters of `error`'s message, safe to log (see [`RefusalReason`]).
+fn log_reason(error: &weir::Error) -> String {
+    let text = match error {
+        weir::Error::Upstream { status, code, .. } => match code {
+            Some(code) => format!("upstream returned {status} ({code})"),
+            None => format!("upstream returned {status}"),
+        },
+        other => other.to_string(),
+    };
+    let mut out = String::with_capacity(text.len().min(200));
+    let mut quoted = false;
+    for c in text.chars() {
+        match c {
+            '"' if quoted => {
+                quoted = false;
+                out.push_str("…\"");
+            }
+            '"' => {
+                quoted = true;
+                out.push('"');
+            }
+            _ if quoted => {}
+            c if c.is_control() => out.push(' '),
+            c => out.push(c),
+        }
+        if out.len() >= 200 {
+            out.push('…');
+            break;
+        }
+    }
+    out
+}
+
+/// Whether the client's error is about reaching or hearing from an upstream (so it should say
+/// which one), rather than about the request or the gateway.
+fn names_upstream(error: &weir::Error) -> bool {
+    use weir::{Error, TimeoutPhase};
+    match error {
+        Error::Connect { .. } | Error::Transport { .. } | Error::BadUpstreamResponse { .. } => true,
+        Error::Timeout { phase, .. } => matches!(
+            phase,
+            TimeoutPhase::Connect | TimeoutPhase::Read | TimeoutPhase::Total
+        ),
+        Error::Upstream { status, .. } => status.is_server_error(),
+        _ => false,
+    }
+}
+
+/// `deployment `id` (host:port)`: how an error names its upstream (never a URL path, query or
+/// credentials).
+fn upstream_label(deployment: &str, upstream: Option<&str>) -> String {
+    match upstream {
+        Some(host) => format!("deployment `{deployment}` ({host})"),
+        None => format!("deployment `{deployment}`"),
+    }
+}
+
+/// An Anthropic-shaped error body with `prefix: ` before its message.
+fn prefix_anthropic_message(body: Bytes, prefix: &str) -> Bytes {
+    let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return body;
+    };
+    if let Some(message) = value.pointer_mut("/error/message")
+        && let Some(text) = message.as_str()
+    {
+        *message = serde_json::Value::String(format!("{prefix}: {text}"));
+    }
+    serde_json::to_vec(&value).map(Bytes::from).unwrap_or(body)
 }

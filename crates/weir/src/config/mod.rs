@@ -58,7 +58,7 @@ pub use limits::{DEFAULT_BURST, DEFAULT_MAX_QUEUE, DEFAULT_MAX_WAIT, LimitMode, 
 pub use pricing::{Price, PriceTable, base_model_name};
 pub use retry::{ResilienceConfig, RetryBudgetConfig, RetryPolicy};
 pub use routing::{HealthCheckConfig, Strategy, UnknownStrategy};
-pub use server::{LogFormat, LoggingConfig, ServerConfig, TracingConfig};
+pub use server::{LogFormat, LoggingConfig, RequestLog, ServerConfig, TracingConfig};
 pub use upstream::{DeploymentConfig, ModelGroupConfig, PoolLimits, ProviderKind, Timeouts};
 pub use values::{ByteSize, ConfigDuration, EnvString, Secret, interpolate, parse_byte_size, parse_duration};
 

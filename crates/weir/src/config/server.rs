@@ -46,12 +46,17 @@ impl Default for ServerConfig {
 }
 
 /// Log output.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LoggingConfig {
     /// Human-readable lines or one JSON object per line.
     pub format: LogFormat,
     /// A `tracing` filter: `info`, `warn`, `weir=debug,info`...
     pub level: String,
+    /// Which requests get the end-of-request line (`logging.requests`).
+    pub requests: RequestLog,
+    /// The fraction of *served* requests whose line is written (`logging.request_sample_ratio`,
+    /// 0 to 1, default 1): refused and failed requests are always logged unless `requests: off`.
+    pub request_sample_ratio: f64,
 }
 
 impl Default for LoggingConfig {
@@ -59,8 +64,23 @@ impl Default for LoggingConfig {
         LoggingConfig {
             format: LogFormat::Human,
             level: "info".to_owned(),
+            requests: RequestLog::All,
+            request_sample_ratio: 1.0,
         }
     }
+}
+
+/// Which requests the gateway writes its one end-of-request line for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RequestLog {
+    /// Every request (served ones sampled by `request_sample_ratio`).
+    #[default]
+    All,
+    /// Only refused (4xx) and failed (5xx, broken stream) requests.
+    Errors,
+    /// None: metrics and traces still count every request.
+    Off,
 }
 
 /// OpenTelemetry trace export over OTLP/HTTP (protobuf). Off unless `otlp_endpoint` is set here
@@ -171,15 +191,29 @@ impl TryFrom<RawServer> for ServerConfig {
 pub(super) struct RawLogging {
     format: Option<LogFormat>,
     level: Option<String>,
+    requests: Option<RequestLog>,
+    request_sample_ratio: Option<Spanned<f64>>,
 }
 
-impl From<RawLogging> for LoggingConfig {
-    fn from(raw: RawLogging) -> Self {
+impl TryFrom<RawLogging> for LoggingConfig {
+    type Error = FieldError;
+
+    fn try_from(raw: RawLogging) -> Result<Self, FieldError> {
         let d = LoggingConfig::default();
-        LoggingConfig {
+        let request_sample_ratio = match raw.request_sample_ratio {
+            None => d.request_sample_ratio,
+            Some(r) if (0.0..=1.0).contains(&r.value) => r.value,
+            Some(r) => {
+                return Err(FieldError::new("request_sample_ratio", "must be between 0 and 1")
+                    .at_line(r.referenced.line()));
+            }
+        };
+        Ok(LoggingConfig {
             format: raw.format.unwrap_or(d.format),
             level: raw.level.unwrap_or(d.level),
-        }
+            requests: raw.requests.unwrap_or(d.requests),
+            request_sample_ratio,
+        })
     }
 }
 

@@ -56,6 +56,52 @@ fn unknown_key_names_field_and_line() {
     assert!(err.to_string().contains("api_kee"), "{err}");
 }
 
+/// Issue 18: every error is `file:line: path.to.field: problem`, whatever layer found it (the
+/// parser's unknown keys and type errors, a section's own checks), with no parser snippet.
+#[test]
+fn parse_and_section_errors_name_the_field_path() {
+    let m =
+        "models:\n  - name: a\n    deployments:\n      - provider: openai\n        base_url: http://x/v1\n";
+    let cases = [
+        (
+            format!("{m}        api_kee: sk\n"),
+            "c.yaml:6: models[0].deployments[0].api_kee: unknown field `api_kee`",
+        ),
+        (
+            format!("{m}        weight: -1\n"),
+            "c.yaml:6: models[0].deployments[0].weight: must be a whole number, 0 or more",
+        ),
+        (
+            format!("server:\n  port: 8080\n  hots: x\n{m}"),
+            "c.yaml:3: server.hots: unknown field `hots`",
+        ),
+        (
+            format!("{m}cache:\n  strategy: conservative\n  ttl: 0s\n"),
+            "c.yaml:8: cache.ttl: must be at least 1s",
+        ),
+        (
+            format!("{m}cache:\n  memory:\n    max_size: 0\n"),
+            "c.yaml:8: cache.memory.max_size: must be greater than zero",
+        ),
+        (
+            format!("{m}cache:\n  redis:\n    url: 'nope'\n"),
+            "c.yaml:8: cache.redis.url: not a valid Redis URL",
+        ),
+        (
+            format!("{m}        retry:\n          max_retries: 2\n          factor: 0.5\n"),
+            "c.yaml:8: models[0].deployments[0].retry.factor:",
+        ),
+    ];
+    for (yaml, expected) in cases {
+        let err = Config::from_yaml(&yaml, Some("c.yaml")).unwrap_err().to_string();
+        assert!(
+            err.starts_with(expected),
+            "expected `{expected}…`, got `{err}` for\n{yaml}"
+        );
+        assert!(!err.contains("<input>") && !err.contains("column"), "{err}");
+    }
+}
+
 #[test]
 fn validation_errors_name_field_and_line() {
     let text =
@@ -298,7 +344,8 @@ fn multi_key_shorthand_expands_to_one_deployment_per_key() {
         err.message.contains("has 2 entries but `api_keys` has 3"),
         "{err}"
     );
-    assert_eq!(err.line, Some(4));
+    // The field's own line (the deployment's before issue 18).
+    assert_eq!(err.line, Some(6));
 
     let limits = "models:\n  - name: a\n    deployments:\n      - provider: openai\n        api_keys: [k1, k2]\n        rate_limits: [{ requests_per_minute: 1 }]\n";
     let err = Config::from_yaml(limits, None).unwrap_err();
@@ -378,14 +425,15 @@ fn every_section_places_its_errors_under_its_path_and_line() {
         ),
         (
             format!("{m}        rate_limits: {{ requests_per_second: -1, burst: 0 }}\n"),
-            "c.yaml:4: models[0].deployments[0].rate_limits: requests_per_second must be a positive number, \
+            "c.yaml:6: models[0].deployments[0].rate_limits: requests_per_second must be a positive number, \
              got -1; burst must be at least 1",
         ),
         (
             format!(
                 "upstream_defaults:\n  health_check: {{ healthy_threshold: 0 }}\n{m}        health_check: {{ enabled: true }}\n"
             ),
-            "c.yaml:6: models[0].deployments[0].health_check: healthy_threshold must be at least 1",
+            // The deployment's own `health_check:` line (its section's before issue 18).
+            "c.yaml:8: models[0].deployments[0].health_check: healthy_threshold must be at least 1",
         ),
         (
             format!("server:\n  api_keys: [ok, '']\n{m}"),
@@ -393,7 +441,8 @@ fn every_section_places_its_errors_under_its_path_and_line() {
         ),
         (
             format!("server:\n  client_rate_limits: {{ requests_per_minute: 0 }}\n{m}"),
-            "c.yaml: server.client_rate_limits: requests_per_minute must be at least 1",
+            // Since issue 18 every error has its line: found in the text when the section knew none.
+            "c.yaml:2: server.client_rate_limits: requests_per_minute must be at least 1",
         ),
         (
             format!("tracing:\n  sample_ratio: 2\n{m}"),
@@ -401,7 +450,7 @@ fn every_section_places_its_errors_under_its_path_and_line() {
         ),
         (
             format!("resilience:\n  retry_budget: {{ window: 10ms }}\n{m}"),
-            "c.yaml: resilience.retry_budget.window: must be at least 100ms",
+            "c.yaml:2: resilience.retry_budget.window: must be at least 100ms",
         ),
         (
             format!("pricing:\n  gpt-4o: {{ cached_input: -1 }}\n{m}"),
@@ -418,7 +467,7 @@ fn every_section_places_its_errors_under_its_path_and_line() {
         ),
         (
             "models:\n  - name: a\n    deployments:\n      - id: d\n        provider: openai\n        base_url: http://x/v1\n        api_keys: [k1, k2]\n        rate_limits: [{ requests_per_minute: 1 }, { requests_per_minute: 0 }]\n".to_owned(),
-            "c.yaml:4: models[0].deployments[0].api_keys[1].rate_limits: requests_per_minute must be at least 1",
+            "c.yaml:8: models[0].deployments[0].api_keys[1].rate_limits: requests_per_minute must be at least 1",
         ),
     ];
     for (yaml, expected) in cases {
@@ -500,7 +549,8 @@ fn header_values_and_azure_names_are_checked_at_load_time() {
             Some(format!("models[0].deployments[0].{field}").as_str()),
             "{err}"
         );
-        assert_eq!(err.line, Some(4), "{err}");
+        // The field's own line (the deployment's before issue 18).
+        assert_eq!(err.line, Some(6), "{err}");
         assert!(!err.to_string().contains("cret"), "{err}");
     }
     // The mock provider sends no headers; other providers do not send organization or project.

@@ -87,17 +87,46 @@ pub fn parse_byte_size(text: &str) -> Result<usize, String> {
 }
 
 /// A secret (API key). Its `Debug` and `Display` never show the value.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct Secret(String);
+#[derive(Clone)]
+pub struct Secret {
+    value: String,
+    /// Written as `${VAR:-fallback}` with `VAR` unset: the file's fallback, most likely a
+    /// placeholder such as `sk-placeholder` rather than a real key.
+    fallback: bool,
+}
 
 impl Secret {
     /// Wraps a value.
     pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
+        Secret {
+            value: value.into(),
+            fallback: false,
+        }
     }
     /// The value, for building an upstream request header. Never log it.
     pub fn expose(&self) -> &str {
-        &self.0
+        &self.value
+    }
+    /// Whether the value is the fallback of a `${VAR:-fallback}` reference whose variable was
+    /// unset (or empty) when the file was loaded, or a placeholder the shipped examples use
+    /// (`change-me`): `weir check` and `weir serve` warn that this is not a real key.
+    pub fn is_placeholder(&self) -> bool {
+        self.fallback || matches!(self.value.trim(), "change-me" | "changeme" | "placeholder")
+    }
+}
+
+// Equality is the value's: how it was written does not make two keys differ.
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        self.value == other.value
+    }
+}
+
+impl Eq for Secret {}
+
+impl std::hash::Hash for Secret {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.value.hash(state);
     }
 }
 
@@ -115,7 +144,9 @@ impl fmt::Display for Secret {
 
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        EnvString::deserialize(d).map(|s| Secret(s.0))
+        let raw = String::deserialize(d)?;
+        let (value, fallback) = expand(&raw, |name| std::env::var(name).ok()).map_err(de::Error::custom)?;
+        Ok(Secret { value, fallback })
     }
 }
 
@@ -135,6 +166,12 @@ impl<'de> Deserialize<'de> for EnvString {
 
 /// Expands `${VAR}` references using `lookup`.
 pub fn interpolate(raw: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, String> {
+    expand(raw, lookup).map(|(text, _)| text)
+}
+
+/// [`interpolate`], and whether a `${VAR:-fallback}` used its fallback.
+fn expand(raw: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<(String, bool), String> {
+    let mut used_fallback = false;
     let mut out = String::with_capacity(raw.len());
     let mut rest = raw;
     while let Some(pos) = rest.find('$') {
@@ -159,7 +196,10 @@ pub fn interpolate(raw: &str, lookup: impl Fn(&str) -> Option<String>) -> Result
             }
             match (lookup(name).filter(|v| !v.is_empty()), fallback) {
                 (Some(value), _) => out.push_str(&value),
-                (None, Some(fallback)) => out.push_str(fallback),
+                (None, Some(fallback)) => {
+                    used_fallback = true;
+                    out.push_str(fallback);
+                }
                 (None, None) => {
                     return Err(format!(
                         "environment variable `{name}` is not set (write `${{{name}:-default}}` to make it optional)"
@@ -173,7 +213,7 @@ pub fn interpolate(raw: &str, lookup: impl Fn(&str) -> Option<String>) -> Result
         }
     }
     out.push_str(rest);
-    Ok(out)
+    Ok((out, used_fallback))
 }
 
 #[cfg(test)]

@@ -142,6 +142,9 @@ impl UpstreamService {
         let result = self.send(&attempt).instrument(span.clone()).await;
         let took = started.elapsed();
         telemetry::attempt_finished(&span, id, provider, took, &result);
+        if result.is_err() {
+            telemetry::attempt_failed_at(&self.base_url);
+        }
         if result.is_ok() {
             // Time to the answer (to the first event, for a stream): what lowest_latency ranks by.
             self.load.observe_latency(took);
@@ -183,10 +186,11 @@ impl UpstreamService {
             path: req.path.clone(),
             query: req.query.clone(),
             body,
-            // The typed endpoints are JSON whatever the client labelled them (`curl -d` says
-            // form-urlencoded); only pass-through keeps the client's type (multipart uploads).
+            // A JSON body is sent as JSON whatever the client labelled it (`curl -d` says
+            // form-urlencoded); only a pass-through body that is not JSON keeps the client's
+            // type (multipart uploads).
             content_type: match req.endpoint {
-                Endpoint::Passthrough => req.content_type.clone(),
+                Endpoint::Passthrough if facts.object().is_none() => req.content_type.clone(),
                 _ => None,
             },
             stream: facts.stream(),

@@ -378,16 +378,22 @@ impl Gate {
         if let Some(breaker) = &self.breaker
             && !breaker.is_call_permitted()
         {
-            let wait = match breaker.state() {
-                BreakerState::Open { remaining } => remaining,
+            let (wait, reason) = match breaker.state() {
+                BreakerState::Open { remaining } => (remaining, "has its circuit breaker open"),
                 // All probe slots busy: one frees as soon as a probe answers.
-                BreakerState::HalfOpen => Duration::from_secs(1),
-                _ => breaker.config().open_timeout,
+                BreakerState::HalfOpen => (Duration::from_secs(1), "has its circuit breaker open"),
+                // No timer ends it: `Duration::MAX` tells the router not to promise a time.
+                BreakerState::ForcedOpen => (
+                    Duration::MAX,
+                    "has its circuit breaker forced open by an admin; it stays open until reset \
+                     (POST /admin/deployments/{id}/reset or /close)",
+                ),
+                _ => (breaker.config().open_timeout, "has its circuit breaker open"),
             };
             return Err(Unusable {
                 kind: UnusableKind::BreakerOpen,
                 wait,
-                reason: format!("`{}` has its circuit breaker open", self.id),
+                reason: format!("`{}` {}", self.id, reason.replace("{id}", &self.id)),
             });
         }
         Ok(())

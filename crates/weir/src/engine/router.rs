@@ -422,6 +422,14 @@ fn rate_limit_error(scope: String, err: RateLimitError) -> Error {
 }
 
 fn no_deployment(group: &Group, wait: Duration, reason: String) -> Error {
+    // `Duration::MAX`: nothing will end the rest by itself (a breaker forced open by an admin).
+    if wait == Duration::MAX {
+        return Error::NoDeploymentAvailable {
+            model_group: group.name.to_string(),
+            reason,
+            retry_after: None,
+        };
+    }
     Error::NoDeploymentAvailable {
         model_group: group.name.to_string(),
         reason: format!("{reason} (next usable in {:.1}s)", wait.as_secs_f64()),

@@ -35,8 +35,13 @@ impl RequestFacts {
         content_type: Option<&HeaderValue>,
         body: &[u8],
     ) -> Result<RequestFacts, Error> {
-        let json_body =
-            !body.is_empty() && content_type.is_none_or(|ct| ct.to_str().is_ok_and(|s| s.contains("json")));
+        // A JSON body is JSON whatever its label says: `curl -d` sends
+        // `application/x-www-form-urlencoded`, and a pass-through request read as opaque would
+        // lose its model (routing), its `stream` (a stream buffered whole) and its deadline rules.
+        // Multipart and other bodies never start with `{`.
+        let labelled_json = content_type.is_none_or(|ct| ct.to_str().is_ok_and(|s| s.contains("json")));
+        let looks_json = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+        let json_body = !body.is_empty() && (labelled_json || looks_json);
         let object = match (endpoint, json_body) {
             (Endpoint::Passthrough, true) => RawObject::parse(body).ok(),
             (Endpoint::Passthrough, false) => None,

@@ -37,6 +37,12 @@ pub struct SummaryData {
     pub model_group: Option<Arc<str>>,
     /// The deployment of the last attempt.
     pub deployment: Option<Arc<str>>,
+    /// That deployment's upstream as `host:port` (never a path, query or credentials), so an
+    /// error can say which upstream failed.
+    pub upstream: Option<Arc<str>>,
+    /// Which client sent it: `key-N` (the position of its gateway key, never the key),
+    /// `anonymous` without gateway keys; set by whoever authenticated it.
+    pub client: Option<Arc<str>>,
     /// The provider of that deployment.
     pub provider: Option<ProviderKind>,
     /// Upstream calls made (1 without retries; 0 if refused before calling anyone).

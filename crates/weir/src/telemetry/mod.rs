@@ -415,6 +415,18 @@ pub(crate) struct AttemptInfo<'a> {
     pub model: &'a str,
 }
 
+/// An upstream call failed: the request's summary notes where (`host:port` of the deployment's
+/// URL, no path, query or credentials), so the error the client gets can name it. Only on
+/// failure: a served request never needs it.
+pub(crate) fn attempt_failed_at(url: &url::Url) {
+    let Some(host) = url.host_str() else { return };
+    let label: std::sync::Arc<str> = match url.port_or_known_default() {
+        Some(port) => format!("{host}:{port}").into(),
+        None => host.into(),
+    };
+    RequestSummary::update_current(|s| s.upstream = Some(label));
+}
+
 /// An upstream call is starting: counts it in the request's summary and opens its span.
 pub(crate) fn attempt_started(info: &AttemptInfo<'_>) -> tracing::Span {
     let mut attempt = 0;
