@@ -352,6 +352,11 @@ fn reply_response(reply: Reply) -> Response {
     with_head(body, status, content_type)
 }
 
+/// What `malformed_after_chunks` sends: an event whose JSON stops mid-object, as a buggy or
+/// corrupted upstream would.
+const MALFORMED_EVENT: &[u8] =
+    b"data: {\"id\":\"chatcmpl-mock\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"lo\n\n";
+
 /// The response for a generated reply, applying the body-level directives.
 fn shape_response(
     reply: Reply,
@@ -367,7 +372,10 @@ fn shape_response(
             body::paced(vec![half], None, None, End::Abort, shutdown, in_flight)
         }
         ReplyBody::Json(bytes) => Body::from(bytes),
-        ReplyBody::Events(events) => {
+        ReplyBody::Events(mut events) => {
+            if let Some(n) = directives.malformed_after_chunks {
+                events.insert(n.min(events.len()), Bytes::from_static(MALFORMED_EVENT));
+            }
             let delay = directives.chunk_delay_ms.map(Duration::from_millis);
             // `drop_after_chunks` wins over `stop_after_chunks`: an abort is the harsher test.
             let (limit, end) = match (directives.drop_after_chunks, directives.stop_after_chunks) {
