@@ -70,12 +70,20 @@
 //! says something about the upstream *before* the change, and a call admitted while closed must
 //! not close (or re-open) a half-open breaker on its own.
 //!
+//! A stream that breaks after its first event is a [`Outcome::PartialFailure`]: it adds to the
+//! failure rate but neither extends nor ends a run of consecutive failures (the upstream answered,
+//! so it is flaky, not down).
+//!
 //! # Defaults
 //!
-//! | Field                    | Default |
-//! |--------------------------|---------|
-//! | `failure_threshold`      | 5       |
-//! | `failure_rate_threshold` | off     |
+//! `CircuitBreakerConfig::default()` is the textbook breaker below. A gateway deployment starts
+//! from [`CircuitBreakerConfig::for_deployments`] instead: `failure_threshold` 10 and
+//! `failure_rate_threshold` 0.5, the rest the same — see its docs and docs/resilience.md.
+//!
+//! | Field                    | Default | Deployments |
+//! |--------------------------|---------|-------------|
+//! | `failure_threshold`      | 5       | 10          |
+//! | `failure_rate_threshold` | off     | 0.5         |
 //! | `min_requests`           | 20      |
 //! | `window`                 | 60 s    |
 //! | `open_timeout`           | 30 s    |
@@ -128,6 +136,8 @@ mod window;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tuning_tests;
 
 use std::fmt;
 use std::sync::Arc;
