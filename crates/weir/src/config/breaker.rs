@@ -66,10 +66,8 @@ impl CircuitBreakerConfig {
     /// opens when its *failure rate* is above 50 % over the last minute, once at least 20 calls
     /// were counted (a flaky upstream stays in use, a down one is cut off within 20 calls), or
     /// after 10 consecutive failures, which covers a dead upstream with too little traffic to
-    /// reach the volume (at a 25 % failure rate a run of ten is a one-in-a-million event). Streams
-    /// that break after their first event count only towards the rate
-    /// ([`Outcome::PartialFailure`](crate::policy::breaker::Outcome::PartialFailure)). See
-    /// docs/resilience.md for the reasoning and the figures.
+    /// reach the volume (at a 25 % failure rate a run of ten is a one-in-a-million event). See
+    /// docs/resilience.md for the reasoning.
     pub fn for_deployments() -> Self {
         CircuitBreakerConfig {
             failure_threshold: 10,

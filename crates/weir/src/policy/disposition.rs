@@ -255,14 +255,12 @@ fn is_context_window_error(err: &Error) -> bool {
 }
 
 /// How a stream that was already answering counts towards the breaker when it ends: completed is
-/// a success, broken (transport error, idle timeout, cut short, a malformed event) a *partial*
-/// failure — the upstream answered, so it is flaky rather than down: the failure rate counts it,
-/// a run of consecutive failures does not — and a client that went away says nothing about the
-/// upstream.
+/// a success, broken (transport error, idle timeout, cut short, a malformed event) a failure, and
+/// a client that went away says nothing about the upstream.
 pub fn stream_outcome(end: &StreamEnd) -> Outcome {
     match (end.completed, end.error) {
         (true, _) => Outcome::Success,
-        (false, Some(_)) => Outcome::PartialFailure,
+        (false, Some(_)) => Outcome::Failure,
         (false, None) => Outcome::Ignored,
     }
 }

@@ -227,16 +227,6 @@ impl Machine {
                         }
                     }
                 }
-                Outcome::PartialFailure => {
-                    counts.window.record(now, true);
-                    if let Some(threshold) = config.failure_rate_threshold {
-                        let (calls, failures) = counts.window.totals(now);
-                        if calls >= config.min_requests && f64::from(failures) > threshold * f64::from(calls)
-                        {
-                            self.open(TransitionReason::FailureRate { failures, calls }, now);
-                        }
-                    }
-                }
                 Outcome::Ignored => {}
             },
             Phase::HalfOpen { in_flight, successes } => {
@@ -249,9 +239,7 @@ impl Machine {
                             self.close(TransitionReason::ProbesSucceeded { successes }, now);
                         }
                     }
-                    Outcome::Failure | Outcome::PartialFailure => {
-                        self.open(TransitionReason::ProbeFailed, now)
-                    }
+                    Outcome::Failure => self.open(TransitionReason::ProbeFailed, now),
                     Outcome::Ignored => {}
                 }
             }

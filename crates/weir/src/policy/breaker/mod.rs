@@ -70,10 +70,6 @@
 //! says something about the upstream *before* the change, and a call admitted while closed must
 //! not close (or re-open) a half-open breaker on its own.
 //!
-//! A stream that breaks after its first event is a [`Outcome::PartialFailure`]: it adds to the
-//! failure rate but neither extends nor ends a run of consecutive failures (the upstream answered,
-//! so it is flaky, not down).
-//!
 //! # Defaults
 //!
 //! `CircuitBreakerConfig::default()` is the textbook breaker below. A gateway deployment starts

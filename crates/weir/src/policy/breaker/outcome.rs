@@ -9,11 +9,6 @@ pub enum Outcome {
     Success,
     /// The upstream is (probably) unhealthy: a 5xx, a timeout, a broken connection, garbage.
     Failure,
-    /// The upstream answered, then broke (a stream cut off after its first event): it is up but
-    /// flaky. Counted as a failure in the failure rate over the window, but it neither adds to nor
-    /// ends a run of consecutive failures — a run means "down", and an upstream that answered was
-    /// not. In half-open it counts as a failure.
-    PartialFailure,
     /// Says nothing about the upstream's health (the client's mistake, a 429, a cancelled call):
     /// counted neither way.
     Ignored,
