@@ -3,7 +3,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::Bytes;
 use http::HeaderMap;
@@ -87,6 +87,8 @@ pub struct MockState {
     fail_counts: Mutex<HashMap<String, u64>>,
     /// The last [`RECORD_LIMIT`] requests, oldest first.
     recorded: Mutex<VecDeque<RecordedRequest>>,
+    /// Error answers quote the `Authorization` header received (see [`set_echo_auth`](Self::set_echo_auth)).
+    echo_auth: AtomicBool,
 }
 
 impl MockState {
@@ -96,6 +98,18 @@ impl MockState {
             config,
             ..Self::default()
         }
+    }
+
+    /// Makes every error answer (scripted faults, the 401 of a wrong key) quote the
+    /// `Authorization` header it received, as a careless upstream does: for testing that the
+    /// gateway never relays the key it sent.
+    pub fn set_echo_auth(&self, on: bool) {
+        self.echo_auth.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether error answers quote the `Authorization` header.
+    pub fn echo_auth(&self) -> bool {
+        self.echo_auth.load(Ordering::Relaxed)
     }
 
     /// The configuration this state was built with.

@@ -42,6 +42,10 @@ impl RequestFacts {
         let labelled_json = content_type.is_none_or(|ct| ct.to_str().is_ok_and(|s| s.contains("json")));
         let looks_json = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
         let json_body = !body.is_empty() && (labelled_json || looks_json);
+        if json_body {
+            // Before anything is parsed or forwarded, pass-through bodies included.
+            crate::body::check_depth(body)?;
+        }
         let object = match (endpoint, json_body) {
             (Endpoint::Passthrough, true) => RawObject::parse(body).ok(),
             (Endpoint::Passthrough, false) => None,
