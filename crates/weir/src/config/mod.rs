@@ -32,6 +32,7 @@
 
 mod breaker;
 mod cache;
+mod concurrency;
 mod deployment;
 mod env;
 mod error;
@@ -49,6 +50,7 @@ use std::{fmt, path::Path};
 
 pub use breaker::CircuitBreakerConfig;
 pub use cache::{CacheConfig, CacheStrategy, MemoryCacheConfig, RedisCacheConfig};
+pub use concurrency::AdaptiveConcurrencyConfig;
 use env::mock_deployment;
 pub use error::{ConfigError, FieldError};
 pub use limits::{DEFAULT_BURST, DEFAULT_MAX_QUEUE, DEFAULT_MAX_WAIT, LimitMode, RateLimitConfig};

@@ -92,6 +92,8 @@ pub(crate) enum AttemptError {
     NotCalled,
     /// The call failed.
     Failed(Error),
+    /// The deployment's adaptive concurrency limit refused the call; nothing was sent.
+    Shed(crate::policy::concurrency::Shed),
 }
 
 /// The innermost service of a deployment: calls its upstream.
