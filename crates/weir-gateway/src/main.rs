@@ -70,6 +70,7 @@ enum Command {
     /// request with `x-mock-*` headers, an `x_mock` object in the JSON body, or a model named
     /// `mock:key=value,...`: status, retry_after, fail_times/fail_key, latency_ms, chunk_delay_ms,
     /// chunks, stop_after_chunks, drop_after_chunks, drop_mid_body, hang.
+    /// The chaos flags make every request a candidate for a fault, at given rates (docs/testing.md).
     Mock {
         /// Address to bind.
         #[arg(long, default_value = "127.0.0.1")]
@@ -83,6 +84,8 @@ enum Command {
         /// Keep the last requests' bodies and headers in memory (off: fastest, for benchmarks).
         #[arg(long)]
         record: bool,
+        #[command(flatten)]
+        chaos: weir_mock::server::ChaosArgs,
     },
     /// Validate a config file and print what it would serve. Exits 1 with `file:line: field: problem` if invalid.
     Check {
@@ -126,7 +129,8 @@ fn run_async(command: Command) -> anyhow::Result<()> {
                 port,
                 require_api_key,
                 record,
-            } => run_mock(&host, port, require_api_key, record).await,
+                chaos,
+            } => run_mock(&host, port, require_api_key, record, chaos).await,
             Command::Check { .. } => Ok(()),
         }
     })
@@ -226,6 +230,7 @@ async fn run_mock(
     port: u16,
     require_api_key: Option<String>,
     record: bool,
+    chaos: weir_mock::server::ChaosArgs,
 ) -> anyhow::Result<()> {
     // The mock exports no traces: tracing stays off whatever the environment says.
     weir_gateway::telemetry::init_logging(&LoggingConfig {
@@ -241,7 +246,10 @@ async fn run_mock(
         required_api_key: require_api_key,
         record_bodies: record,
     };
-    let state = Arc::new(weir_mock::server::MockState::new(config));
+    let state = Arc::new(match chaos.into_config() {
+        Some(chaos) => weir_mock::server::MockState::with_chaos(config, chaos),
+        None => weir_mock::server::MockState::new(config),
+    });
     tracing::warn!(address = %local, "weir mock upstream listening (OpenAI-compatible under /v1)");
     announce(local);
     weir_mock::server::serve(listener, state, shutdown_signal()).await?;

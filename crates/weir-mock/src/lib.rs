@@ -23,6 +23,12 @@
 //! - **Azure OpenAI** paths: `/openai/deployments/{deployment}/...` and `/openai/...` are served
 //!   like `/v1/...` (the `api-version` query is accepted and ignored).
 //!
+//! **Chaos mode** ([`server::ChaosConfig`], `weir mock --fault-mix ...`): faults at given rates
+//! drawn per request by a seeded RNG (statuses with `Retry-After`, disconnects, truncation,
+//! stalls, malformed events, slow headers), answers derived from the prompt
+//! ([`content::derived_content`]) so a client can check them, per-prompt call counts and a
+//! latency that rises with load.
+//!
 //! A required API key is accepted as `Authorization: Bearer`, `api-key` (Azure) or
 //! `x-goog-api-key` (Gemini).
 //!

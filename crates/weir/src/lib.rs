@@ -69,6 +69,8 @@ mod client;
 pub mod config;
 pub mod engine;
 mod error;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod messages;
 pub mod path;
 pub mod policy;

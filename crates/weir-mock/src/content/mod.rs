@@ -6,6 +6,7 @@
 
 pub mod anthropic;
 mod chat;
+mod derived;
 mod directives;
 mod embeddings;
 mod error;
@@ -20,6 +21,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde_json::Value;
 
+pub use derived::{derived_content, prompt_hash, prompt_text};
 pub use directives::{DirectiveError, Directives, HEADER_PREFIX, MAX_CHUNKS, MODEL_PREFIX};
 pub use embeddings::base64_encode;
 pub use error::{error_kind, error_reply, fault_reply};

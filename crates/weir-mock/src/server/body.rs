@@ -17,6 +17,9 @@ pub(super) enum End {
     /// Yield an error: hyper aborts the connection (HTTP/1) or resets the stream (HTTP/2), so
     /// the client sees an incomplete body.
     Abort,
+    /// Send nothing more and keep the body open until the server shuts down (or the client
+    /// goes away and the body is dropped).
+    Stall,
 }
 
 /// A body sending `frames` one per body frame, waiting `delay` between them, stopping after
@@ -59,6 +62,10 @@ pub(super) fn paced(
             s.finished = true;
             return match s.end {
                 End::Clean => None,
+                End::Stall => {
+                    Shutdown::wait_opt(s.shutdown.clone()).await;
+                    Some((Err(io::Error::other("weir-mock: server shutting down")), s))
+                }
                 End::Abort => {
                     // Returning Pending once lets hyper flush what was sent before the abort,
                     // so the client really receives the frames that precede it.

@@ -5,6 +5,9 @@
 //! gateway's `weir mock` command, benchmarks). See the [crate docs](crate) for the directives.
 
 mod body;
+mod chaos;
+#[cfg(feature = "cli")]
+mod cli;
 mod state;
 mod test_server;
 
@@ -26,6 +29,9 @@ use tokio::sync::watch;
 
 use crate::content::{self, DirectiveError, Directives, HEADER_PREFIX, Reply, ReplyBody};
 use body::End;
+pub use chaos::{ChaosConfig, Fault, FaultMix, LoadLatency};
+#[cfg(feature = "cli")]
+pub use cli::ChaosArgs;
 pub use state::{MockConfig, MockState, RECORD_LIMIT, RecordedRequest};
 pub use test_server::MockServer;
 
@@ -122,7 +128,7 @@ async fn handle(State(state): State<Arc<MockState>>, request: Request) -> Respon
         let message = format!("Invalid URL ({} {})", parts.method, parts.uri.path());
         return reply_response(content::error_reply(404, &message, None, None));
     };
-    let directives = match gather_directives(&parts.headers, &body, protocol.path_model(&path)) {
+    let mut directives = match gather_directives(&parts.headers, &body, protocol.path_model(&path)) {
         Ok(directives) => directives,
         Err(err) => {
             let message = err.to_string();
@@ -133,6 +139,27 @@ async fn handle(State(state): State<Arc<MockState>>, request: Request) -> Respon
 
     // Decided on arrival so `fail_times` follows request order, not completion order.
     let fault = scripted_status(&state, &directives);
+    let chaos = match state.chaos() {
+        Some(chaos) if is_generation(parts.method.as_str(), &path) => {
+            if chaos.config.derive_content && directives.content.is_none() {
+                if let Some(prompt) = content::prompt_text(&body) {
+                    chaos.count_call(content::prompt_hash(&prompt));
+                    directives.content = Some(content::derived_content(&prompt));
+                }
+            }
+            if let Some(load) = chaos.config.load_latency {
+                let delay = load.delay(state.in_flight());
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = Shutdown::wait_opt(shutdown.clone()) => return shutting_down(),
+                }
+            }
+            chaos
+                .draw()
+                .map(|drawn| (drawn, chaos.config.retry_after, chaos.config.slow_headers))
+        }
+        _ => None,
+    };
     if let Some(ms) = directives.latency_ms.filter(|ms| *ms > 0) {
         tokio::select! {
             () = tokio::time::sleep(Duration::from_millis(ms)) => {}
@@ -143,6 +170,22 @@ async fn handle(State(state): State<Arc<MockState>>, request: Request) -> Respon
         tracing::debug!(path = %parts.uri.path(), "weir-mock: hanging request");
         Shutdown::wait_opt(shutdown).await;
         return shutting_down();
+    }
+    let mut body_fault = None;
+    if let Some((drawn, retry_after, slow_headers)) = chaos {
+        match drawn.fault {
+            chaos::Fault::Status(status) => {
+                let retry_after = matches!(status, 429 | 503).then_some(retry_after);
+                return fault_response(protocol, &path, status, retry_after, None);
+            }
+            chaos::Fault::SlowHeaders => {
+                tokio::select! {
+                    () = tokio::time::sleep(slow_headers) => {}
+                    () = Shutdown::wait_opt(shutdown.clone()) => return shutting_down(),
+                }
+            }
+            _ => body_fault = Some(drawn),
+        }
     }
     if let Some(status) = fault {
         tracing::debug!(status, path = %parts.uri.path(), "weir-mock: scripted status");
@@ -179,7 +222,75 @@ async fn handle(State(state): State<Arc<MockState>>, request: Request) -> Respon
             .flatten()
             .unwrap_or_else(|| content::respond_with(parts.method.as_str(), &path, &body, &directives)),
     };
-    shape_response(reply, &directives, shutdown, in_flight)
+    match body_fault {
+        Some(drawn) if reply.status == 200 => faulty_response(reply, drawn, shutdown, in_flight),
+        _ => shape_response(reply, &directives, shutdown, in_flight),
+    }
+}
+
+/// The routes a fault mix applies to: the ones that generate an answer.
+fn is_generation(method: &str, path: &str) -> bool {
+    let route = path.split_once('?').map_or(path, |(route, _)| route);
+    method.eq_ignore_ascii_case("POST")
+        && (route == "chat/completions"
+            || route == content::anthropic::MESSAGES_PATH
+            || route.ends_with(":generateContent")
+            || route.ends_with(":streamGenerateContent"))
+}
+
+/// A correct reply broken by a drawn body fault (see [`chaos::Fault`]).
+fn faulty_response(
+    reply: Reply,
+    drawn: chaos::Drawn,
+    shutdown: Option<Shutdown>,
+    in_flight: state::InFlight,
+) -> Response {
+    use chaos::Fault;
+    tracing::debug!(fault = %drawn.fault.name(), "weir-mock: injected fault");
+    let content_type = reply.content_type();
+    let status = reply.status;
+    let body = match reply.body {
+        ReplyBody::Json(bytes) => {
+            let half = bytes.slice(..bytes.len() / 2);
+            match drawn.fault {
+                Fault::Disconnect => body::paced(vec![half], None, None, End::Abort, shutdown, in_flight),
+                Fault::Stall => body::paced(vec![half], None, None, End::Stall, shutdown, in_flight),
+                Fault::Malformed => {
+                    let garbage = Bytes::from_static(b"<<upstream garbage>>");
+                    body::paced(vec![half, garbage], None, None, End::Clean, shutdown, in_flight)
+                }
+                _ => Body::from(half),
+            }
+        }
+        ReplyBody::Events(mut events) => {
+            let cut = chaos::cut_point(events.len(), drawn.at);
+            let (limit, end) = match drawn.fault {
+                Fault::Disconnect => (Some(cut), End::Abort),
+                Fault::Stall => (Some(cut), End::Stall),
+                Fault::Malformed => {
+                    let candidates: Vec<usize> = (0..events.len())
+                        .filter(|k| chaos::malform(&events[*k]).is_some())
+                        .collect();
+                    let pick = (drawn.at * candidates.len() as f64) as usize;
+                    if let Some(&k) = candidates.get(pick.min(candidates.len().saturating_sub(1)))
+                        && let Some(bad) = chaos::malform(&events[k])
+                    {
+                        events[k] = Bytes::from(bad);
+                    }
+                    (None, End::Clean)
+                }
+                _ => (Some(cut), End::Clean),
+            };
+            body::paced(events, None, limit, end, shutdown, in_flight)
+        }
+    };
+    let mut response = with_head(body, status, content_type);
+    if content_type == "text/event-stream" {
+        response
+            .headers_mut()
+            .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    }
+    response
 }
 
 /// Which API a request speaks, by its path: errors and answers follow that API's shapes.

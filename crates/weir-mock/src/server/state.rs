@@ -10,6 +10,8 @@ use http::HeaderMap;
 use http::request::Parts;
 use parking_lot::{Mutex, RwLock};
 
+use super::chaos::{Chaos, ChaosConfig};
+
 /// How many requests [`MockState::recorded`] keeps (oldest dropped first).
 pub const RECORD_LIMIT: usize = 256;
 
@@ -89,6 +91,8 @@ pub struct MockState {
     recorded: Mutex<VecDeque<RecordedRequest>>,
     /// Error answers quote the `Authorization` header received (see [`set_echo_auth`](Self::set_echo_auth)).
     echo_auth: AtomicBool,
+    /// Fault mix, derived content and per-prompt counts, when chaos mode is on.
+    chaos: Option<Chaos>,
 }
 
 impl MockState {
@@ -110,6 +114,38 @@ impl MockState {
     /// Whether error answers quote the `Authorization` header.
     pub fn echo_auth(&self) -> bool {
         self.echo_auth.load(Ordering::Relaxed)
+    }
+
+    /// A fresh state with `config` and chaos mode (faults drawn per request, derived content).
+    pub fn with_chaos(config: MockConfig, chaos: ChaosConfig) -> Self {
+        Self {
+            config,
+            chaos: Some(Chaos::new(chaos)),
+            ..Self::default()
+        }
+    }
+
+    /// The chaos configuration, if chaos mode is on.
+    pub fn chaos_config(&self) -> Option<&ChaosConfig> {
+        self.chaos.as_ref().map(|chaos| &chaos.config)
+    }
+
+    /// Generation calls received for `prompt` (the text of the last message, see
+    /// [`prompt_text`](crate::content::prompt_text)); counted only in chaos mode with derived
+    /// content. A driver compares it with the gateway's attempt limit.
+    pub fn calls_for_prompt(&self, prompt: &str) -> u32 {
+        self.chaos
+            .as_ref()
+            .map_or(0, |chaos| chaos.calls_for(crate::content::prompt_hash(prompt)))
+    }
+
+    /// How many generation requests got each fault (and `none`), in chaos mode.
+    pub fn injected_faults(&self) -> Vec<(String, u64)> {
+        self.chaos.as_ref().map_or_else(Vec::new, Chaos::injected)
+    }
+
+    pub(crate) fn chaos(&self) -> Option<&Chaos> {
+        self.chaos.as_ref()
     }
 
     /// The configuration this state was built with.

@@ -7,7 +7,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use super::{MockConfig, MockState, serve};
+use super::{ChaosConfig, MockConfig, MockState, serve};
 
 /// A running mock server on `127.0.0.1:<free port>`, stopped when dropped.
 ///
@@ -41,9 +41,18 @@ impl MockServer {
 
     /// Starts a mock with `config`. Must be called inside a tokio runtime.
     pub async fn start_with(config: MockConfig) -> std::io::Result<MockServer> {
+        Self::start_state(MockState::new(config)).await
+    }
+
+    /// Starts a mock in chaos mode: faults drawn per request, content derived from the request.
+    pub async fn start_chaos(config: MockConfig, chaos: ChaosConfig) -> std::io::Result<MockServer> {
+        Self::start_state(MockState::with_chaos(config, chaos)).await
+    }
+
+    async fn start_state(state: MockState) -> std::io::Result<MockServer> {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
         let addr = listener.local_addr()?;
-        let state = Arc::new(MockState::new(config));
+        let state = Arc::new(state);
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(serve(listener, Arc::clone(&state), async move {
             // Resolves on send or when the sender is dropped: either way, stop.

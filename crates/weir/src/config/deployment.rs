@@ -10,6 +10,7 @@ use serde_saphyr::Spanned;
 use super::{
     DeploymentConfig, EnvString, FieldError, ProviderKind, RetryPolicy, Secret,
     breaker::RawBreaker,
+    concurrency::RawAdaptiveConcurrency,
     limits::RawRateLimitsSpec,
     overlay::{Overlay, Switch},
     retry::RawRetry,
@@ -48,6 +49,8 @@ pub(super) struct RawDeployment {
     rate_limits: RawRateLimitsSpec,
     #[serde(default)]
     health_check: RawHealthCheck,
+    #[serde(default)]
+    adaptive_concurrency: RawAdaptiveConcurrency,
 }
 
 /// The multi-key shorthand: a deployment with `api_keys: [k1, k2, k3]` (and optionally `models` and
@@ -212,6 +215,10 @@ pub(super) fn deployment(
         .rate_limits
         .build()
         .map_err(|e| e.within("rate_limits"))?;
+    config.adaptive_concurrency = dep
+        .adaptive_concurrency
+        .build()
+        .map_err(|e| e.within("adaptive_concurrency"))?;
     config.provider = dep.provider;
     config.model = dep.model.filter(|m| !m.trim().is_empty());
     config.organization = dep.organization.map(|s| s.0).filter(|s| !s.is_empty());

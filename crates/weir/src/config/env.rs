@@ -164,5 +164,6 @@ pub(super) fn mock_deployment(
         weight: 1,
         priority: 0,
         health_check: None,
+        adaptive_concurrency: None,
     })
 }

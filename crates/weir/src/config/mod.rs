@@ -34,6 +34,7 @@
 mod breaker;
 mod builder;
 mod cache;
+mod concurrency;
 mod deployment;
 mod env;
 mod error;
@@ -52,6 +53,7 @@ use std::{fmt, path::Path};
 pub use breaker::CircuitBreakerConfig;
 pub use builder::{ConfigBuilder, Deployment};
 pub use cache::{CacheConfig, CacheStrategy, MemoryCacheConfig, RedisCacheConfig};
+pub use concurrency::AdaptiveConcurrencyConfig;
 use env::mock_deployment;
 pub use error::{ConfigError, FieldError};
 pub use limits::{DEFAULT_BURST, DEFAULT_MAX_QUEUE, DEFAULT_MAX_WAIT, LimitMode, RateLimitConfig};

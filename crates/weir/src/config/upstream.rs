@@ -106,6 +106,9 @@ pub struct DeploymentConfig {
     pub priority: u32,
     /// Background probes of the upstream; `None` (the default) when off.
     pub health_check: Option<HealthCheckConfig>,
+    /// An adaptive limit on calls in flight, following the upstream's latency; `None` (the
+    /// default) for no limit.
+    pub adaptive_concurrency: Option<super::AdaptiveConcurrencyConfig>,
 }
 
 /// Timeouts of upstream calls.

@@ -92,6 +92,8 @@ pub(crate) enum AttemptError {
     NotCalled,
     /// The call failed.
     Failed(Error),
+    /// The deployment's adaptive concurrency limit refused the call; nothing was sent.
+    Shed(crate::policy::concurrency::Shed),
 }
 
 /// The innermost service of a deployment: calls its upstream.
@@ -216,7 +218,10 @@ impl UpstreamService {
         let is_sse = resp.is_event_stream();
         let served_by = self.served_by.clone();
         match resp.body {
-            UpstreamBody::Full(bytes) => Ok(ProxyResponse::full(resp.status, headers, bytes, served_by)),
+            UpstreamBody::Full(bytes) => {
+                complete_json(req.endpoint, &bytes)?;
+                Ok(ProxyResponse::full(resp.status, headers, bytes, served_by))
+            }
             UpstreamBody::Stream(stream) if is_sse => {
                 let expect_done =
                     matches!(req.endpoint, Endpoint::ChatCompletions) || req.path.as_str() == "completions";
@@ -242,6 +247,21 @@ impl UpstreamService {
             }
         }
     }
+}
+
+/// A typed endpoint's 2xx answer must be one whole JSON value: a body cut short with a clean
+/// end (or garbage) would otherwise reach the client as a 200 it cannot parse, and be logged
+/// as served. Pass-through answers may be anything (files, audio) and are left alone.
+fn complete_json(endpoint: Endpoint, body: &[u8]) -> Result<(), Error> {
+    if endpoint == Endpoint::Passthrough || serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() {
+        return Ok(());
+    }
+    Err(Error::BadUpstreamResponse {
+        message: format!(
+            "the upstream's answer is not valid JSON ({} bytes, truncated or malformed)",
+            body.len()
+        ),
+    })
 }
 
 /// Records usage (and its cost) in the ledger; returns the cost when the model has a price.

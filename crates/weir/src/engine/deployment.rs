@@ -5,8 +5,9 @@
 //! Gate (cooldown, health, breaker peek; starts a cooldown on a 429)
 //!  └ RateLimitLayer (the deployment's limits: reserve, then reconcile with the usage)
 //!     └ CircuitBreakerLayer (permit; outcome recorded when the answer is finished)
-//!        └ DeadlineLayer (what is left of the request's deadline)
-//!           └ UpstreamService (the provider call, accounting)
+//!        └ AdaptiveConcurrencyLayer (optional: calls in flight within a latency-driven limit)
+//!           └ DeadlineLayer (what is left of the request's deadline)
+//!              └ UpstreamService (the provider call, accounting)
 //! ```
 //!
 //! The rate-limit and breaker layers are the generic ones of [`crate::policy`], given the
@@ -35,6 +36,7 @@ use crate::{
             BreakerError, BreakerPermit, BreakerState, CircuitBreaker, CircuitBreakerService, Classify,
             Outcome,
         },
+        concurrency::{self, AdaptiveConcurrencyService, AdaptiveLimit, Permit, Sample, Shed},
         disposition::{classify, stream_outcome},
         limit::{
             Ask, RateLimitError, RateLimitService, RateLimitServiceError, RateLimiter, Reservation, Settle,
@@ -59,6 +61,8 @@ pub struct Deployment {
     breaker: Option<CircuitBreaker>,
     /// This deployment's (this upstream key's) rate limits; `None` when unlimited.
     limiter: Option<RateLimiter>,
+    /// The adaptive limit on calls in flight; `None` when off (the default).
+    concurrency: Option<AdaptiveLimit>,
     /// Requests in flight and a decaying latency average, for the balancer.
     load: Arc<LoadStats>,
     /// What background probes say (always healthy when health checks are off).
@@ -86,8 +90,8 @@ pub(crate) enum UnusableKind {
     Cooldown,
     /// Its own rate limits are full: worth queueing for (in arrival order, up to `max_wait`).
     RateLimited,
-    /// Breaker open (or health checks failing): rejects at once; waiting would hold requests
-    /// against a failing upstream.
+    /// Breaker open (or health checks failing, or the adaptive concurrency limit reached):
+    /// rejects at once; waiting would hold requests against a failing or saturated upstream.
     BreakerOpen,
     /// The request alone exceeds one of its limits.
     TooLarge,
@@ -129,9 +133,18 @@ impl Deployment {
             load: load.clone(),
         };
         let guarded = DeadlineLayer.layer(upstream);
+        let concurrency = config.adaptive_concurrency.map(AdaptiveLimit::new);
+        let limited_in_flight: Concurrent = match &concurrency {
+            Some(limit) => Either::Left(AdaptiveConcurrencyService::new(guarded, limit.clone(), InFlight)),
+            None => Either::Right(guarded),
+        };
         let broken: Breakered = match &breaker {
-            Some(breaker) => Either::Left(CircuitBreakerService::new(guarded, breaker.clone(), Judge)),
-            None => Either::Right(Passthrough(guarded)),
+            Some(breaker) => Either::Left(CircuitBreakerService::new(
+                limited_in_flight,
+                breaker.clone(),
+                Judge,
+            )),
+            None => Either::Right(Passthrough(limited_in_flight)),
         };
         let limited: Limited = match &limiter {
             Some(limiter) => Either::Left(
@@ -155,6 +168,7 @@ impl Deployment {
             cooldown,
             breaker,
             limiter,
+            concurrency,
             load,
             health,
             stack,
@@ -186,6 +200,11 @@ impl Deployment {
         &self.health
     }
 
+    /// The adaptive concurrency limit, when configured, for inspection (`limit()`).
+    pub fn adaptive_limit(&self) -> Option<&AdaptiveLimit> {
+        self.concurrency.as_ref()
+    }
+
     /// This deployment's rate limiter, for inspection (`snapshot()`).
     pub fn limiter(&self) -> Option<&RateLimiter> {
         self.limiter.as_ref()
@@ -215,6 +234,12 @@ impl Deployment {
                 reason: format!("`{}` has its circuit breaker open", self.id()),
             }),
             Err(Refused::Attempt(AttemptError::NotCalled)) => Tried::Admitted,
+            // Shedding says "busy, try elsewhere": like an open breaker it never waits here.
+            Err(Refused::Attempt(AttemptError::Shed(shed))) => Tried::Unusable(Unusable {
+                kind: UnusableKind::BreakerOpen,
+                wait: shed.retry_in,
+                reason: format!("`{}` is {shed}", self.id()),
+            }),
             Err(Refused::Attempt(AttemptError::Failed(err))) => Tried::Failed(err),
         }
     }
@@ -267,7 +292,8 @@ impl Cooldown {
 // === the stack ===
 
 type Guarded = super::attempt::Deadline<UpstreamService>;
-type Breakered = Either<CircuitBreakerService<Guarded, Judge>, Passthrough<Guarded>>;
+type Concurrent = Either<AdaptiveConcurrencyService<Guarded, InFlight>, Guarded>;
+type Breakered = Either<CircuitBreakerService<Concurrent, Judge>, Passthrough<Concurrent>>;
 type Limited =
     Either<RateLimitService<Breakered, fn(&Attempt) -> Ask, DeploymentSettle>, Passthrough<Breakered>>;
 
@@ -448,8 +474,41 @@ impl Classify<ProxyResponse, AttemptError> for Judge {
                 ProxyBody::Stream(stream) => stream.on_end(move |end| permit.record(stream_outcome(end))),
             },
             // Not called: neither success nor failure.
-            Err(AttemptError::NotCalled) => drop(permit),
+            Err(AttemptError::NotCalled | AttemptError::Shed(_)) => drop(permit),
             Err(AttemptError::Failed(err)) => permit.record(classify(err).breaker),
+        }
+    }
+}
+
+/// How the engine settles an adaptive concurrency permit: the latency of a complete answer, or
+/// of a stream's first event (what rises first when an upstream queues), is the sample; a stream
+/// holds its slot until it ends; a read or total timeout is a sign of overload; other failures
+/// (fast 4xx/5xx, refused connections) say nothing about latency.
+#[derive(Debug, Clone, Copy)]
+struct InFlight;
+
+impl concurrency::Settle<ProxyResponse, AttemptError> for InFlight {
+    fn shed(&self, shed: Shed) -> AttemptError {
+        AttemptError::Shed(shed)
+    }
+
+    fn settle(&self, result: &Result<ProxyResponse, AttemptError>, mut permit: Permit) {
+        match result {
+            Ok(resp) => {
+                permit.answered();
+                if let ProxyBody::Stream(stream) = &resp.body {
+                    stream.on_end(move |_| drop(permit));
+                }
+            }
+            Err(AttemptError::Failed(Error::Timeout { phase, .. }))
+                if matches!(
+                    phase,
+                    crate::error::TimeoutPhase::Read | crate::error::TimeoutPhase::Total
+                ) =>
+            {
+                permit.sample(Sample::Timeout);
+            }
+            Err(_) => permit.sample(Sample::Ignore),
         }
     }
 }
@@ -474,7 +533,9 @@ impl Settle<ProxyResponse, BreakerError<AttemptError>> for DeploymentSettle {
                 }
             },
             // The call is not made after all: give everything back.
-            Err(BreakerError::Open(_) | BreakerError::Inner(AttemptError::NotCalled)) => reservation.refund(),
+            Err(
+                BreakerError::Open(_) | BreakerError::Inner(AttemptError::NotCalled | AttemptError::Shed(_)),
+            ) => reservation.refund(),
             Err(BreakerError::Inner(AttemptError::Failed(err))) => settle_failure(reservation, err, true),
         }
     }

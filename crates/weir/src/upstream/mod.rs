@@ -8,7 +8,7 @@
 //! through one [`Transport`] (pool, auth header, timeouts).
 
 pub(crate) mod anthropic;
-mod gemini;
+pub(crate) mod gemini;
 mod mock;
 mod openai;
 pub(crate) mod pool;

@@ -40,8 +40,9 @@ use crate::{
     path::ApiPath,
 };
 
-pub(super) use request::chat_request;
-pub(super) use response::{ReplyContext, chat_completion};
+pub(crate) use request::chat_request;
+pub(crate) use response::{ReplyContext, chat_completion};
+pub(crate) use stream::translate as translate_stream;
 
 /// Separates a synthesised tool-call id from the thought signature it carries. Thinking models
 /// (Gemini 2.5, 3) return a `thoughtSignature` with their function calls and reject the next

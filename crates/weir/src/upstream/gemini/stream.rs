@@ -183,7 +183,7 @@ fn write_event(out: &mut BytesMut, chunk: &ChatCompletionChunk) {
 }
 
 /// Wraps a Gemini SSE body into an OpenAI chat SSE body.
-pub(super) fn translate(upstream: ByteStream, ctx: ReplyContext, include_usage: bool) -> ByteStream {
+pub(crate) fn translate(upstream: ByteStream, ctx: ReplyContext, include_usage: bool) -> ByteStream {
     struct State {
         upstream: ByteStream,
         translator: Translator,
