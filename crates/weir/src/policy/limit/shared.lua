@@ -6,14 +6,14 @@
 --
 -- One limiter's state, under one Redis Cluster hash tag:
 --   KEYS[1] log   sorted set: reservation id -> admission time (µs of Redis's TIME)
---   KEYS[2] amt   hash: id -> "requests:input:output"; "ur"/"ui"/"uo" the sums; "#" the id counter
+--   KEYS[2] amt   hash: id -> "requests:input:output"; "ur"/"ui"/"uo" the sums
 --   KEYS[3] tat   string: the per-second bucket's theoretical arrival time (µs), GCRA
 --
 -- ARGV[1] is the operation:
---   reserve window_us lim_r lim_i lim_o d_r d_i d_o interval_us burst max_wait_us
---     (a limit of 0 is "none"; interval_us 0 is "no bucket"; max_wait_us < 0 is "never wait")
---     -> {1, id, wait_us, used_r, used_i, used_o, reset_us}       admitted, at now + wait_us
---        (id is a string)
+--   reserve window_us lim_r lim_i lim_o d_r d_i d_o interval_us burst max_wait_us id
+--     (a limit of 0 is "none"; interval_us 0 is "no bucket"; max_wait_us < 0 is "never wait";
+--     id is the caller's: random, so a caller whose reply timed out can still refund it)
+--     -> {1, now_us, wait_us, used_r, used_i, used_o, reset_us}   admitted, at now + wait_us
 --     -> {0, which, retry_us, reason, used_r, used_i, used_o, reset_us}
 --        which: 0 bucket, 1 requests, 2 input, 3 output; reason: 0 exhausted, 1 wait too long
 --   adjust window_us id from_r from_i from_o to_r to_i to_o
@@ -149,9 +149,7 @@ for r = 1, 3 do
 end
 if which ~= nil then return refuse(which, longest, 0) end
 
--- Admission time and counter: unique even after the state expired and the counter restarted,
--- so a late reconcile can never adjust someone else's entry.
-local id = int(now) .. '-' .. redis.call('HINCRBY', amt, '#', 1)
+local id = ARGV[12]
 redis.call('ZADD', log, int(slot), id)
 redis.call('HSET', amt, id, int(demand[1]) .. ':' .. int(demand[2]) .. ':' .. int(demand[3]))
 for r = 1, 3 do
@@ -164,4 +162,4 @@ end
 local ttl = math.floor((slot - now + window) / 1000) + 1000
 redis.call('PEXPIRE', log, ttl)
 redis.call('PEXPIRE', amt, ttl)
-return { 1, id, slot - now, u[1], u[2], u[3], reset() }
+return { 1, now, slot - now, u[1], u[2], u[3], reset() }

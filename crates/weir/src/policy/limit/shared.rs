@@ -98,6 +98,21 @@ impl std::fmt::Debug for RedisLimits {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Unavailable;
 
+/// Why a call produced nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// Not attempted: the gate is closed.
+    Skipped,
+    /// Attempted: an error or a timeout (the script may still have run).
+    Failed,
+}
+
+impl From<Failure> for Unavailable {
+    fn from(_: Failure) -> Unavailable {
+        Unavailable
+    }
+}
+
 impl RedisLimits {
     /// Shared limits through the Redis of `config`; connects lazily.
     ///
@@ -164,7 +179,7 @@ impl RedisLimits {
         }
     }
 
-    fn manager(&self) -> Result<ConnectionManager, Unavailable> {
+    fn manager(&self) -> Result<ConnectionManager, Failure> {
         let mut slot = self.inner.manager.lock();
         if let Some(m) = slot.as_ref() {
             return Ok(m.clone());
@@ -181,20 +196,20 @@ impl RedisLimits {
             .inner
             .client
             .as_ref()
-            .ok_or(Unavailable)?
+            .ok_or(Failure::Failed)?
             .get_connection_manager_lazy(config)
-            .map_err(|_| Unavailable)?;
+            .map_err(|_| Failure::Failed)?;
         *slot = Some(manager.clone());
         Ok(manager)
     }
 
     /// Lets a call through (`Ok(true)`: as the probe), or says the gate is closed.
-    fn admit(&self) -> Result<bool, Unavailable> {
+    fn admit(&self) -> Result<bool, Failure> {
         let gate = self.inner.gate.lock();
         match gate.closed_until {
             None => Ok(false),
-            Some(until) if Instant::now() < until => Err(Unavailable),
-            Some(_) if self.inner.probing.swap(true, Ordering::AcqRel) => Err(Unavailable),
+            Some(until) if Instant::now() < until => Err(Failure::Skipped),
+            Some(_) if self.inner.probing.swap(true, Ordering::AcqRel) => Err(Failure::Skipped),
             Some(_) => Ok(true),
         }
     }
@@ -241,14 +256,18 @@ impl RedisLimits {
     }
 
     /// Runs the script on `keys` with `args`, bounded by the timeout and the gate.
-    async fn eval(&self, keys: &Keys, args: &[String]) -> Result<Value, Unavailable> {
+    async fn eval(&self, keys: &Keys, args: &[String]) -> Result<Value, Failure> {
         let probe = self.admit()?;
         // Frees the probe slot however the call ends, cancellation included.
         let _probe = probe.then(|| ProbeSlot(&self.inner.probing));
-        let Ok(mut manager) = self.manager() else {
-            self.settle(false);
-            return Err(Unavailable);
-        };
+        let result = self.eval_ungated(keys, args).await;
+        self.settle(result.is_ok());
+        result
+    }
+
+    /// One bounded script call, whatever the gate says (and without moving it).
+    async fn eval_ungated(&self, keys: &Keys, args: &[String]) -> Result<Value, Failure> {
+        let mut manager = self.manager()?;
         let mut invocation = self.inner.script.key(&keys.log);
         invocation.key(&keys.amt).key(&keys.tat);
         for arg in args {
@@ -256,20 +275,15 @@ impl RedisLimits {
         }
         let call = invocation.invoke_async::<Value>(&mut manager);
         match tokio::time::timeout(self.inner.config.timeout, call).await {
-            Ok(Ok(value)) => {
-                self.settle(true);
-                Ok(value)
-            }
+            Ok(Ok(value)) => Ok(value),
             Ok(Err(err)) => {
                 // The category only: messages can echo connection details.
                 tracing::debug!(error = ?err.kind(), "shared rate limit call failed");
-                self.settle(false);
-                Err(Unavailable)
+                Err(Failure::Failed)
             }
             Err(_) => {
                 tracing::debug!("shared rate limit call timed out");
-                self.settle(false);
-                Err(Unavailable)
+                Err(Failure::Failed)
             }
         }
     }
@@ -314,6 +328,8 @@ pub(crate) struct SharedCharge {
     scope: Scope,
     id: String,
     pub(crate) amounts: [u64; 3],
+    /// When Redis reserved it (µs of Redis's clock).
+    pub(crate) reserved_at_us: u64,
 }
 
 /// What Redis answered a reserve with.
@@ -398,18 +414,38 @@ impl Scope {
             _ => -1,
         };
         let [r, i, o] = demand.amounts();
+        // Random, so unique across instances and across the state's expiry: a late reconcile can
+        // never adjust someone else's entry.
+        let id = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
         let mut args = vec!["reserve".to_owned(), self.window_us()];
         args.extend(self.limits.map(|l| l.unwrap_or(0).to_string()));
         args.extend([r, i, o, interval, burst].map(|n| n.to_string()));
         args.push(max_wait.to_string());
-        let reply = self.redis.eval(&self.keys, &args).await?;
+        args.push(id.clone());
+        let reply = match self.redis.eval(&self.keys, &args).await {
+            Ok(reply) => reply,
+            Err(Failure::Skipped) => return Err(Unavailable),
+            Err(Failure::Failed) => {
+                // The script may have run with only its reply lost (a timeout): take back what
+                // it may have reserved, so a slow Redis does not leak capacity. Sent on the same
+                // connection, it runs after the reserve if that ever arrived.
+                let charge = SharedCharge {
+                    scope: self.clone(),
+                    id,
+                    amounts: demand.amounts(),
+                    reserved_at_us: 0,
+                };
+                charge.cleanup();
+                return Err(Unavailable);
+            }
+        };
         let Some(reply) = Reply::parse(reply) else {
             tracing::warn!("unexpected reply from the shared rate limit script");
             return Err(Unavailable);
         };
         Ok(match reply {
             Reply::Admitted {
-                id,
+                at,
                 wait,
                 used,
                 reset,
@@ -419,6 +455,7 @@ impl Scope {
                     scope: self.clone(),
                     id,
                     amounts: demand.amounts(),
+                    reserved_at_us: at,
                 };
                 Decision::Admitted(Reservation::shared(charge, snapshot), wait)
             }
@@ -525,17 +562,24 @@ impl SharedCharge {
     #[cfg(test)]
     pub(crate) async fn adjust_now(&self, to: [u64; 3]) -> Result<(), Unavailable> {
         let args = self.adjust_args(to);
-        self.scope.redis.eval(&self.scope.keys, &args).await.map(drop)
+        self.scope
+            .redis
+            .eval(&self.scope.keys, &args)
+            .await
+            .map(drop)
+            .map_err(Unavailable::from)
     }
 
-    /// When Redis reserved it (µs of Redis's clock; the id starts with it).
-    #[cfg(test)]
-    pub(crate) fn reserved_at_us(&self) -> u64 {
-        self.id
-            .split('-')
-            .next()
-            .and_then(|t| t.parse().ok())
-            .unwrap_or(0)
+    /// Refunds what a failed reserve call may have reserved, in the background, whatever the
+    /// gate says (one bounded attempt; nothing to do if the reserve never ran).
+    fn cleanup(self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let args = self.adjust_args([0; 3]);
+        runtime.spawn(async move {
+            let _ = self.scope.redis.eval_ungated(&self.scope.keys, &args).await;
+        });
     }
 
     fn adjust_args(&self, to: [u64; 3]) -> Vec<String> {
@@ -548,7 +592,8 @@ impl SharedCharge {
 /// The script's reply, parsed.
 enum Reply {
     Admitted {
-        id: String,
+        /// Redis's clock (µs) when it decided.
+        at: u64,
         wait: Duration,
         used: [u64; 3],
         reset: Duration,
@@ -574,19 +619,12 @@ impl Reply {
         let micros = |k: usize| int(k).map(|n| Duration::from_micros(u64::try_from(n).unwrap_or(0)));
         let count = |k: usize| int(k).map(|n| u64::try_from(n).unwrap_or(0));
         match int(0)? {
-            1 => {
-                let id = match items.get(1)? {
-                    Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok()?,
-                    Value::SimpleString(s) => s.clone(),
-                    _ => return None,
-                };
-                Some(Reply::Admitted {
-                    id,
-                    wait: micros(2)?,
-                    used: [count(3)?, count(4)?, count(5)?],
-                    reset: micros(6)?,
-                })
-            }
+            1 => Some(Reply::Admitted {
+                at: count(1)?,
+                wait: micros(2)?,
+                used: [count(3)?, count(4)?, count(5)?],
+                reset: micros(6)?,
+            }),
             _ => Some(Reply::Refused {
                 which: int(1)?,
                 retry: micros(2)?,

@@ -397,7 +397,9 @@ impl fmt::Debug for Reservation {
                 debug.field("entry", id).field("charged", amounts);
             }
             Some(Charge::Shared(shared)) => {
-                debug.field("shared", &true).field("charged", &shared.amounts);
+                debug
+                    .field("shared_at_us", &shared.reserved_at_us)
+                    .field("charged", &shared.amounts);
             }
             None => {}
         }

@@ -332,7 +332,7 @@ proptest! {
                         match clients[client].reserve(demand, false).await.unwrap() {
                             Decision::Admitted(reservation, wait) => {
                                 let charge = reservation.shared_charge().unwrap();
-                                let at = charge.reserved_at_us() + wait.as_micros() as u64;
+                                let at = charge.reserved_at_us + wait.as_micros() as u64;
                                 admitted.push((at, charge.amounts));
                                 held.push_back((admitted.len() - 1, reservation));
                             }
