@@ -299,3 +299,79 @@ async fn redis_down_local_with_instances_splits_the_limit() {
     assert_eq!(during.iter().filter(|r| r.0 == 200).count(), 6);
     assert_eq!(mock.state().request_count(), 6);
 }
+
+#[tokio::test]
+async fn a_429_seen_by_one_instance_rests_the_deployment_on_all() {
+    let (mock, redis) = (MockServer::start().await.unwrap(), RedisServer::start().await);
+    let prefix = unique_prefix("gw-shared-cooldown");
+    let deployment = "        retry: { max_retries: 0, max_retry_after: 5s }";
+    let yaml = config_for(
+        &mock,
+        deployment,
+        &redis_section(&redis, &prefix, "fail_open", ""),
+    );
+    let (a, b) = (Gateway::start(&yaml).await, Gateway::start(&yaml).await);
+    let client = http();
+    // A's call meets the upstream's 429 with Retry-After: 30.
+    let first = client
+        .post(a.url("/v1/chat/completions"))
+        .json(&chat_body(
+            json!({"x_mock": {"status": 429, "retry_after": 30, "fail_times": 1, "fail_key": "cd"}}),
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 429);
+    assert_eq!(mock.state().request_count(), 1);
+    // The cooldown is published in the background: wait until Redis has it.
+    let mut conn = redis.connection().await;
+    let key = format!("{prefix}:cd:{{dep:mock-a}}:v1");
+    let mut ttl = -2i64;
+    for _ in 0..100 {
+        ttl = redis::cmd("PTTL").arg(&key).query_async(&mut conn).await.unwrap();
+        if ttl > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(ttl > 25_000 && ttl <= 30_000, "PTTL {ttl}");
+    // B never saw a 429, yet sends nothing to that deployment: it answers at once, saying why.
+    for _ in 0..5 {
+        let resp = client
+            .post(b.url("/v1/chat/completions"))
+            .json(&chat_body(json!({})))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 503);
+        let retry_after: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!((25..=30).contains(&retry_after), "{retry_after}");
+        let err = error_of(resp).await;
+        assert!(err["message"].as_str().unwrap().contains("cooling down"), "{err}");
+    }
+    assert_eq!(
+        mock.state().request_count(),
+        1,
+        "B called a deployment A saw rate-limited"
+    );
+    // B now rests it locally too, without asking Redis again.
+    let rest = b
+        .state
+        .engine()
+        .deployment("mock-a")
+        .unwrap()
+        .cooldown_remaining()
+        .unwrap();
+    assert!(
+        rest > Duration::from_secs(25) && rest <= Duration::from_secs(30),
+        "{rest:?}"
+    );
+    // The other group's deployment is not affected.
+    let other = client
+        .post(b.url("/v1/chat/completions"))
+        .json(&json!({"model": "renamed", "messages": [{"role": "user", "content": "x"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 200);
+}

@@ -83,6 +83,9 @@ pub struct RedisConfig {
     /// `limit / instances` (rounded up) while Redis is down. Default 1 (each enforces the whole
     /// limit, so N instances may admit up to N times it during an outage).
     pub instances: u32,
+    /// Whether a 429's cooldown seen by one instance rests the deployment on all of them
+    /// (default true; costs one Redis round trip per attempt).
+    pub share_cooldowns: bool,
 }
 
 impl fmt::Debug for RedisConfig {
@@ -94,6 +97,7 @@ impl fmt::Debug for RedisConfig {
             .field("max_backoff", &self.max_backoff)
             .field("on_error", &self.on_error)
             .field("instances", &self.instances)
+            .field("share_cooldowns", &self.share_cooldowns)
             .finish()
     }
 }
@@ -108,6 +112,7 @@ impl RedisConfig {
             max_backoff: DEFAULT_REDIS_MAX_BACKOFF,
             on_error: RedisOnError::default(),
             instances: 1,
+            share_cooldowns: true,
         }
     }
 
@@ -161,6 +166,7 @@ pub(super) struct RawRedisSection {
     max_backoff: Option<ConfigDuration>,
     on_error: Option<String>,
     instances: Option<u32>,
+    share_cooldowns: Option<bool>,
 }
 
 impl TryFrom<RawRedisSection> for RedisConfig {
@@ -179,6 +185,7 @@ impl TryFrom<RawRedisSection> for RedisConfig {
             max_backoff: raw.max_backoff.map_or(d.max_backoff, |t| t.0),
             on_error,
             instances: raw.instances.unwrap_or(d.instances),
+            share_cooldowns: raw.share_cooldowns.unwrap_or(d.share_cooldowns),
             url: d.url,
         };
         config.validate()?;
@@ -210,9 +217,10 @@ mod tests {
         assert_eq!(r.timeout, DEFAULT_REDIS_TIMEOUT);
         assert_eq!(r.on_error, RedisOnError::Local);
         assert_eq!(r.instances, 1);
+        assert!(r.share_cooldowns);
         let r = parse(
             "  url: redis://:pw@10.0.0.1:6380/2\n  key_prefix: prod\n  timeout: 20ms\n  max_backoff: 2s\n  \
-             on_error: fail_closed\n  instances: 3",
+             on_error: fail_closed\n  instances: 3\n  share_cooldowns: false",
         )
         .unwrap()
         .redis

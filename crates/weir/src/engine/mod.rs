@@ -173,6 +173,7 @@ impl Engine {
                     provider,
                     breaker,
                     limiter,
+                    redis.clone(),
                 )));
             }
             let index_of = |names: &[String]| {

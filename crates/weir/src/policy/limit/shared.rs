@@ -54,6 +54,12 @@ pub const REDIS_UP: &str = "weir_shared_limits_redis_up";
 /// The script, versioned by its first line and by the `:v1:` in the keys.
 const SCRIPT: &str = include_str!("shared.lua");
 const LAYOUT: &str = "v1";
+/// KEYS[1] the cooldown key, ARGV[1] its length (ms): only ever lengthened.
+const COOLDOWN_SCRIPT: &str = "-- weir shared cooldown v1
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
+end
+return 1";
 
 /// One Redis for shared limits: its connection, the failure gate and the script. A cheap handle
 /// (an `Arc`); every limiter of an engine shares one.
@@ -72,6 +78,8 @@ struct Backend {
     gate: Mutex<Gate>,
     probing: AtomicBool,
     script: redis::Script,
+    /// Sets a deployment's shared cooldown unless a longer one is set.
+    cooldown_script: redis::Script,
     errors: AtomicU64,
     fallbacks: AtomicU64,
     recoveries: AtomicU64,
@@ -132,6 +140,7 @@ impl RedisLimits {
                 gate: Mutex::new(Gate::default()),
                 probing: AtomicBool::new(false),
                 script: redis::Script::new(SCRIPT),
+                cooldown_script: redis::Script::new(COOLDOWN_SCRIPT),
                 errors: AtomicU64::new(0),
                 fallbacks: AtomicU64::new(0),
                 recoveries: AtomicU64::new(0),
@@ -286,6 +295,75 @@ impl RedisLimits {
                 Err(Failure::Failed)
             }
         }
+    }
+
+    /// The key of deployment `id`'s shared cooldown.
+    fn cooldown_key(&self, id: &str) -> String {
+        let id: String = id
+            .chars()
+            .map(|c| if c == '{' || c == '}' { '_' } else { c })
+            .collect();
+        format!("{}:cd:{{dep:{id}}}:{LAYOUT}", self.inner.config.key_prefix)
+    }
+
+    /// How long deployment `id` still rests after a 429 some instance saw (`None`: it does not,
+    /// or Redis cannot say, in which case only this instance's own cooldowns apply).
+    pub async fn cooldown_remaining(&self, id: &str) -> Option<Duration> {
+        if !self.inner.config.share_cooldowns {
+            return None;
+        }
+        let mut cmd = redis::cmd("PTTL");
+        cmd.arg(self.cooldown_key(id));
+        let ttl: i64 = self.command(cmd).await.ok()?;
+        u64::try_from(ttl)
+            .ok()
+            .filter(|ms| *ms > 0)
+            .map(Duration::from_millis)
+    }
+
+    /// Tells every instance that deployment `id` rests for `rest` (in the background; a longer
+    /// cooldown already set is kept).
+    pub fn start_cooldown(&self, id: &str, rest: Duration) {
+        if !self.inner.config.share_cooldowns {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let ms = u64::try_from(rest.as_millis()).unwrap_or(u64::MAX).max(1);
+        let (this, key) = (self.clone(), self.cooldown_key(id));
+        runtime.spawn(async move {
+            let probe = match this.admit() {
+                Ok(probe) => probe,
+                Err(_) => return,
+            };
+            let _probe = probe.then(|| ProbeSlot(&this.inner.probing));
+            let Ok(mut manager) = this.manager() else {
+                return;
+            };
+            let mut invocation = this.inner.cooldown_script.key(key);
+            invocation.arg(ms);
+            let call = invocation.invoke_async::<i64>(&mut manager);
+            let ok = matches!(
+                tokio::time::timeout(this.inner.config.timeout, call).await,
+                Ok(Ok(_))
+            );
+            this.settle(ok);
+        });
+    }
+
+    /// One bounded command through the gate.
+    async fn command<T: redis::FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T, Failure> {
+        let probe = self.admit()?;
+        let _probe = probe.then(|| ProbeSlot(&self.inner.probing));
+        let mut manager = self.manager()?;
+        let call = cmd.query_async::<T>(&mut manager);
+        let ok = match tokio::time::timeout(self.inner.config.timeout, call).await {
+            Ok(Ok(value)) => Ok(value),
+            _ => Err(Failure::Failed),
+        };
+        self.settle(ok.is_ok());
+        ok
     }
 
     fn fell_back(&self) {
