@@ -369,8 +369,9 @@ enum Charge {
         id: u64,
         amounts: Amounts,
     },
-    /// In Redis, shared with other instances (`super::shared`).
-    Shared(SharedCharge),
+    /// In Redis, shared with other instances (`super::shared`). Boxed: it is large, and
+    /// in-process reservations should not pay for it.
+    Shared(Box<SharedCharge>),
 }
 
 impl Charge {
@@ -452,7 +453,7 @@ impl Reservation {
     /// A reservation held in Redis (see `super::shared`).
     pub(crate) fn shared(charge: SharedCharge, snapshot: RateLimitSnapshot) -> Self {
         Reservation {
-            charge: Some(Charge::Shared(charge)),
+            charge: Some(Charge::Shared(Box::new(charge))),
             snapshot,
         }
     }
