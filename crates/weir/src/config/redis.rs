@@ -4,6 +4,7 @@
 use std::{fmt, str::FromStr, time::Duration};
 
 use serde::Deserialize;
+use serde_saphyr::Spanned;
 
 use super::{ConfigDuration, EnvString, FieldError, Secret};
 
@@ -160,35 +161,56 @@ impl RedisConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRedisSection {
-    url: EnvString,
-    key_prefix: Option<String>,
-    timeout: Option<ConfigDuration>,
-    max_backoff: Option<ConfigDuration>,
-    on_error: Option<String>,
-    instances: Option<u32>,
+    url: Spanned<EnvString>,
+    key_prefix: Option<Spanned<String>>,
+    timeout: Option<Spanned<ConfigDuration>>,
+    max_backoff: Option<Spanned<ConfigDuration>>,
+    on_error: Option<Spanned<String>>,
+    instances: Option<Spanned<u32>>,
     share_cooldowns: Option<bool>,
 }
 
 impl TryFrom<RawRedisSection> for RedisConfig {
     type Error = FieldError;
 
-    /// The section over the defaults, then [`RedisConfig::validate`].
+    /// The section over the defaults, then [`RedisConfig::validate`]; an error is placed on its
+    /// field's line.
     fn try_from(raw: RawRedisSection) -> Result<Self, FieldError> {
-        let d = RedisConfig::new(raw.url.0.trim());
+        let line = |field: &str| -> u64 {
+            match field {
+                "url" => raw.url.referenced.line(),
+                "key_prefix" => raw.key_prefix.as_ref().map_or(0, |v| v.referenced.line()),
+                "timeout" => raw.timeout.as_ref().map_or(0, |v| v.referenced.line()),
+                "max_backoff" => raw.max_backoff.as_ref().map_or(0, |v| v.referenced.line()),
+                "on_error" => raw.on_error.as_ref().map_or(0, |v| v.referenced.line()),
+                "instances" => raw.instances.as_ref().map_or(0, |v| v.referenced.line()),
+                _ => 0,
+            }
+        };
+        let d = RedisConfig::new(raw.url.value.0.trim());
         let on_error = match &raw.on_error {
-            Some(text) => text.parse().map_err(|m| FieldError::new("on_error", m))?,
+            Some(text) => text
+                .value
+                .parse()
+                .map_err(|m| FieldError::new("on_error", m).at_line(line("on_error")))?,
             None => d.on_error,
         };
         let config = RedisConfig {
-            key_prefix: raw.key_prefix.unwrap_or(d.key_prefix.clone()),
-            timeout: raw.timeout.map_or(d.timeout, |t| t.0),
-            max_backoff: raw.max_backoff.map_or(d.max_backoff, |t| t.0),
+            key_prefix: raw
+                .key_prefix
+                .as_ref()
+                .map_or(d.key_prefix.clone(), |v| v.value.clone()),
+            timeout: raw.timeout.as_ref().map_or(d.timeout, |t| t.value.0),
+            max_backoff: raw.max_backoff.as_ref().map_or(d.max_backoff, |t| t.value.0),
             on_error,
-            instances: raw.instances.unwrap_or(d.instances),
+            instances: raw.instances.as_ref().map_or(d.instances, |v| v.value),
             share_cooldowns: raw.share_cooldowns.unwrap_or(d.share_cooldowns),
             url: d.url,
         };
-        config.validate()?;
+        config.validate().map_err(|e| {
+            let at = line(&e.field);
+            e.at_line(at)
+        })?;
         Ok(config)
     }
 }
@@ -255,23 +277,25 @@ mod tests {
 
     #[test]
     fn errors_are_placed_and_typed() {
+        // The file's line 5 is `redis:`; each error is on its field's line.
         let cases = [
-            ("  url: notredis://:hunter2@x", "redis.url"),
-            ("  url: redis://x\n  timeout: 30s", "redis.timeout"),
+            ("  url: notredis://:hunter2@x", "redis.url", 6),
+            ("  url: redis://x\n  timeout: 30s", "redis.timeout", 7),
             (
                 "  url: redis://x\n  timeout: 1s\n  max_backoff: 10ms",
                 "redis.max_backoff",
+                8,
             ),
-            ("  url: redis://x\n  key_prefix: 'a{b}'", "redis.key_prefix"),
-            ("  url: redis://x\n  on_error: sometimes", "redis.on_error"),
-            ("  url: redis://x\n  instances: 0", "redis.instances"),
+            ("  url: redis://x\n  key_prefix: 'a{b}'", "redis.key_prefix", 7),
+            ("  url: redis://x\n  on_error: sometimes", "redis.on_error", 7),
+            ("  url: redis://x\n  instances: 0", "redis.instances", 7),
         ];
-        for (yaml, field) in cases {
+        for (yaml, field, line) in cases {
             let err = parse(yaml).unwrap_err();
             assert_eq!(err.field.as_deref(), Some(field), "{err}");
-            assert_eq!(err.line, Some(5), "{err}");
+            assert_eq!(err.line, Some(line), "{err}");
             assert!(
-                err.to_string().starts_with(&format!("c.yaml:5: {field}: ")),
+                err.to_string().starts_with(&format!("c.yaml:{line}: {field}: ")),
                 "{err}"
             );
             assert!(!err.to_string().contains("hunter2"), "{err}");
