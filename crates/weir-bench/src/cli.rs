@@ -96,9 +96,24 @@ pub struct Args {
     #[arg(long, value_enum, default_value = "off")]
     pub cache: CacheMode,
 
-    /// The Redis of `--cache redis` (each run uses its own key prefix).
+    /// The Redis of `--cache redis`, `--limits shared` and `--scenario shared-limiter` (each run
+    /// uses its own key prefix).
     #[arg(long, default_value = "redis://127.0.0.1:6379")]
     pub redis_url: String,
+
+    /// Rate limits on the gateway's deployment (generous: every request is admitted, so this
+    /// measures their cost): `off`, `local` (in process) or `shared` (through Redis at
+    /// `--redis-url`).
+    #[arg(long, value_enum, default_value = "off")]
+    pub limits: LimitsMode,
+
+    /// Shared limiter bench: decisions per concurrency level.
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub shared_limiter_checks: u64,
+
+    /// Shared limiter bench: concurrency levels (tokio tasks), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,16", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub shared_limiter_concurrency: Vec<u32>,
 
     /// How long to wait for each child to print its `listening on` line.
     #[arg(long, default_value = "30s", value_parser = parse_positive_duration)]
@@ -187,6 +202,13 @@ Not part of `all`:
                  weir binary; JSON in tokens.json next to --json:
                    weir-bench --scenario tokens
 
+  shared-limiter latency of one shared rate limit decision (one Lua script call on the Redis at
+                 --redis-url, a 127.0.0.1 one by default) at each --shared-limiter-concurrency;
+                 JSON in shared-limiter.json next to --json:
+                   weir-bench --scenario shared-limiter
+Gateway scenarios with --limits local|shared put generous rate limits on the deployment (in
+process, or shared through --redis-url) to measure what they cost.
+
 Closed loop measures latency from each request's actual start; it shows peak throughput at a
 fixed concurrency. Open loop sends on a fixed schedule whatever the responses do and measures
 latency from the *scheduled* send time, so stalls show up as latency instead of silently
@@ -238,6 +260,19 @@ pub enum ScenarioArg {
     Limiter,
     /// The in-process token counting benchmark (not part of `all`).
     Tokens,
+    /// The latency of one shared (Redis) rate limit decision (not part of `all`).
+    SharedLimiter,
+}
+
+/// The gateway deployment's rate limits during the bench.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LimitsMode {
+    /// None (the default).
+    Off,
+    /// Generous limits enforced in process.
+    Local,
+    /// The same limits shared through Redis (`redis:` at `--redis-url`).
+    Shared,
 }
 
 /// One concrete scenario to run.
@@ -291,6 +326,11 @@ pub fn tokens_selected(args: &[ScenarioArg]) -> bool {
     args.contains(&ScenarioArg::Tokens)
 }
 
+/// Whether the shared (Redis) limiter benchmark was selected.
+pub fn shared_limiter_selected(args: &[ScenarioArg]) -> bool {
+    args.contains(&ScenarioArg::SharedLimiter)
+}
+
 /// Whether the rate limiter micro-benchmark was selected.
 pub fn limiter_selected(args: &[ScenarioArg]) -> bool {
     args.contains(&ScenarioArg::Limiter)
@@ -308,7 +348,7 @@ pub fn select_scenarios(args: &[ScenarioArg]) -> Vec<Scenario> {
                 ScenarioArg::ClosedStream => !s.open && s.stream,
                 ScenarioArg::OpenUnary => s.open && !s.stream,
                 ScenarioArg::OpenStream => s.open && s.stream,
-                ScenarioArg::Limiter | ScenarioArg::Tokens => false,
+                ScenarioArg::Limiter | ScenarioArg::Tokens | ScenarioArg::SharedLimiter => false,
             })
         })
         .collect()

@@ -76,6 +76,7 @@ mod process;
 mod report;
 mod rounds;
 mod setup;
+mod shared_limiter;
 mod stats;
 mod tokens;
 
@@ -85,7 +86,9 @@ use std::process::ExitCode;
 use anyhow::{Context as _, Result, anyhow, bail};
 use clap::Parser as _;
 
-use crate::cli::{Args, Scenario, limiter_selected, select_scenarios, tokens_selected};
+use crate::cli::{
+    Args, Scenario, limiter_selected, select_scenarios, shared_limiter_selected, tokens_selected,
+};
 use crate::cpu::ClockTicks;
 use crate::limiter::LimiterSettings;
 use crate::measure::{Host, measure};
@@ -125,6 +128,14 @@ fn real_main() -> Result<()> {
             );
         }
         limiter::run(&limiter_settings(&args), &path)?;
+    }
+    if shared_limiter_selected(&args.scenario) {
+        let settings = shared_limiter::SharedLimiterSettings {
+            redis_url: args.redis_url.clone(),
+            checks: args.shared_limiter_checks,
+            concurrency: args.shared_limiter_concurrency.clone(),
+        };
+        shared_limiter::run(&settings, &output_dir(&args.json).join(shared_limiter::JSON_FILE))?;
     }
     if tokens_selected(&args.scenario) {
         let settings = tokens::TokensSettings {

@@ -20,7 +20,7 @@ use crate::report::{
     ScenarioReport, Settings, TargetCpu, TargetReport,
 };
 use crate::rounds::{Pool, RoundsReport, pooled_report, round_order};
-use crate::setup::{Binaries, cache_section, gateway_config};
+use crate::setup::{Binaries, cache_section, gateway_config, limits_config};
 use crate::stats::Recorder;
 
 /// What the report says about reading its numbers.
@@ -200,7 +200,8 @@ pub async fn measure(
     eprintln!("mock listening on {} (pid {})", mock.base_url, mock.pid);
 
     let config_path = tmp.join("gateway.yaml");
-    let config = gateway_config(&mock.base_url) + &cache_section(args.cache, &args.redis_url);
+    let config = limits_config(&gateway_config(&mock.base_url), args.limits, &args.redis_url)
+        + &cache_section(args.cache, &args.redis_url);
     std::fs::write(&config_path, config).with_context(|| format!("writing {}", config_path.display()))?;
     let config_arg = config_path.to_string_lossy().into_owned();
     // In an A/B run both gateways run throughout, in front of the same mock; the one not being

@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 
-use crate::cli::CacheMode;
+use crate::cli::{CacheMode, LimitsMode};
 use crate::load;
 
 /// Most gateways one run compares: A and B.
@@ -28,6 +28,30 @@ pub fn gateway_config(mock_base_url: &str) -> String {
         model = load::MODEL,
         key = load::API_KEY,
     )
+}
+
+/// Where [`limits_config`] puts the deployments' limits: after the pool, under `upstream_defaults`.
+const LIMITS_SLOT: &str = "max_connections_per_host: 4096 }\n";
+
+/// `config` with the limits of `--limits`: generous (every request is admitted), in process or
+/// shared through Redis (a fresh key prefix per run).
+pub fn limits_config(config: &str, mode: LimitsMode, redis_url: &str) -> String {
+    let limits = "  rate_limits: { requests_per_minute: 1000000000, input_tokens_per_minute: 1000000000000, \
+                  output_tokens_per_minute: 1000000000000, mode: fail_fast }\n";
+    let prefix = format!(
+        "weir-bench-limits:{}",
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    );
+    match mode {
+        LimitsMode::Off => config.to_owned(),
+        LimitsMode::Local => config.replacen(LIMITS_SLOT, &format!("{LIMITS_SLOT}{limits}"), 1),
+        LimitsMode::Shared => {
+            config.replacen(LIMITS_SLOT, &format!("{LIMITS_SLOT}{limits}"), 1)
+                + &format!("redis:\n  url: {redis_url}\n  key_prefix: {prefix}\n")
+        }
+    }
 }
 
 /// The `cache:` section for `--cache` (empty when off). `aggressive`, so the bench's request (no
@@ -155,6 +179,19 @@ mod tests {
              models:\n  - name: mock-model\n    deployments:\n      - provider: openai\n        \
              base_url: http://127.0.0.1:4242/v1\n        api_key: bench-key\n        model: mock-model\n"
         );
+    }
+
+    #[test]
+    fn limits_go_under_upstream_defaults_and_parse() {
+        let base = gateway_config("http://127.0.0.1:4242");
+        assert_eq!(limits_config(&base, LimitsMode::Off, "redis://x"), base);
+        for mode in [LimitsMode::Local, LimitsMode::Shared] {
+            let yaml = limits_config(&base, mode, "redis://127.0.0.1:6379");
+            let config = weir::Config::from_yaml(&yaml, None).unwrap();
+            let limits = config.models[0].deployments[0].rate_limits.clone().unwrap();
+            assert_eq!(limits.requests_per_minute, Some(1_000_000_000));
+            assert_eq!(config.redis.is_some(), mode == LimitsMode::Shared);
+        }
     }
 
     #[test]

@@ -120,6 +120,7 @@ impl Config {
             resilience: ResilienceConfig::default(),
             pricing: Default::default(),
             cache: Default::default(),
+            redis: None,
             source,
         })
     }

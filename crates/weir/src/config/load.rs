@@ -16,6 +16,7 @@ use super::{
     cache::RawCache,
     deployment::{RawDeployment, deployment, expand_keys},
     pricing::{RawPrice, pricing},
+    redis::RawRedisSection,
     retry::RawResilience,
     server::{RawLogging, RawServer, RawTracing},
     upstream::RawUpstream,
@@ -44,6 +45,8 @@ struct RawConfig {
     #[serde(default)]
     pricing: BTreeMap<String, Spanned<RawPrice>>,
     cache: Option<Spanned<RawCache>>,
+    /// Shared rate limits (see [`super::RedisConfig`]).
+    redis: Option<Spanned<RawRedisSection>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -440,8 +443,16 @@ fn validate(raw: RawConfig, text: &str, file: Option<&str>) -> Result<Config, Co
         Some(section) => CacheConfig::try_from(section.value)
             .map_err(|e| ctx.place(section.referenced.line(), "cache", e))?,
     };
+    let redis = match raw.redis {
+        None => None,
+        Some(section) => Some(
+            super::RedisConfig::try_from(section.value)
+                .map_err(|e| ctx.place(section.referenced.line(), "redis", e))?,
+        ),
+    };
     Ok(Config {
         cache,
+        redis,
         server,
         logging,
         tracing,

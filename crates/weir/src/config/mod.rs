@@ -27,6 +27,7 @@
 //! | `routing`    | `strategy`, `health_check:`                                                  |
 //! | `pricing`    | `pricing:` and the built-in price table                                      |
 //! | `cache`      | `cache:`                                                                     |
+//! | `redis`      | `redis:` (shared rate limits)                                                |
 //! | `env`        | the zero-config setup from the environment                                   |
 //! | `builder`    | [`Config::builder`]: the same config in code, with the same checks           |
 //! | `load`       | the file as a whole: walking it, cross-section rules, placing errors         |
@@ -42,6 +43,7 @@ mod limits;
 mod load;
 mod overlay;
 mod pricing;
+mod redis;
 mod retry;
 mod routing;
 mod server;
@@ -58,6 +60,9 @@ use env::mock_deployment;
 pub use error::{ConfigError, FieldError};
 pub use limits::{DEFAULT_BURST, DEFAULT_MAX_QUEUE, DEFAULT_MAX_WAIT, LimitMode, RateLimitConfig};
 pub use pricing::{Price, PriceTable, base_model_name};
+pub use redis::{
+    DEFAULT_REDIS_KEY_PREFIX, DEFAULT_REDIS_MAX_BACKOFF, DEFAULT_REDIS_TIMEOUT, RedisConfig, RedisOnError,
+};
 pub use retry::{ResilienceConfig, RetryBudgetConfig, RetryPolicy};
 pub use routing::{HealthCheckConfig, Strategy, UnknownStrategy};
 pub use server::{LogFormat, LoggingConfig, RequestLog, ServerConfig, TracingConfig};
@@ -84,6 +89,9 @@ pub struct Config {
     pub pricing: std::collections::BTreeMap<String, Price>,
     /// The response cache (off by default).
     pub cache: CacheConfig,
+    /// The Redis that gateway instances share their rate limits through (`redis:`); `None`: every
+    /// limit is enforced per instance, in process.
+    pub redis: Option<RedisConfig>,
     /// Where this config came from, for the first log line and `weir check`.
     pub source: ConfigSource,
 }

@@ -39,7 +39,8 @@ use crate::{
         concurrency::{self, AdaptiveConcurrencyService, AdaptiveLimit, Permit, Sample, Shed},
         disposition::{classify, stream_outcome},
         limit::{
-            Ask, RateLimitError, RateLimitService, RateLimitServiceError, RateLimiter, Reservation, Settle,
+            Ask, RateLimitError, RateLimitService, RateLimitServiceError, RateLimiter, RedisLimits,
+            Reservation, Settle,
         },
     },
     response::{ProxyBody, ProxyResponse, ServedBy},
@@ -118,10 +119,14 @@ impl Deployment {
         provider: Arc<dyn Provider>,
         breaker: Option<CircuitBreaker>,
         limiter: Option<RateLimiter>,
+        redis: Option<RedisLimits>,
     ) -> Deployment {
         let load = Arc::new(LoadStats::new());
         let health = Health::new(config.id.clone());
-        let cooldown = Cooldown::default();
+        let cooldown = Cooldown {
+            shared: redis,
+            ..Cooldown::default()
+        };
         let upstream = UpstreamService {
             provider: provider.clone(),
             served_by: ServedBy {
@@ -260,13 +265,17 @@ impl Deployment {
     }
 }
 
-/// Until when a deployment rests after a 429. Shared by the deployment and its gate.
+/// Until when a deployment rests after a 429. Shared by the deployment and its gate; with
+/// `redis:`, also with every other instance (one instance's 429 rests the deployment on all).
 #[derive(Debug, Clone, Default)]
-struct Cooldown(Arc<parking_lot::Mutex<Option<Instant>>>);
+struct Cooldown {
+    until: Arc<parking_lot::Mutex<Option<Instant>>>,
+    shared: Option<RedisLimits>,
+}
 
 impl Cooldown {
     fn remaining(&self) -> Option<Duration> {
-        let until = (*self.0.lock())?;
+        let until = (*self.until.lock())?;
         let now = Instant::now();
         (until > now).then(|| until - now)
     }
@@ -274,18 +283,32 @@ impl Cooldown {
     /// Takes the deployment out of rotation for `rest`. A 429 means "not now", not "broken": it
     /// does not count against the circuit breaker.
     fn start(&self, id: &str, rest: Duration) {
-        let until = Instant::now() + rest;
-        {
-            let mut current = self.0.lock();
-            if current.is_none_or(|c| c < until) {
-                *current = Some(until);
-            }
+        self.rest(rest);
+        if let Some(redis) = &self.shared {
+            redis.start_cooldown(id, rest);
         }
         tracing::warn!(
             deployment = id,
             rest_ms = rest.as_millis() as u64,
             "upstream rate-limited us: cooling down"
         );
+    }
+
+    /// Rests for `rest` here (unless already resting longer).
+    fn rest(&self, rest: Duration) {
+        let until = Instant::now() + rest;
+        let mut current = self.until.lock();
+        if current.is_none_or(|c| c < until) {
+            *current = Some(until);
+        }
+    }
+}
+
+fn cooling_down(id: &str, rest: Duration) -> Unusable {
+    Unusable {
+        kind: UnusableKind::Cooldown,
+        wait: rest,
+        reason: format!("`{id}` is cooling down after a 429"),
     }
 }
 
@@ -387,11 +410,7 @@ impl Gate {
     /// Whether the deployment may be tried at all now; `Err` says why not.
     fn check(&self) -> Result<(), Unusable> {
         if let Some(rest) = self.cooldown.remaining() {
-            return Err(Unusable {
-                kind: UnusableKind::Cooldown,
-                wait: rest,
-                reason: format!("`{}` is cooling down after a 429", self.id),
-            });
+            return Err(cooling_down(&self.id, rest));
         }
         if !self.health.is_healthy() {
             // Not worth waiting for: probes run every interval and need several successes.
@@ -442,18 +461,43 @@ impl Service<Attempt> for Gate {
         {
             return Box::pin(std::future::ready(Err(Refused::Unusable(unusable))));
         }
-        let call = self.inner.call(attempt);
         let (id, cooldown) = (self.id.clone(), self.cooldown.clone());
+        let Some(redis) = self
+            .cooldown
+            .shared
+            .clone()
+            .filter(|_| attempt.mode != Mode::Queue)
+        else {
+            let call = self.inner.call(attempt);
+            return Box::pin(async move { settle_cooldown(call.await, &id, &cooldown) });
+        };
+        // Another instance may have seen a 429 here: ask Redis first. The call then goes to the
+        // instance `poll_ready` readied (taken out here); the gate keeps a clone.
+        let clone = self.inner.clone();
+        let mut ready = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
-            let result = call.await.map_err(Refused::from);
-            if let Err(Refused::Attempt(AttemptError::Failed(err))) = &result
-                && let Some(rest) = classify(err).cooldown
-            {
-                cooldown.start(&id, rest);
+            if let Some(rest) = redis.cooldown_remaining(&id).await {
+                cooldown.rest(rest);
+                return Err(Refused::Unusable(cooling_down(&id, rest)));
             }
-            result
+            settle_cooldown(ready.call(attempt).await, &id, &cooldown)
         })
     }
+}
+
+/// Maps the stack's error, and starts a cooldown when the upstream answered 429.
+fn settle_cooldown(
+    result: Result<ProxyResponse, StackError>,
+    id: &str,
+    cooldown: &Cooldown,
+) -> Result<ProxyResponse, Refused> {
+    let result = result.map_err(Refused::from);
+    if let Err(Refused::Attempt(AttemptError::Failed(err))) = &result
+        && let Some(rest) = classify(err).cooldown
+    {
+        cooldown.start(id, rest);
+    }
+    result
 }
 
 /// How the engine records an attempt on its breaker permit: a complete answer succeeds; a stream

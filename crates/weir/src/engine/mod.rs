@@ -45,7 +45,7 @@ use crate::{
     error::Error,
     policy::{
         breaker::CircuitBreaker,
-        limit::{KeyedLimiter, RateLimiter},
+        limit::{KeyedLimiter, RateLimiter, RedisLimits},
         retry::RetryBudget,
     },
     request::ProxyRequest,
@@ -95,6 +95,8 @@ pub(crate) struct Core {
     /// Per-client-key limits (`server.client_rate_limits`), keyed by client identity. An `Arc` so
     /// that a config reload that leaves them unchanged keeps what each client has used.
     client_limiter: Option<Arc<KeyedLimiter<Arc<str>>>>,
+    /// The Redis every rate limit is shared through (`redis:`); `None`: limits are per instance.
+    redis: Option<RedisLimits>,
     /// Model prices: the built-in table with the config's `pricing:` laid over it.
     prices: Arc<PriceTable>,
     /// Requests, errors, tokens and cost so far (shared with streams, which record when they end).
@@ -138,12 +140,18 @@ impl Engine {
     /// [`Engine::reload`]) and wrapping the pipeline in `wrap`.
     fn build(config: Config, previous: Option<&Engine>, wrap: Option<Wrap>) -> Engine {
         let config = Arc::new(config);
+        // Limiters are carried over only while they keep talking to the same Redis (or to none).
+        let same_redis = previous.filter(|p| p.core.config.redis == config.redis);
+        let redis = match same_redis {
+            Some(p) => p.core.redis.clone(),
+            None => config.redis.clone().map(RedisLimits::new),
+        };
         let mut groups = Vec::with_capacity(config.models.len());
         for group in &config.models {
             let name: Arc<str> = Arc::from(group.name.as_str());
             let mut deployments = Vec::with_capacity(group.deployments.len());
             for dep in &group.deployments {
-                if let Some(kept) = previous.and_then(|p| p.reusable_deployment(&name, dep)) {
+                if let Some(kept) = same_redis.and_then(|p| p.reusable_deployment(&name, dep)) {
                     deployments.push(kept);
                     continue;
                 }
@@ -158,13 +166,17 @@ impl Engine {
                     telemetry::watch_breaker(&breaker);
                     breaker
                 });
-                let limiter = dep.rate_limits.clone().map(RateLimiter::new);
+                let limiter = dep.rate_limits.clone().map(|limits| match &redis {
+                    Some(redis) => RateLimiter::shared(limits, redis, &format!("dep:{}", dep.id)),
+                    None => RateLimiter::new(limits),
+                });
                 deployments.push(Arc::new(Deployment::new(
                     dep.clone(),
                     name.clone(),
                     provider,
                     breaker,
                     limiter,
+                    redis.clone(),
                 )));
             }
             let index_of = |names: &[String]| {
@@ -183,13 +195,18 @@ impl Engine {
                 balancer: Balancer::new(group.strategy),
             });
         }
-        let client_limiter = match previous.and_then(|p| p.reusable_client_limiter(&config)) {
+        let client_limiter = match same_redis.and_then(|p| p.reusable_client_limiter(&config)) {
             Some(kept) => Some(kept),
-            None => config
-                .server
-                .client_rate_limits
-                .clone()
-                .map(|c| Arc::new(KeyedLimiter::new(c))),
+            None => config.server.client_rate_limits.clone().map(|c| {
+                Arc::new(match &redis {
+                    // A hash of the client's identity: never a key (or a name) in Redis's keys.
+                    Some(redis) => KeyedLimiter::shared(c, redis.clone(), |client: &Arc<str>| {
+                        let hash = blake3::hash(client.as_bytes()).to_hex();
+                        format!("client:{}", &hash.as_str()[..32])
+                    }),
+                    None => KeyedLimiter::new(c),
+                })
+            }),
         };
         // Exact input counts only matter to input-token limits: without any, a request is not
         // tokenized at all (that costs tens of microseconds per KiB of prompt, on the request's task).
@@ -223,6 +240,7 @@ impl Engine {
             cache: cache.clone(),
             config: config.clone(),
             client_limiter,
+            redis,
             groups,
         });
         let router = Router { core: core.clone() };
@@ -242,6 +260,11 @@ impl Engine {
             health_checks_started: Default::default(),
             drain: Arc::default(),
         }
+    }
+
+    /// The Redis its rate limits are shared through (`redis:`), for inspection.
+    pub fn shared_limits(&self) -> Option<&RedisLimits> {
+        self.core.redis.as_ref()
     }
 
     /// The configuration this engine runs.

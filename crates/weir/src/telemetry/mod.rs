@@ -229,6 +229,22 @@ pub fn describe() {
         UPSTREAM_CONNECTIONS_MAX,
         "The cap on simultaneous upstream connections, per upstream host."
     );
+    describe_counter!(
+        SHARED_LIMIT_REDIS_ERRORS,
+        "Shared rate limit calls to Redis that failed or timed out."
+    );
+    describe_counter!(
+        SHARED_LIMIT_FALLBACKS,
+        "Rate limit decisions made without Redis (it was failing), by redis.on_error."
+    );
+    describe_counter!(
+        SHARED_LIMIT_RECOVERIES,
+        "Times Redis answered again after failing: shared rate limits resumed."
+    );
+    describe_gauge!(
+        SHARED_LIMIT_REDIS_UP,
+        "1 while shared rate limits reach Redis, 0 while they fall back to redis.on_error."
+    );
 }
 
 // === impl recording ===

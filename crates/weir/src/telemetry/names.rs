@@ -38,6 +38,11 @@ pub const UPSTREAM_CONNECTIONS_ACTIVE: &str = "weir_upstream_connections_active"
 /// Gauge: the connection cap per upstream host. Labels: `upstream` (host:port).
 pub const UPSTREAM_CONNECTIONS_MAX: &str = "weir_upstream_connections_max";
 
+pub use crate::policy::limit::shared::{
+    FALLBACKS as SHARED_LIMIT_FALLBACKS, RECOVERIES as SHARED_LIMIT_RECOVERIES,
+    REDIS_ERRORS as SHARED_LIMIT_REDIS_ERRORS, REDIS_UP as SHARED_LIMIT_REDIS_UP,
+};
+
 /// Every metric name, for docs and tests.
 pub const ALL: &[&str] = &[
     REQUEST_DURATION,
@@ -58,4 +63,8 @@ pub const ALL: &[&str] = &[
     DEPLOYMENT_IN_FLIGHT,
     UPSTREAM_CONNECTIONS_ACTIVE,
     UPSTREAM_CONNECTIONS_MAX,
+    SHARED_LIMIT_REDIS_ERRORS,
+    SHARED_LIMIT_FALLBACKS,
+    SHARED_LIMIT_RECOVERIES,
+    SHARED_LIMIT_REDIS_UP,
 ];

@@ -22,22 +22,7 @@ impl RedisServer {
             let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             probe.local_addr().unwrap().port()
         };
-        let spawned = tokio::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn();
-        match spawned {
+        match spawn(port) {
             Ok(child) => {
                 let url = format!("redis://127.0.0.1:{port}");
                 wait_until_ready(&url)
@@ -62,6 +47,14 @@ impl RedisServer {
         }
     }
 
+    /// Starts our (killed) server again on the same port, empty.
+    pub async fn restart(&mut self) {
+        assert!(self.child.is_some(), "cannot restart the machine's shared Redis");
+        let port: u16 = self.url.rsplit(':').next().unwrap().parse().unwrap();
+        self.child = Some(spawn(port).unwrap());
+        wait_until_ready(&self.url).await.unwrap();
+    }
+
     /// Whether this is our own process (so it may be killed).
     pub fn owned(&self) -> bool {
         self.child.is_some()
@@ -83,6 +76,24 @@ impl RedisServer {
             .await
             .unwrap()
     }
+}
+
+fn spawn(port: u16) -> std::io::Result<tokio::process::Child> {
+    tokio::process::Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
 }
 
 async fn wait_until_ready(url: &str) -> Result<(), String> {

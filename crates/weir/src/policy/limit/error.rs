@@ -50,6 +50,9 @@ pub enum Refusal {
     QueueFull,
     /// The bucket would have room only after more than `max_wait`.
     WaitTooLong,
+    /// The limit is shared through Redis, Redis is unreachable and `redis.on_error` is
+    /// `fail_closed`.
+    Unavailable,
 }
 
 impl fmt::Display for Refusal {
@@ -58,6 +61,7 @@ impl fmt::Display for Refusal {
             Refusal::Exhausted => "limit reached",
             Refusal::QueueFull => "too many requests already waiting",
             Refusal::WaitTooLong => "the wait would exceed max_wait",
+            Refusal::Unavailable => "the shared limit's Redis is unreachable",
         })
     }
 }

@@ -10,7 +10,7 @@ use parking_lot::Mutex;
 use tokio::time::Instant;
 
 use super::window::WINDOW;
-use super::{Demand, RateLimitConfig, RateLimitError, RateLimiter, Reservation};
+use super::{Demand, RateLimitConfig, RateLimitError, RateLimiter, RedisLimits, Reservation};
 
 /// One [`RateLimiter`] per key, all with the same [`RateLimitConfig`]: e.g. per gateway client key,
 /// so that one tenant using up its limits leaves the others theirs.
@@ -27,7 +27,12 @@ use super::{Demand, RateLimitConfig, RateLimitError, RateLimiter, Reservation};
 pub struct KeyedLimiter<K> {
     config: RateLimitConfig,
     state: Mutex<KeyedState<K>>,
+    /// Shared through Redis: each key's limiter is named by this function.
+    shared: Option<(RedisLimits, Namer<K>)>,
 }
+
+/// Names a key's shared limiter (the same name on every instance).
+type Namer<K> = Arc<dyn Fn(&K) -> String + Send + Sync>;
 
 struct KeyedState<K> {
     limiters: HashMap<K, Slot>,
@@ -57,6 +62,22 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
                 limiters: HashMap::new(),
                 next_sweep: Instant::now() + WINDOW,
             }),
+            shared: None,
+        }
+    }
+
+    /// Limits each key with `config` across every instance sharing `redis`
+    /// ([`RateLimiter::shared`]); `name` names a key's limiter, the same on every instance (and
+    /// without secrets: it is part of a Redis key). Evicting an idle key's limiter forgets only
+    /// its local share; its shared state stays in Redis.
+    pub fn shared(
+        config: RateLimitConfig,
+        redis: RedisLimits,
+        name: impl Fn(&K) -> String + Send + Sync + 'static,
+    ) -> Self {
+        KeyedLimiter {
+            shared: Some((redis, Arc::new(name))),
+            ..KeyedLimiter::new(config)
         }
     }
 
@@ -76,7 +97,10 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
             slot.last_used = now;
             return slot.limiter.clone();
         }
-        let limiter = RateLimiter::new(self.config.clone());
+        let limiter = match &self.shared {
+            Some((redis, name)) => RateLimiter::shared(self.config.clone(), redis, &name(key)),
+            None => RateLimiter::new(self.config.clone()),
+        };
         state.limiters.insert(
             key.clone(),
             Slot {

@@ -140,6 +140,7 @@ pub mod future;
 mod keyed;
 mod layer;
 mod service;
+pub mod shared;
 mod snapshot;
 mod window;
 
@@ -160,11 +161,13 @@ pub use self::error::{
 pub use self::keyed::KeyedLimiter;
 pub use self::layer::{Ask, KeepCharged, RateLimitLayer, Settle};
 pub use self::service::RateLimitService;
+pub use self::shared::RedisLimits;
 pub use self::snapshot::{LimitStatus, RateLimitSnapshot, format_reset};
 pub use self::window::{Reservation, SlidingWindow, WINDOW};
 pub use crate::config::{DEFAULT_BURST, DEFAULT_MAX_QUEUE, DEFAULT_MAX_WAIT, LimitMode, RateLimitConfig};
 
 use self::bucket::Ticket;
+use crate::config::RedisOnError;
 
 /// What one request counts against the limits.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -207,6 +210,9 @@ struct Inner {
     config: RateLimitConfig,
     bucket: Option<TokenBucket>,
     window: Option<SlidingWindow>,
+    /// Shared through Redis: decisions are made there, and `bucket`/`window` (this instance's
+    /// share of the limits) only while Redis is down, with `on_error: local`.
+    shared: Option<shared::Scope>,
 }
 
 impl fmt::Debug for RateLimiter {
@@ -235,8 +241,35 @@ impl RateLimiter {
                 config,
                 bucket,
                 window,
+                shared: None,
             }),
         }
+    }
+
+    /// A limiter enforcing `config` across every instance sharing `redis`, as the limiter called
+    /// `name` (the same name on every instance: `dep:<deployment id>`, `client:<key hash>`); see
+    /// [`shared`]. While Redis is down it decides as `redis.on_error` says, in process with
+    /// this instance's share of the limits for `local`.
+    pub fn shared(config: RateLimitConfig, redis: &RedisLimits, name: &str) -> Self {
+        let local = shared::local_share(&config, redis.config().instances);
+        let bucket = local
+            .requests_per_second
+            .is_some()
+            .then(|| TokenBucket::new(&local));
+        let window = local.has_window_limits().then(|| SlidingWindow::new(&local));
+        RateLimiter {
+            inner: Arc::new(Inner {
+                shared: Some(shared::Scope::new(redis, name, &config)),
+                config,
+                bucket,
+                window,
+            }),
+        }
+    }
+
+    /// Whether its limits are shared through Redis.
+    pub fn is_shared(&self) -> bool {
+        self.inner.shared.is_some()
     }
 
     /// A limiter that admits everything.
@@ -246,6 +279,7 @@ impl RateLimiter {
                 config: RateLimitConfig::default(),
                 bucket: None,
                 window: None,
+                shared: None,
             }),
         }
     }
@@ -258,14 +292,22 @@ impl RateLimiter {
     /// Admits `demand`, waiting for the bucket if the mode allows; see the [module docs](self).
     ///
     /// The place in the bucket's line is taken when this is *called*, not when the future is
-    /// first polled. Dropping the future while it waits gives the place up.
+    /// first polled (for a shared limiter, when Redis answers). Dropping the future while it
+    /// waits gives the place up.
     pub fn reserve(
         &self,
         demand: Demand,
     ) -> impl Future<Output = Result<Reservation, RateLimitError>> + Send + use<> {
         let limiter = self.clone();
-        let booked = self.book(Instant::now(), demand, true);
+        let booked = self
+            .inner
+            .shared
+            .is_none()
+            .then(|| self.book(Instant::now(), demand, true));
         async move {
+            let Some(booked) = booked else {
+                return limiter.reserve_shared(demand, true).await;
+            };
             let ticket = match booked? {
                 Some(ticket) => Some(ticket.ready().await),
                 None => None,
@@ -274,14 +316,75 @@ impl RateLimiter {
         }
     }
 
+    /// Admits `demand` now, or refuses at once whatever the mode: [`try_reserve`](Self::try_reserve)
+    /// for any limiter, shared ones included (which must ask Redis, hence the future).
+    pub fn reserve_now(
+        &self,
+        demand: Demand,
+    ) -> impl Future<Output = Result<Reservation, RateLimitError>> + Send + use<> {
+        let limiter = self.clone();
+        let decided = self.inner.shared.is_none().then(|| self.try_reserve(demand));
+        async move {
+            match decided {
+                Some(decided) => decided,
+                None => limiter.reserve_shared(demand, false).await,
+            }
+        }
+    }
+
     /// Admits `demand` now, or refuses at once whatever the mode.
+    ///
+    /// In process only: a shared limiter answers from this instance's share of its limits, as
+    /// while Redis is down; use [`reserve_now`](Self::reserve_now) to ask Redis.
     pub fn try_reserve(&self, demand: Demand) -> Result<Reservation, RateLimitError> {
         let now = Instant::now();
         let ticket = self.book(now, demand, false)?;
         self.admit(now, demand, ticket)
     }
 
-    /// The per-minute limits as they stand now.
+    /// One decision in Redis; `redis.on_error` when Redis cannot decide.
+    async fn reserve_shared(&self, demand: Demand, may_wait: bool) -> Result<Reservation, RateLimitError> {
+        let Some(scope) = &self.inner.shared else {
+            return self.try_reserve(demand);
+        };
+        if let Some(too_large) = scope.too_large(demand) {
+            return Err(RateLimitError::TooLarge(too_large));
+        }
+        match scope.reserve(demand, may_wait).await {
+            Ok(shared::Decision::Admitted(reservation, wait)) => {
+                if !wait.is_zero() {
+                    // Given up while waiting: the window entry goes back (the guard refunds it).
+                    let guard = RefundOnDrop(Some(reservation));
+                    tokio::time::sleep(wait).await;
+                    return guard.take();
+                }
+                Ok(reservation)
+            }
+            Ok(shared::Decision::Refused(error)) => {
+                log_refusal(&error);
+                Err(error)
+            }
+            Err(shared::Unavailable) => {
+                scope.fell_back();
+                match scope.on_error() {
+                    RedisOnError::Local if may_wait => {
+                        let booked = self.book(Instant::now(), demand, true);
+                        let ticket = match booked? {
+                            Some(ticket) => Some(ticket.ready().await),
+                            None => None,
+                        };
+                        self.admit(Instant::now(), demand, ticket)
+                    }
+                    RedisOnError::Local => self.try_reserve(demand),
+                    RedisOnError::FailOpen => Ok(Reservation::unlimited()),
+                    RedisOnError::FailClosed => Err(scope.unavailable()),
+                }
+            }
+        }
+    }
+
+    /// The per-minute limits as they stand now, in this process (for a shared limiter, its
+    /// local share: Redis's state comes with each decision, in [`Reservation::snapshot`]).
     pub fn snapshot(&self) -> RateLimitSnapshot {
         self.inner
             .window
@@ -355,6 +458,24 @@ impl RateLimiter {
             }
             log_refusal(error);
         })
+    }
+}
+
+/// Refunds a shared reservation whose request went away while it waited for its bucket slot.
+struct RefundOnDrop(Option<Reservation>);
+
+impl RefundOnDrop {
+    fn take(mut self) -> Result<Reservation, RateLimitError> {
+        // Always `Some` until taken; an unlimited reservation is a harmless stand-in.
+        Ok(self.0.take().unwrap_or_else(Reservation::unlimited))
+    }
+}
+
+impl Drop for RefundOnDrop {
+    fn drop(&mut self) {
+        if let Some(reservation) = self.0.take() {
+            reservation.refund();
+        }
     }
 }
 

@@ -108,8 +108,7 @@ where
         if ask.wait {
             ResponseFuture::new(self.limiter.reserve(ask.demand), ready, request, settle)
         } else {
-            let now = self.limiter.try_reserve(ask.demand);
-            ResponseFuture::new(std::future::ready(now), ready, request, settle)
+            ResponseFuture::new(self.limiter.reserve_now(ask.demand), ready, request, settle)
         }
     }
 }

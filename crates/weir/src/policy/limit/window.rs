@@ -9,6 +9,7 @@ use parking_lot::Mutex;
 use tokio::time::Instant;
 
 use super::error::{DemandTooLarge, LimitKind, RateLimitError, RateLimited, Refusal};
+use super::shared::SharedCharge;
 use super::snapshot::{LimitStatus, RateLimitSnapshot};
 use super::{Demand, RateLimitConfig};
 
@@ -299,7 +300,7 @@ impl SlidingWindow {
         let mut log = self.log.lock();
         match log.reserve(now, amounts) {
             Ok(id) => Ok(Reservation {
-                charge: Some(Charge {
+                charge: Some(Charge::Local {
                     log: self.log.clone(),
                     id,
                     amounts,
@@ -360,17 +361,48 @@ pub struct Reservation {
     snapshot: RateLimitSnapshot,
 }
 
-struct Charge {
-    log: Arc<Mutex<WindowLog>>,
-    id: u64,
-    amounts: Amounts,
+/// Where a reservation is counted.
+enum Charge {
+    /// In this process's log.
+    Local {
+        log: Arc<Mutex<WindowLog>>,
+        id: u64,
+        amounts: Amounts,
+    },
+    /// In Redis, shared with other instances (`super::shared`). Boxed: it is large, and
+    /// in-process reservations should not pay for it.
+    Shared(Box<SharedCharge>),
+}
+
+impl Charge {
+    fn amounts(&self) -> Amounts {
+        match self {
+            Charge::Local { amounts, .. } => *amounts,
+            Charge::Shared(shared) => shared.amounts,
+        }
+    }
+
+    fn adjust(&self, to: Amounts) {
+        match self {
+            Charge::Local { log, id, amounts } => log.lock().adjust(*id, *amounts, to),
+            Charge::Shared(shared) => shared.adjust(to),
+        }
+    }
 }
 
 impl fmt::Debug for Reservation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut debug = f.debug_struct("Reservation");
-        if let Some(charge) = &self.charge {
-            debug.field("entry", &charge.id).field("charged", &charge.amounts);
+        match &self.charge {
+            Some(Charge::Local { id, amounts, .. }) => {
+                debug.field("entry", id).field("charged", amounts);
+            }
+            Some(Charge::Shared(shared)) => {
+                debug
+                    .field("shared_at_us", &shared.reserved_at_us)
+                    .field("charged", &shared.amounts);
+            }
+            None => {}
         }
         debug.field("snapshot", &self.snapshot).finish()
     }
@@ -402,11 +434,11 @@ impl Reservation {
     pub fn reconcile(self, actual_input_tokens: u64, actual_output_tokens: u64) {
         if let Some(charge) = &self.charge {
             let actual = [
-                charge.amounts[REQUESTS],
+                charge.amounts()[REQUESTS],
                 actual_input_tokens,
                 actual_output_tokens,
             ];
-            charge.log.lock().adjust(charge.id, charge.amounts, actual);
+            charge.adjust(actual);
         }
     }
 
@@ -414,7 +446,24 @@ impl Reservation {
     /// upstream (refused by a circuit breaker, failed to connect, cancelled while waiting).
     pub fn refund(self) {
         if let Some(charge) = &self.charge {
-            charge.log.lock().adjust(charge.id, charge.amounts, [0; 3]);
+            charge.adjust([0; 3]);
+        }
+    }
+
+    /// A reservation held in Redis (see `super::shared`).
+    pub(crate) fn shared(charge: SharedCharge, snapshot: RateLimitSnapshot) -> Self {
+        Reservation {
+            charge: Some(Charge::Shared(Box::new(charge))),
+            snapshot,
+        }
+    }
+
+    /// The Redis charge, for tests that await its adjustments.
+    #[cfg(test)]
+    pub(crate) fn shared_charge(&self) -> Option<&SharedCharge> {
+        match &self.charge {
+            Some(Charge::Shared(shared)) => Some(shared),
+            _ => None,
         }
     }
 }

@@ -7,6 +7,7 @@ mod headers;
 mod keyed;
 mod layer;
 mod props;
+mod shared;
 mod window;
 
 use std::time::Duration;
