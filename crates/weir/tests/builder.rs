@@ -40,8 +40,11 @@ fn builder_defaults_are_the_files_defaults() {
         from_file.resilience.request_deadline
     );
     let d = &in_code.models[0].deployments[0];
-    // The product's defaults: 5 failures open the breaker for 30 s; 2 retries; 10 s / 30 s / 60 s.
-    assert_eq!(d.circuit_breaker.as_ref().unwrap().failure_threshold, 5);
+    // The product's defaults: the deployments' breaker (open for 30 s); 2 retries; 10 s / 30 s / 60 s.
+    assert_eq!(
+        d.circuit_breaker.as_ref().unwrap(),
+        &CircuitBreakerConfig::for_deployments()
+    );
     assert_eq!(
         d.circuit_breaker.as_ref().unwrap().open_timeout,
         Duration::from_secs(30)

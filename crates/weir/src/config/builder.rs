@@ -1,8 +1,8 @@
 //! [`ConfigBuilder`]: a [`Config`] in code, without YAML.
 //!
 //! The builder starts from the defaults a YAML file gets (timeouts 10 s connect / 30 s read / 60 s
-//! total, 100 connections with 30 per host, 2 retries with jittered exponential backoff, a breaker
-//! that opens after 5 failures for 30 s, no rate limits) and checks the same rules the loader
+//! total, 100 connections with 30 per host, 2 retries with jittered exponential backoff, the deployments'
+//! breaker of [`CircuitBreakerConfig::for_deployments`], no rate limits) and checks the same rules the loader
 //! checks, so [`ConfigBuilder::build`] either gives a config the engine runs as it is, or a
 //! [`ConfigError`] that names the field (`models[0].deployments[1].rate_limits: …`).
 
@@ -12,7 +12,7 @@ use std::time::Duration;
 use super::{
     CacheConfig, CircuitBreakerConfig, Config, ConfigError, ConfigSource, DeploymentConfig,
     HealthCheckConfig, LoggingConfig, ModelGroupConfig, PoolLimits, Price, ProviderKind, RateLimitConfig,
-    ResilienceConfig, RetryBudgetConfig, RetryPolicy, Secret, ServerConfig, Strategy, Timeouts,
+    RedisConfig, ResilienceConfig, RetryBudgetConfig, RetryPolicy, Secret, ServerConfig, Strategy, Timeouts,
     TracingConfig, upstream::parse_base_url,
 };
 
@@ -216,6 +216,7 @@ pub struct ConfigBuilder {
     cache: CacheConfig,
     pricing: BTreeMap<String, Price>,
     default_model: Option<String>,
+    redis: Option<RedisConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -351,6 +352,13 @@ impl ConfigBuilder {
         self
     }
 
+    /// The Redis that instances share their rate limits and cooldowns through (see
+    /// docs/scaling.md); without it every limit is this process's own.
+    pub fn redis(mut self, redis: RedisConfig) -> Self {
+        self.redis = Some(redis);
+        self
+    }
+
     /// The gateway's server settings (ignored in-process).
     pub fn server(mut self, server: ServerConfig) -> Self {
         self.server = server;
@@ -373,6 +381,11 @@ impl ConfigBuilder {
         self.cache
             .validate()
             .map_err(|e| error(e.path_under("cache"), e.message))?;
+        if let Some(redis) = &self.redis {
+            redis
+                .validate()
+                .map_err(|e| error(e.path_under("redis"), e.message))?;
+        }
         let names: HashSet<&str> = self.groups.iter().map(|g| g.name.as_str()).collect();
         let mut ids = HashSet::new();
         let mut models = Vec::with_capacity(self.groups.len());
@@ -442,6 +455,7 @@ impl ConfigBuilder {
             resilience: self.resilience,
             pricing: self.pricing,
             cache: self.cache,
+            redis: self.redis,
             source: ConfigSource::Code,
         })
     }
@@ -501,7 +515,7 @@ impl ConfigBuilder {
             ));
         }
         config.circuit_breaker = pick(&own.circuit_breaker, &defaults.circuit_breaker)
-            .unwrap_or(Some(CircuitBreakerConfig::default()));
+            .unwrap_or(Some(CircuitBreakerConfig::for_deployments()));
         if let Some(breaker) = &config.circuit_breaker {
             breaker.validate().map_err(|m| fail("circuit_breaker", m))?;
         }
