@@ -385,3 +385,43 @@ impl Redactor {
 
 /// The engine's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod redactor_tests {
+    use super::*;
+
+    #[test]
+    fn every_secret_is_replaced_in_every_relayed_field() {
+        let r = Redactor::new([
+            "sk-upstream-123".to_owned(),
+            "sk-upstream-123456".to_owned(),
+            "short".to_owned(),
+        ]);
+        let err = r.error(Error::Upstream {
+            status: StatusCode::BAD_REQUEST,
+            message: "bad key sk-upstream-123456 (also sk-upstream-123); short stays".into(),
+            error_type: Some("sk-upstream-123".into()),
+            code: None,
+            param: Some("x".into()),
+            retry_after: None,
+        });
+        let Error::Upstream {
+            message,
+            error_type,
+            param,
+            ..
+        } = err
+        else {
+            panic!("not an upstream error");
+        };
+        // The longer secret is replaced whole, not left with a tail.
+        assert_eq!(message, "bad key [redacted] (also [redacted]); short stays");
+        assert_eq!(error_type.as_deref(), Some("[redacted]"));
+        assert_eq!(param.as_deref(), Some("x"));
+        let transport = r.error(Error::Transport {
+            message: "sent sk-upstream-123".into(),
+        });
+        assert!(!transport.to_string().contains("sk-upstream"), "{transport}");
+        assert!(Redactor::new(Vec::new()).is_empty());
+    }
+}
