@@ -213,8 +213,15 @@ async fn connection_refused_and_reset_give_502() {
     assert_eq!(resp.status(), 502);
     let err = error_of(resp).await;
     assert!(err["message"].as_str().unwrap().contains("connect"), "{err}");
+    // Issue 18: the error names the deployment and its host:port, never the URL (path, query,
+    // credentials).
+    let message = err["message"].as_str().unwrap();
     assert!(
-        !err["message"].as_str().unwrap().contains("127.0.0.1"),
+        message.contains(&format!("deployment `dead#0` ({dead})")),
+        "{err}"
+    );
+    assert!(
+        !message.contains("http://") && !message.contains("/v1"),
         "upstream URLs stay private: {err}"
     );
 
