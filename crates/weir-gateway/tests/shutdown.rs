@@ -136,3 +136,54 @@ async fn sigterm_lets_the_binary_finish_its_stream_then_exit_zero() {
     assert!(status.success(), "exit status {status}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn requests_still_waiting_for_upstream_headers_at_the_deadline_get_a_shaped_503() {
+    let mock = MockServer::start().await.unwrap();
+    let mut gw = Gateway::start(&config_for(&mock, "", "server:\n  shutdown_timeout: 200ms")).await;
+    // The upstream takes 30 s to send its headers: far past the 200 ms the drain allows.
+    let slow = json!({"x_mock": {"latency_ms": 30000}});
+    let chat = http()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&chat_body(slow.clone()))
+        .send();
+    let messages = http()
+        .post(gw.url("/v1/messages"))
+        .header("anthropic-version", "2023-06-01")
+        .json(&json!({"model": "mock-model", "max_tokens": 5, "stream": true,
+            "messages": [{"role": "user", "content": "hi"}], "x_mock": slow["x_mock"]}))
+        .send();
+    let pending = tokio::spawn(async move { tokio::join!(chat, messages) });
+    // Both requests are in flight, waiting for the mock.
+    while mock.state().request_count() < 2 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let server = gw.begin_shutdown();
+    let (chat, messages) = tokio::time::timeout(Duration::from_secs(10), pending)
+        .await
+        .expect("the waiting requests got no answer")
+        .unwrap();
+
+    let chat = chat.expect("the OpenAI-face request got no HTTP response");
+    assert_eq!(chat.status(), 503);
+    let err = error_of(chat).await;
+    assert_eq!(err["code"], "service_unavailable", "{err}");
+    assert!(
+        err["message"].as_str().unwrap().contains("shutting down"),
+        "{err}"
+    );
+
+    let messages = messages.expect("the Anthropic-face request got no HTTP response");
+    assert_eq!(messages.status(), 503);
+    let body: serde_json::Value = messages.json().await.unwrap();
+    assert_eq!(body["type"], "error", "{body}");
+    assert!(body["error"]["type"].is_string(), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("shutting down"),
+        "{body}"
+    );
+    server.await.unwrap().unwrap();
+}

@@ -62,6 +62,7 @@
 //! | `drop_mid_body` | bool | non-streaming: send the headers and the first half of the JSON body, then abort |
 //! | `hang` | bool | never answer; ends when the client disconnects, or with a 503 when the server shuts down |
 //! | `error_after_chunks` | N | Anthropic streams (`/v1/messages`): after N events, an `error` event (type `error_code`, default `overloaded_error`) ends the stream |
+//! | `malformed_after_chunks` | N | streams: after N events, one event whose `data` is cut-off JSON; the rest of the stream (and `[DONE]`) follows as usual |
 //!
 //! Error bodies follow OpenAI: `{"error":{"message","type","param","code"}}` with type/code by
 //! status ([`content::error_kind`]): 429 → `requests`/`rate_limit_exceeded`, 401 →

@@ -137,6 +137,73 @@ impl<'de> Deserialize<'de> for RawObject {
     }
 }
 
+/// How deeply a request body's JSON may nest (objects and arrays, the top-level object counting
+/// as 1). Real requests stay far below it — a tool's JSON schema or a structured-output schema is
+/// a dozen levels at most — while a body nested thousands deep is only good for knocking over a
+/// parser: ours reads such a body with a fixed stack, but an upstream may answer it with a 500,
+/// which would then be retried and counted against the deployment's breaker, for everyone.
+pub(crate) const MAX_JSON_DEPTH: usize = 64;
+
+/// Checks that `bytes` nest no deeper than [`MAX_JSON_DEPTH`]: one pass over the bytes, strings
+/// skipped, no allocation. Malformed JSON is not this check's business (the parser reports it);
+/// a 400 names the top-level field whose value is too deep.
+pub(crate) fn check_depth(bytes: &[u8]) -> Result<(), Error> {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    // The last string closed at depth 1 (a top-level key, once a `:` follows it), and the key.
+    let mut last_string: (usize, usize) = (0, 0);
+    let mut key: (usize, usize) = (0, 0);
+    let mut string_start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => {
+                    in_string = false;
+                    if depth == 1 {
+                        last_string = (string_start, i);
+                    }
+                }
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => {
+                in_string = true;
+                string_start = i + 1;
+            }
+            b':' if depth == 1 => key = last_string,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > MAX_JSON_DEPTH {
+                    let field = std::str::from_utf8(&bytes[key.0..key.1]).unwrap_or_default();
+                    let field: String = field.chars().take(64).collect();
+                    let message = format!(
+                        "The request body nests JSON more than {MAX_JSON_DEPTH} levels deep{}; \
+                         flatten it.",
+                        if field.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" (in '{field}')")
+                        }
+                    );
+                    return Err(Error::InvalidRequest {
+                        message,
+                        param: (!field.is_empty()).then_some(field),
+                        code: Some("json_too_deep"),
+                    });
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,5 +231,27 @@ mod tests {
         assert!(RawObject::parse(b"{\"a\":").is_err());
         let dup = RawObject::parse(br#"{"model":"cheap","messages":[],"model":"expensive"}"#).unwrap_err();
         assert!(dup.to_string().contains("duplicate key `model`"), "{dup}");
+    }
+
+    #[test]
+    fn depth_is_checked_through_the_whole_body() {
+        let nested = |n: usize| {
+            format!(
+                "{{\"model\":\"m\",\"tools\":{}1{}}}",
+                "[".repeat(n),
+                "]".repeat(n)
+            )
+        };
+        assert!(check_depth(nested(MAX_JSON_DEPTH - 1).as_bytes()).is_ok());
+        let Err(Error::InvalidRequest { param, code, message }) = check_depth(nested(100_000).as_bytes())
+        else {
+            panic!("a body nested 100 000 deep passed");
+        };
+        assert_eq!(param.as_deref(), Some("tools"));
+        assert_eq!(code, Some("json_too_deep"));
+        assert!(message.contains("64"), "{message}");
+        // Brackets inside strings are text, not nesting.
+        let text = format!("{{\"messages\":\"{}\\\"{}\"}}", "[".repeat(500), "{".repeat(500));
+        assert!(check_depth(text.as_bytes()).is_ok());
     }
 }

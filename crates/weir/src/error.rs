@@ -291,5 +291,137 @@ impl Error {
     }
 }
 
+/// Removes the configured secrets (upstream API keys, gateway keys) from text relayed to clients.
+///
+/// Upstream error messages reach clients (a 400's explanation, a probe's failure), and an
+/// upstream may quote what it received — `Invalid API key: sk-...` or the whole `Authorization`
+/// header. Every such text passes through this before it leaves the engine.
+#[derive(Clone, Default)]
+pub struct Redactor {
+    /// Longest first, so a secret containing another is replaced whole.
+    secrets: Vec<String>,
+}
+
+impl std::fmt::Debug for Redactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Redactor({} secrets)", self.secrets.len())
+    }
+}
+
+impl Redactor {
+    /// Secrets shorter than this are not searched for: replacing every `ab` in a message would
+    /// destroy it, and such a value is no secret worth the name.
+    pub const MIN_SECRET_LEN: usize = 6;
+
+    /// What a secret is replaced with.
+    pub const MARK: &'static str = "[redacted]";
+
+    /// A redactor for these secret values.
+    pub fn new(secrets: impl IntoIterator<Item = String>) -> Redactor {
+        let mut secrets: Vec<String> = secrets
+            .into_iter()
+            .filter(|s| s.len() >= Self::MIN_SECRET_LEN)
+            .collect();
+        secrets.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        secrets.dedup();
+        Redactor { secrets }
+    }
+
+    /// Whether there is nothing to redact.
+    pub fn is_empty(&self) -> bool {
+        self.secrets.is_empty()
+    }
+
+    /// `text` with every secret replaced by [`Redactor::MARK`].
+    pub fn text(&self, text: &str) -> String {
+        let mut out = text.to_owned();
+        for secret in &self.secrets {
+            if out.contains(secret.as_str()) {
+                out = out.replace(secret.as_str(), Self::MARK);
+            }
+        }
+        out
+    }
+
+    fn field(&self, field: &mut String) {
+        if self.secrets.iter().any(|s| field.contains(s.as_str())) {
+            *field = self.text(field);
+        }
+    }
+
+    /// `err` with every text that may come from an upstream redacted.
+    pub fn error(&self, mut err: Error) -> Error {
+        if self.secrets.is_empty() {
+            return err;
+        }
+        match &mut err {
+            Error::Upstream {
+                message,
+                error_type,
+                code,
+                param,
+                ..
+            } => {
+                self.field(message);
+                for field in [error_type, code, param].into_iter().flatten() {
+                    self.field(field);
+                }
+            }
+            Error::InvalidRequest { message, .. }
+            | Error::Unauthenticated { message }
+            | Error::NotFound { message }
+            | Error::MethodNotAllowed { message }
+            | Error::Connect { message }
+            | Error::Transport { message }
+            | Error::BadUpstreamResponse { message }
+            | Error::Unavailable { message } => self.field(message),
+            Error::Internal(message) | Error::Config(message) => self.field(message),
+            Error::NoDeploymentAvailable { reason, .. } => self.field(reason),
+            _ => {}
+        }
+        err
+    }
+}
+
 /// The engine's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod redactor_tests {
+    use super::*;
+
+    #[test]
+    fn every_secret_is_replaced_in_every_relayed_field() {
+        let r = Redactor::new([
+            "sk-upstream-123".to_owned(),
+            "sk-upstream-123456".to_owned(),
+            "short".to_owned(),
+        ]);
+        let err = r.error(Error::Upstream {
+            status: StatusCode::BAD_REQUEST,
+            message: "bad key sk-upstream-123456 (also sk-upstream-123); short stays".into(),
+            error_type: Some("sk-upstream-123".into()),
+            code: None,
+            param: Some("x".into()),
+            retry_after: None,
+        });
+        let Error::Upstream {
+            message,
+            error_type,
+            param,
+            ..
+        } = err
+        else {
+            panic!("not an upstream error");
+        };
+        // The longer secret is replaced whole, not left with a tail.
+        assert_eq!(message, "bad key [redacted] (also [redacted]); short stays");
+        assert_eq!(error_type.as_deref(), Some("[redacted]"));
+        assert_eq!(param.as_deref(), Some("x"));
+        let transport = r.error(Error::Transport {
+            message: "sent sk-upstream-123".into(),
+        });
+        assert!(!transport.to_string().contains("sk-upstream"), "{transport}");
+        assert!(Redactor::new(Vec::new()).is_empty());
+    }
+}

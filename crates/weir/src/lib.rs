@@ -83,6 +83,6 @@ pub(crate) mod upstream;
 pub use client::{ChatCompletionStream, Client};
 pub use config::Config;
 pub use engine::{Engine, EngineBuilder, EngineService};
-pub use error::{Error, ErrorKind, Result, TimeoutPhase};
+pub use error::{Error, ErrorKind, Redactor, Result, TimeoutPhase};
 pub use request::{CacheDirectives, Endpoint, ProxyRequest, RequestFacts};
 pub use response::{ProxyBody, ProxyResponse, ResponseStream, ServedBy};

@@ -6,6 +6,13 @@
 //! [`guard`] forwards complete events as they arrive and, when the stream breaks (transport error,
 //! idle timeout, or end without `data: [DONE]` where one is due), ends it with an error event in the
 //! OpenAI shape (`data: {"error": {...}}`), which OpenAI's SDKs raise as an exception.
+//!
+//! On a chat-style stream (one that promises `[DONE]`) every event's data must also be valid
+//! JSON: an event that is not (a corrupted or cut-off chunk) would make the client's SDK raise a
+//! raw decode error, or — through a translating face — silently lose text. Such an event, and an
+//! in-band `{"error": ...}` chunk, end the stream as a failure there and then: the events before
+//! it are forwarded, the error event replaces it, nothing after it is sent (no `[DONE]`), and the
+//! end is reported as failed, so the request is counted as an error and the cache never keeps it.
 
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
@@ -164,8 +171,9 @@ impl Drop for EndNotifier {
     }
 }
 
-/// Guards an upstream SSE stream (see the module docs). With `expect_done`, a clean end of the
-/// upstream body before `data: [DONE]` counts as a failure (chat and text completions promise it).
+/// Guards an upstream SSE stream (see the module docs). With `expect_done` (chat and text
+/// completions), a clean end of the upstream body before `data: [DONE]` counts as a failure, and
+/// so does an event before it whose data is not valid JSON or is an in-band `error` object.
 /// `on_end` learns how the stream ended and its usage, for limiter reconciliation and accounting.
 pub fn guard(
     upstream: ByteStream,
@@ -177,6 +185,8 @@ pub fn guard(
         framer: SseFramer,
         done_seen: bool,
         finished: bool,
+        /// A failure found behind events that were forwarded first; sent next, then the end.
+        failure: Option<(Error, Bytes)>,
         notifier: EndNotifier,
     }
     let state = State {
@@ -184,6 +194,7 @@ pub fn guard(
         framer: SseFramer::default(),
         done_seen: false,
         finished: false,
+        failure: None,
         notifier: EndNotifier {
             on_end,
             end: StreamEnd::default(),
@@ -191,6 +202,9 @@ pub fn guard(
     };
     futures::stream::unfold(state, move |mut st| async move {
         loop {
+            if let Some((err, event)) = st.failure.take() {
+                return Some((GuardItem::Failed(err, event), st));
+            }
             if st.finished {
                 return None;
             }
@@ -208,7 +222,17 @@ pub fn guard(
                         let event = error_event(&err);
                         return Some((GuardItem::Failed(err, event), st));
                     }
-                    if let Some(events) = st.framer.take_complete() {
+                    if let Some(mut events) = st.framer.take_complete() {
+                        if expect_done && let Some((good, err)) = first_bad_event(&events) {
+                            st.finished = true;
+                            st.notifier.end.error = Some(err.kind());
+                            let event = error_event(&err);
+                            if good == 0 {
+                                return Some((GuardItem::Failed(err, event), st));
+                            }
+                            st.failure = Some((err, event));
+                            events = events.slice(..good);
+                        }
                         if let Some(usage) = find_usage(&events) {
                             st.notifier.end.usage = Some(usage);
                         }
@@ -251,6 +275,78 @@ pub fn guard(
             }
         }
     })
+}
+
+/// In whole chat-stream `events`, the first event that must end the stream before `[DONE]`: its
+/// offset (how many bytes before it are good) and the failure it stands for. An event without
+/// data (a comment, a keep-alive) is fine; `[DONE]` ends the check (nothing after it is read).
+fn first_bad_event(events: &Bytes) -> Option<(usize, Error)> {
+    #[derive(serde::Deserialize)]
+    struct Chunk<'a> {
+        #[serde(borrow, default)]
+        error: Option<&'a serde_json::value::RawValue>,
+    }
+    let mut offset = 0;
+    while let Some(end) = first_event_end(&events[offset..]) {
+        let event = &events[offset..offset + end];
+        let Some(data) = event_data(event) else {
+            if std::str::from_utf8(event).is_err() {
+                return Some((offset, malformed("is not valid UTF-8")));
+            }
+            offset += end;
+            continue;
+        };
+        if data.trim() == "[DONE]" {
+            return None;
+        }
+        let raw = match serde_json::from_str::<&serde_json::value::RawValue>(&data) {
+            Ok(raw) => raw.get(),
+            Err(e) => return Some((offset, malformed(&format!("is not valid JSON ({e})")))),
+        };
+        // Only chunks that mention `"error"` are parsed again, to read it.
+        if raw.starts_with('{')
+            && raw.contains("\"error\"")
+            && let Ok(Chunk { error: Some(error) }) = serde_json::from_str::<Chunk<'_>>(raw)
+            && error.get() != "null"
+        {
+            return Some((offset, in_band_error(error.get())));
+        }
+        offset += end;
+    }
+    None
+}
+
+fn malformed(what: &str) -> Error {
+    Error::BadUpstreamResponse {
+        message: format!("an event of the upstream stream {what}; the stream was ended there"),
+    }
+}
+
+/// An upstream's in-band `{"error": {...}}` chunk as the failure it reports (a server error: the
+/// upstream gave up mid-answer).
+fn in_band_error(error: &str) -> Error {
+    #[derive(serde::Deserialize, Default)]
+    #[serde(default)]
+    struct Detail {
+        message: Option<String>,
+        #[serde(rename = "type")]
+        kind: Option<String>,
+        code: Option<serde_json::Value>,
+    }
+    let detail: Detail = serde_json::from_str(error).unwrap_or_default();
+    Error::Upstream {
+        status: http::StatusCode::INTERNAL_SERVER_ERROR,
+        message: detail
+            .message
+            .unwrap_or_else(|| "the upstream reported an error mid-stream".to_owned()),
+        error_type: detail.kind,
+        code: detail.code.map(|c| match c {
+            serde_json::Value::String(s) => s,
+            other => other.to_string(),
+        }),
+        param: None,
+        retry_after: None,
+    }
 }
 
 /// The `usage` object of a JSON response or chunk, if it has a non-null one.
@@ -422,6 +518,63 @@ mod tests {
         );
         assert!(!seen[1].completed && seen[1].error == Some(crate::error::ErrorKind::Transport));
         assert!(!seen[2].completed && seen[2].error.is_none() && seen[2].usage.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_malformed_chat_event_ends_the_stream_as_a_failure() {
+        use std::sync::Arc;
+        let ends: Arc<parking_lot::Mutex<Vec<StreamEnd>>> = Arc::default();
+        let seen = ends.clone();
+        let s = stream_of(vec![
+            Ok(b"data: {\"a\":1}\n\n: keep-alive\n\ndata: {\"choices\":[{\"delta\":{\"content\":\"lo\n\ndata: {\"b\":2}\n\n"),
+            Ok(b"data: [DONE]\n\n"),
+        ]);
+        let on_end: OnStreamEnd = Box::new(move |end| seen.lock().push(end));
+        let (out, failure) = collect(guard(s, true, Some(on_end))).await;
+        assert!(
+            out.starts_with("data: {\"a\":1}\n\n: keep-alive\n\ndata: {\"error\":"),
+            "{out}"
+        );
+        assert!(
+            !out.contains("\"lo") && !out.contains("\"b\"") && !out.contains("[DONE]"),
+            "{out}"
+        );
+        assert!(
+            matches!(failure, Some(Error::BadUpstreamResponse { .. })),
+            "{failure:?}"
+        );
+        let ends = ends.lock();
+        assert_eq!(ends.len(), 1);
+        assert!(!ends[0].completed);
+        assert_eq!(ends[0].error, Some(crate::error::ErrorKind::BadUpstreamResponse));
+    }
+
+    #[tokio::test]
+    async fn an_in_band_error_chunk_ends_the_stream_as_a_failure() {
+        let s = stream_of(vec![
+            Ok(b"data: {\"a\":1}\n\n"),
+            Ok(b"data: {\"error\":{\"message\":\"overloaded\",\"type\":\"server_error\"}}\n\ndata: [DONE]\n\n"),
+        ]);
+        let (out, failure) = collect(guard(s, true, None)).await;
+        assert!(out.contains("overloaded") && !out.contains("[DONE]"), "{out}");
+        assert!(matches!(failure, Some(Error::Upstream { .. })), "{failure:?}");
+        // `"error": null` is no error, and nothing after [DONE] is judged.
+        let s = stream_of(vec![Ok(
+            b"data: {\"error\":null}\n\ndata: [DONE]\n\ndata: {bad\n\n",
+        )]);
+        let (_, failure) = collect(guard(s, true, None)).await;
+        assert!(failure.is_none(), "{failure:?}");
+    }
+
+    #[tokio::test]
+    async fn a_malformed_first_event_fails_before_anything_is_sent() {
+        let s = stream_of(vec![Ok(b"data: not json\n\ndata: [DONE]\n\n")]);
+        let items: Vec<GuardItem> = guard(s, true, None).collect().await;
+        assert_eq!(items.len(), 1);
+        assert!(matches!(
+            items[0],
+            GuardItem::Failed(Error::BadUpstreamResponse { .. }, _)
+        ));
     }
 
     #[tokio::test]

@@ -45,6 +45,7 @@ async fn create(State(state): State<Shared>, shape: ErrorShape, req: Request) ->
             &parts,
             Call::Json(Endpoint::ChatCompletions),
             inbound.body,
+            &state.cut_off,
         )
         .await?;
         translate(resp, messages::to_message, messages::EventTranslator::new())

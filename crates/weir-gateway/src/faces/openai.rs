@@ -59,7 +59,14 @@ async fn forward(
         let (parts, body) = req.into_parts();
         let engine = state.engine();
         let body = proxy::read(&engine, &parts, body).await?;
-        proxy::execute(&engine, &parts, Call::AsSent { endpoint, path }, body).await
+        proxy::execute(
+            &engine,
+            &parts,
+            Call::AsSent { endpoint, path },
+            body,
+            &state.cut_off,
+        )
+        .await
     };
     match result.await {
         Ok(resp) => into_http(resp, &state.cut_off, shape),

@@ -8,6 +8,7 @@
 use axum::body::Body;
 use bytes::Bytes;
 use http::{header, request::Parts};
+use tokio_util::sync::CancellationToken;
 use weir::{Endpoint, Engine, Error, ProxyRequest, ProxyResponse, path::ApiPath};
 
 use crate::http::{
@@ -45,14 +46,25 @@ pub(crate) async fn read(engine: &Engine, parts: &Parts, body: Body) -> Result<B
     read_body(engine.config().server.max_body_bytes, &parts.headers, body).await
 }
 
-/// Runs `call` with `body` on `engine`, on behalf of the client that sent `parts`.
+/// Runs `call` with `body` on `engine`, on behalf of the client that sent `parts`. A call still
+/// waiting for its answer when `cut_off` fires (the drain deadline) gives up with a 503, which
+/// the face renders in its shape: dropped with its connection instead, it would get no HTTP
+/// response at all.
 pub(crate) async fn execute(
     engine: &Engine,
     parts: &Parts,
     call: Call,
     body: Bytes,
+    cut_off: &CancellationToken,
 ) -> Result<ProxyResponse, Error> {
-    engine.execute(proxy_request(parts, call, body)).await
+    tokio::select! {
+        biased;
+        result = engine.execute(proxy_request(parts, call, body)) => result,
+        () = cut_off.cancelled() => Err(Error::Unavailable {
+            message: "The gateway is shutting down; the request was not answered in time. Retry it."
+                .to_owned(),
+        }),
+    }
 }
 
 /// The [`ProxyRequest`] for `call`, with the client's context from `parts`.

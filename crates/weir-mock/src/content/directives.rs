@@ -53,6 +53,9 @@ pub struct Directives {
     /// `error_after_chunks` (Anthropic streams): after this many events, an `error` event
     /// (type `error_code`, default `overloaded_error`) ends the stream.
     pub error_after_chunks: Option<usize>,
+    /// `malformed_after_chunks`: after this many SSE events, send one event whose `data` is not
+    /// valid JSON (cut mid-object), then carry on with the rest of the stream, `[DONE]` included.
+    pub malformed_after_chunks: Option<usize>,
 }
 
 /// A directive that could not be understood: an unknown key or a malformed value.
@@ -96,6 +99,7 @@ impl Directives {
         "content",
         "error_code",
         "error_after_chunks",
+        "malformed_after_chunks",
     ];
 
     /// True when no directive is set.
@@ -204,6 +208,7 @@ impl Directives {
         take(&mut self.content, &higher.content);
         take(&mut self.error_code, &higher.error_code);
         take(&mut self.error_after_chunks, &higher.error_after_chunks);
+        take(&mut self.malformed_after_chunks, &higher.malformed_after_chunks);
     }
 
     fn set(&mut self, key: &str, raw: Raw<'_>) -> Result<(), DirectiveError> {
@@ -252,6 +257,7 @@ impl Directives {
             "content" => self.content = Some(to_string(raw).map_err(err)?),
             "error_code" => self.error_code = Some(to_string(raw).map_err(err)?),
             "error_after_chunks" => self.error_after_chunks = Some(to_usize(raw).map_err(err)?),
+            "malformed_after_chunks" => self.malformed_after_chunks = Some(to_usize(raw).map_err(err)?),
             _ => {
                 return Err(err(format!("unknown key; known keys: {}", Self::KEYS.join(", "))));
             }

@@ -114,8 +114,13 @@ async fn handle(State(state): State<Arc<MockState>>, request: Request) -> Respon
     if let Some(key) = state.config().required_api_key.as_deref()
         && !authorized(&parts.headers, key)
     {
-        // Never include the received key: it would end up in logs and snapshots.
-        let reply = protocol.error(401, "Incorrect API key provided.", None, Some("invalid_api_key"));
+        // Never include the received key (it would end up in logs and snapshots) unless a test
+        // asks for that careless upstream.
+        let message = match echoed_auth(&state, &parts.headers) {
+            Some(auth) => format!("Incorrect API key provided: {auth}."),
+            None => "Incorrect API key provided.".to_owned(),
+        };
+        let reply = protocol.error(401, &message, None, Some("invalid_api_key"));
         let path = parts.uri.path().strip_prefix("/v1/").unwrap_or_default();
         return reply_response(content::anthropic::restyle(path, reply));
     }
@@ -184,13 +189,26 @@ async fn handle(State(state): State<Arc<MockState>>, request: Request) -> Respon
     }
     if let Some(status) = fault {
         tracing::debug!(status, path = %parts.uri.path(), "weir-mock: scripted status");
-        return fault_response(
+        let mut response = fault_response(
             protocol,
             &path,
             status,
             directives.retry_after,
             directives.error_code.as_deref(),
         );
+        if let Some(auth) = echoed_auth(&state, &parts.headers) {
+            let message =
+                format!("Mock upstream fault: HTTP {status}; the request had Authorization: {auth}");
+            let reply = protocol.error(status, &message, None, directives.error_code.as_deref());
+            let kept = response.headers().clone();
+            response = reply_response(content::anthropic::restyle(&path, reply));
+            for name in ["retry-after", "retry-after-ms"] {
+                if let Some(value) = kept.get(name) {
+                    response.headers_mut().insert(name, value.clone());
+                }
+            }
+        }
+        return response;
     }
 
     // Anthropic clients (which send `anthropic-version`) get Anthropic's model list shape.
@@ -360,6 +378,14 @@ fn authorized(headers: &HeaderMap, key: &str) -> bool {
         .is_some_and(|given| given.trim() == key)
 }
 
+/// The `Authorization` header to quote in an error, when [`MockState::set_echo_auth`] asks for it.
+fn echoed_auth(state: &MockState, headers: &HeaderMap) -> Option<String> {
+    state
+        .echo_auth()
+        .then(|| headers.get(AUTHORIZATION)?.to_str().ok().map(str::to_owned))
+        .flatten()
+}
+
 /// Model name (the path's, then the body's) < `x_mock` < `x-mock-*` headers.
 fn gather_directives(
     headers: &HeaderMap,
@@ -463,6 +489,11 @@ fn reply_response(reply: Reply) -> Response {
     with_head(body, status, content_type)
 }
 
+/// What `malformed_after_chunks` sends: an event whose JSON stops mid-object, as a buggy or
+/// corrupted upstream would.
+const MALFORMED_EVENT: &[u8] =
+    b"data: {\"id\":\"chatcmpl-mock\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"lo\n\n";
+
 /// The response for a generated reply, applying the body-level directives.
 fn shape_response(
     reply: Reply,
@@ -478,7 +509,10 @@ fn shape_response(
             body::paced(vec![half], None, None, End::Abort, shutdown, in_flight)
         }
         ReplyBody::Json(bytes) => Body::from(bytes),
-        ReplyBody::Events(events) => {
+        ReplyBody::Events(mut events) => {
+            if let Some(n) = directives.malformed_after_chunks {
+                events.insert(n.min(events.len()), Bytes::from_static(MALFORMED_EVENT));
+            }
             let delay = directives.chunk_delay_ms.map(Duration::from_millis);
             // `drop_after_chunks` wins over `stop_after_chunks`: an abort is the harsher test.
             let (limit, end) = match (directives.drop_after_chunks, directives.stop_after_chunks) {

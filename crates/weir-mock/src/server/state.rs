@@ -3,7 +3,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::Bytes;
 use http::HeaderMap;
@@ -91,6 +91,8 @@ pub struct MockState {
     recorded: Mutex<VecDeque<RecordedRequest>>,
     /// Fault mix, derived content and per-prompt counts, when chaos mode is on.
     chaos: Option<Chaos>,
+    /// Error answers quote the `Authorization` header received (see [`set_echo_auth`](Self::set_echo_auth)).
+    echo_auth: AtomicBool,
 }
 
 impl MockState {
@@ -132,6 +134,18 @@ impl MockState {
 
     pub(crate) fn chaos(&self) -> Option<&Chaos> {
         self.chaos.as_ref()
+    }
+
+    /// Makes every error answer (scripted faults, the 401 of a wrong key) quote the
+    /// `Authorization` header it received, as a careless upstream does: for testing that the
+    /// gateway never relays the key it sent.
+    pub fn set_echo_auth(&self, on: bool) {
+        self.echo_auth.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether error answers quote the `Authorization` header.
+    pub fn echo_auth(&self) -> bool {
+        self.echo_auth.load(Ordering::Relaxed)
     }
 
     /// The configuration this state was built with.

@@ -205,6 +205,7 @@ impl Cache {
                 let recorder = Recorder {
                     cache: self.clone(),
                     key: plan.key,
+                    kind: plan.kind,
                     write: plan.write && storable,
                     deployment,
                     leader: leader.take(),
@@ -335,10 +336,12 @@ impl Cache {
 
 /// Records a stream as it passes to the client and stores it when it ends normally. A stream
 /// that fails, is cut off, grows past `max_entry_size`, or is dropped by a departing client is
-/// never stored (the recorder is simply dropped with it).
+/// never stored (the recorder is simply dropped with it); nor is one whose recorded events do not
+/// make a whole, well-formed answer ([`replayable`]), whatever the stage below made of it.
 struct Recorder {
     cache: Arc<Cache>,
     key: CacheKey,
+    kind: Kind,
     write: bool,
     deployment: String,
     leader: Option<LeaderGuard>,
@@ -391,6 +394,10 @@ impl Recorder {
         if self.spoiled || self.events.is_empty() {
             return;
         }
+        if !replayable(self.kind, &self.events) {
+            tracing::debug!("stream not cached: it did not end as a whole, well-formed answer");
+            return;
+        }
         let events = std::mem::take(&mut self.events);
         // (`record` already stopped at the size limit.)
         let entry = Arc::new(self.cache.new_entry(
@@ -407,6 +414,48 @@ impl Recorder {
     }
 }
 
+/// Whether recorded events are an answer worth replaying for the TTL. A cached stream is served to
+/// every identical request, so it is checked on its own rather than trusted to the stream guard:
+/// a chat or text completion stream must end with `data: [DONE]`, and every event before it must
+/// be valid JSON and not an in-band `error` object; no stream may carry an `event: error`.
+fn replayable(kind: Kind, events: &[Bytes]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Chunk<'a> {
+        #[serde(borrow, default)]
+        error: Option<&'a serde_json::value::RawValue>,
+    }
+    let is_error_event = |event: &[u8]| {
+        event
+            .split(|b| *b == b'\n')
+            .any(|line| line.trim_ascii() == b"event: error" || line.trim_ascii() == b"event:error")
+    };
+    if events.iter().any(|e| is_error_event(e)) {
+        return false;
+    }
+    if !matches!(kind, Kind::Chat | Kind::Completion) {
+        return true;
+    }
+    let mut data = events.iter().filter_map(|e| crate::sse::event_data(e));
+    let mut done = false;
+    for d in data.by_ref() {
+        if d.trim() == "[DONE]" {
+            done = true;
+            break;
+        }
+        let Ok(raw) = serde_json::from_str::<&serde_json::value::RawValue>(&d) else {
+            return false;
+        };
+        let raw = raw.get();
+        if raw.starts_with('{')
+            && let Ok(Chunk { error: Some(e) }) = serde_json::from_str::<Chunk<'_>>(raw)
+            && e.get() != "null"
+        {
+            return false;
+        }
+    }
+    done
+}
+
 /// Adds `x-weir-cache` (and `age` on a hit, in whole seconds as HTTP says).
 fn mark(mut resp: ProxyResponse, status: CacheStatus, age: Option<Duration>) -> ProxyResponse {
     resp.headers
@@ -415,4 +464,27 @@ fn mark(mut resp: ProxyResponse, status: CacheStatus, age: Option<Duration>) -> 
         resp.headers.insert(header::AGE, HeaderValue::from(age.as_secs()));
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn events(parts: &[&'static str]) -> Vec<Bytes> {
+        parts.iter().map(|p| Bytes::from_static(p.as_bytes())).collect()
+    }
+
+    #[test]
+    fn only_whole_well_formed_streams_are_replayable() {
+        let ok = events(&["data: {\"a\":1}\n\n", ": ping\n\n", "data: [DONE]\n\n"]);
+        assert!(replayable(Kind::Chat, &ok));
+        let no_done = events(&["data: {\"a\":1}\n\n"]);
+        assert!(!replayable(Kind::Chat, &no_done));
+        let malformed = events(&["data: {\"a\":\n\n", "data: [DONE]\n\n"]);
+        assert!(!replayable(Kind::Chat, &malformed));
+        let in_band = events(&["data: {\"error\":{\"message\":\"x\"}}\n\n", "data: [DONE]\n\n"]);
+        assert!(!replayable(Kind::Completion, &in_band));
+        let anthropic_error = events(&["event: error\ndata: {}\n\n"]);
+        assert!(!replayable(Kind::Embedding, &anthropic_error));
+    }
 }

@@ -55,6 +55,27 @@ impl Default for CircuitBreakerConfig {
 }
 
 impl CircuitBreakerConfig {
+    /// The defaults of a gateway deployment's breaker (a `circuit_breaker:` section, or none, in
+    /// the config file; the zero-config setup): what every key not written falls back to.
+    ///
+    /// [`Default`] is the textbook breaker — five consecutive failures open it — and stays what a
+    /// library user gets from `CircuitBreakerConfig::default()`. In front of one LLM upstream that
+    /// fails fast far too often: with a quarter of calls failing at random (a 5xx, a cut stream),
+    /// runs of five come every few thousand calls, and each opens the breaker for 30 s — every
+    /// client gets a 503 although three calls in four would succeed. A gateway deployment instead
+    /// opens when its *failure rate* is above 50 % over the last minute, once at least 20 calls
+    /// were counted (a flaky upstream stays in use, a down one is cut off within 20 calls), or
+    /// after 10 consecutive failures, which covers a dead upstream with too little traffic to
+    /// reach the volume (at a 25 % failure rate a run of ten is a one-in-a-million event). See
+    /// docs/resilience.md for the reasoning.
+    pub fn for_deployments() -> Self {
+        CircuitBreakerConfig {
+            failure_threshold: 10,
+            failure_rate_threshold: Some(0.5),
+            ..CircuitBreakerConfig::default()
+        }
+    }
+
     /// Checks every field, naming the first bad one (`"failure_threshold must be at least 1"`).
     ///
     /// Config loading calls this so that mistakes surface with the field's name; call it on a
@@ -122,10 +143,11 @@ impl Switch for RawBreaker {
 impl TryFrom<RawBreaker> for CircuitBreakerConfig {
     type Error = FieldError;
 
-    /// The section over the defaults; a bad value is reported on the section, with the field's
+    /// The section over the deployment defaults ([`CircuitBreakerConfig::for_deployments`]); a
+    /// bad value is reported on the section, with the field's
     /// name in the message (`failure_threshold must be at least 1`).
     fn try_from(raw: RawBreaker) -> Result<Self, FieldError> {
-        let d = CircuitBreakerConfig::default();
+        let d = CircuitBreakerConfig::for_deployments();
         let config = CircuitBreakerConfig {
             failure_threshold: raw.failure_threshold.unwrap_or(d.failure_threshold),
             failure_rate_threshold: raw.failure_rate_threshold.or(d.failure_rate_threshold),

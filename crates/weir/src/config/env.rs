@@ -159,7 +159,7 @@ pub(super) fn mock_deployment(
         timeouts,
         pool: PoolLimits::default(),
         retry,
-        circuit_breaker: Some(CircuitBreakerConfig::default()),
+        circuit_breaker: Some(CircuitBreakerConfig::for_deployments()),
         rate_limits: None,
         weight: 1,
         priority: 0,

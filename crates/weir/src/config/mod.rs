@@ -139,6 +139,19 @@ impl fmt::Display for ConfigSource {
 }
 
 impl Config {
+    /// A [`Redactor`](crate::error::Redactor) for every secret this config holds: upstream API
+    /// keys, gateway keys, the admin key and OTLP header values.
+    pub fn redactor(&self) -> crate::error::Redactor {
+        let deployments = self.models.iter().flat_map(|g| &g.deployments);
+        let secrets = deployments
+            .filter_map(|d| d.api_key.as_ref())
+            .chain(&self.server.api_keys)
+            .chain(&self.server.admin_key)
+            .chain(self.tracing.otlp_headers.iter().map(|(_, v)| v))
+            .map(|s| s.expose().to_owned());
+        crate::error::Redactor::new(secrets)
+    }
+
     /// Reads and validates a YAML file.
     pub fn load(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
         let path = path.as_ref();

@@ -29,6 +29,15 @@ pub struct ServerConfig {
     /// The key of the admin API (`/admin/*`); `None` disables it (it answers 404). Gateway keys
     /// never grant admin access. `WEIR_ADMIN_KEY` overrides it when the gateway loads its config.
     pub admin_key: Option<Secret>,
+    /// How long a client may take, from the first byte of a request, to send all of its headers:
+    /// a client trickling them is closed after it.
+    pub header_read_timeout: Duration,
+    /// How long a connection with no request in flight may stay open without sending a byte
+    /// (a keep-alive connection between requests, or a new one that never speaks).
+    pub idle_timeout: Duration,
+    /// Connections served at once; past it, new ones wait in the listen backlog until one
+    /// closes. Keep it below the process's file-descriptor limit (`ulimit -n`).
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -41,6 +50,12 @@ impl Default for ServerConfig {
             api_keys: Vec::new(),
             client_rate_limits: None,
             admin_key: None,
+            header_read_timeout: Duration::from_secs(30),
+            // Longer than the idle timeout of common client pools (reqwest 90 s; httpx, under
+            // OpenAI's Python SDK, 5 s): the client should close an idle connection first, or it
+            // may send a request on one the server is closing.
+            idle_timeout: Duration::from_secs(120),
+            max_connections: 10_000,
         }
     }
 }
@@ -111,6 +126,9 @@ pub(super) struct RawServer {
     #[serde(default)]
     client_rate_limits: RawRateLimits,
     admin_key: Option<Spanned<Secret>>,
+    header_read_timeout: Option<ConfigDuration>,
+    idle_timeout: Option<ConfigDuration>,
+    max_connections: Option<usize>,
 }
 
 impl TryFrom<RawServer> for ServerConfig {
@@ -153,6 +171,11 @@ impl TryFrom<RawServer> for ServerConfig {
             shutdown_timeout: raw.shutdown_timeout.map_or(defaults.shutdown_timeout, |d| d.0),
             api_keys,
             admin_key,
+            header_read_timeout: raw
+                .header_read_timeout
+                .map_or(defaults.header_read_timeout, |d| d.0),
+            idle_timeout: raw.idle_timeout.map_or(defaults.idle_timeout, |d| d.0),
+            max_connections: raw.max_connections.unwrap_or(defaults.max_connections),
             client_rate_limits: raw
                 .client_rate_limits
                 .build()
@@ -160,6 +183,17 @@ impl TryFrom<RawServer> for ServerConfig {
         };
         if server.max_body_bytes == 0 {
             return Err(FieldError::new("max_body_size", "must be greater than zero"));
+        }
+        for (field, value) in [
+            ("header_read_timeout", server.header_read_timeout),
+            ("idle_timeout", server.idle_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(FieldError::new(field, "must be longer than zero"));
+            }
+        }
+        if server.max_connections == 0 {
+            return Err(FieldError::new("max_connections", "must be at least 1"));
         }
         Ok(server)
     }

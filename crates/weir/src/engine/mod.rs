@@ -51,6 +51,7 @@ use crate::{
     request::ProxyRequest,
     response::{ProxyBody, ProxyResponse},
     route::balance::Balancer,
+    sse::GuardItem,
     telemetry,
     tokens::{PriceTable, UsageLedger, UsageSnapshot},
     upstream::{AnthropicProvider, GeminiProvider, MockProvider, OpenAiProvider, Provider},
@@ -102,6 +103,8 @@ pub(crate) struct Core {
     cache: Arc<Cache>,
     /// Whether any input-token limit applies, so requests are worth tokenizing exactly.
     counts_input_tokens: bool,
+    /// The config's secrets, removed from every error text the engine hands out.
+    redactor: crate::error::Redactor,
 }
 
 impl Core {
@@ -213,6 +216,7 @@ impl Engine {
         };
         let core = Arc::new(Core {
             counts_input_tokens,
+            redactor: config.redactor(),
             prices: Arc::new(PriceTable::builtin().with_overrides(&config.pricing)),
             // Usage so far is history, not config: a reload keeps counting into the same ledger.
             usage: previous.map_or_else(|| Arc::new(UsageLedger::new()), |p| p.core.usage.clone()),
@@ -289,12 +293,40 @@ impl Engine {
     /// Executes one request through the pipeline (see the [module docs](self)).
     pub async fn execute(&self, req: ProxyRequest) -> Result<ProxyResponse, Error> {
         let ticket = self.drain.enter()?;
-        let resp = self.service.clone().oneshot(req).await?;
+        let redactor = &self.core.redactor;
+        let mut resp = self
+            .service
+            .clone()
+            .oneshot(req)
+            .await
+            .map_err(|e| redactor.error(e))?;
         // In flight until the answer is finished: a stream until it ends.
         if let ProxyBody::Stream(stream) = &resp.body {
             stream.on_end(move |_| drop(ticket));
         }
+        // A stream's error event quotes its error: redacted like any other error text.
+        if let ProxyBody::Stream(stream) = resp.body {
+            if redactor.is_empty() {
+                resp.body = ProxyBody::Stream(stream);
+                return Ok(resp);
+            }
+            let redactor = redactor.clone();
+            resp.body = ProxyBody::Stream(stream.map_items(move |item| match item {
+                GuardItem::Failed(err, _) => {
+                    let err = redactor.error(err);
+                    let event = crate::sse::error_event(&err);
+                    GuardItem::Failed(err, event)
+                }
+                events => events,
+            }));
+        }
         Ok(resp)
+    }
+
+    /// `text` with the config's secrets redacted, for text from an upstream that is shown to
+    /// clients outside an [`Error`] (probe reports).
+    pub(crate) fn redact(&self, text: &str) -> String {
+        self.core.redactor.text(text)
     }
 
     /// Requests in flight through [`Engine::execute`] right now (streams until they end).

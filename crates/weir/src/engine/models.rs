@@ -129,6 +129,17 @@ impl Engine {
 
     /// A bodiless call to one deployment, bypassing routing; errors converted as usual.
     async fn send_simple(&self, deployment: &Arc<Deployment>, req: ProxyRequest) -> Result<Bytes, Error> {
+        // Its errors reach clients (a model lookup, a probe report): the config's secrets go first.
+        self.send_simple_unredacted(deployment, req)
+            .await
+            .map_err(|e| self.core.redactor.error(e))
+    }
+
+    async fn send_simple_unredacted(
+        &self,
+        deployment: &Arc<Deployment>,
+        req: ProxyRequest,
+    ) -> Result<Bytes, Error> {
         let resp = deployment
             .provider()
             .send(UpstreamRequest {
@@ -202,8 +213,11 @@ impl Engine {
             let latency_ms = started.elapsed().as_secs_f64() * 1e3;
             let (http_status, error) = match result {
                 Ok(Ok(_)) => (Some(200), None),
-                Ok(Err(Error::Upstream { status, message, .. })) => (Some(status.as_u16()), Some(message)),
-                Ok(Err(err)) => (None, Some(err.to_string())),
+                // An upstream's text may quote the key it was sent: shown redacted.
+                Ok(Err(Error::Upstream { status, message, .. })) => {
+                    (Some(status.as_u16()), Some(self.redact(&message)))
+                }
+                Ok(Err(err)) => (None, Some(self.redact(&err.to_string()))),
                 Err(_) => (
                     None,
                     Some(format!(

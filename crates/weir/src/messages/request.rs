@@ -35,6 +35,7 @@ fn required<'a>(obj: &'a Map<String, Value>, key: &str) -> Result<&'a Value, Err
 /// document blocks and server tools are refused. Streams always ask for usage, so the final
 /// `message_delta` can report it.
 pub fn to_openai(body: &[u8]) -> Result<Inbound, Error> {
+    crate::body::check_depth(body)?;
     let value: Value = serde_json::from_slice(body).map_err(|e| Error::InvalidRequest {
         message: format!("The request body is not valid JSON: {e}"),
         param: None,

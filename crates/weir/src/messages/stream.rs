@@ -82,6 +82,14 @@ impl EventTranslator {
             return;
         }
         let Ok(chunk) = serde_json::from_str::<Value>(data) else {
+            // Skipping it would end the message as if complete, minus this chunk's text: the
+            // client must learn that its answer is broken. (The engine's stream guard already
+            // ends chat streams at such an event; this holds for any stream given to it.)
+            let err = Error::BadUpstreamResponse {
+                message: "an event of the upstream stream is not valid JSON; the stream was ended there"
+                    .to_owned(),
+            };
+            out.extend_from_slice(&self.on_error(&err));
             return;
         };
         if let Some(error) = chunk.get("error") {
@@ -202,5 +210,31 @@ impl EventTranslator {
         );
         event(out, &json!({"type": "message_stop"}));
         self.finished = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_malformed_chunk_ends_the_stream_with_an_error_event() {
+        let mut t = EventTranslator::new();
+        let out = t.on_events(
+            b"data: {\"id\":\"c\",\"model\":\"m\",\"choices\":[{\"delta\":{\"content\":\"Hel\"}}]}\n\n\
+              data: {\"choices\":[{\"delta\":{\"content\":\"lo\n\n\
+              data: {\"choices\":[{\"delta\":{\"content\":\"!\"},\"finish_reason\":\"stop\"}]}\n\n\
+              data: [DONE]\n\n",
+        );
+        let text = std::str::from_utf8(&out).unwrap();
+        assert!(text.contains("Hel"), "{text}");
+        assert!(text.trim_end().starts_with("event: message_start"), "{text}");
+        let last = text.trim_end().rsplit("\n\n").next().unwrap();
+        assert!(last.starts_with("event: error"), "{text}");
+        assert!(
+            !text.contains("message_stop") && !text.contains("\"!\""),
+            "{text}"
+        );
+        assert!(t.is_finished());
     }
 }

@@ -10,6 +10,7 @@
 //! |-----------------------------------------|--------------|----------------|----------|---------------|----------|
 //! | upstream 429                            | yes (after Retry-After) | yes | ignored  | request only  | Retry-After, else 1 s (≤ 300 s) |
 //! | upstream 5xx                            | yes          | yes            | failure  | request only  | –        |
+//! | upstream 5xx of type `invalid_request_error` | no      | no             | ignored  | request only  | –        |
 //! | upstream 400 "context length exceeded"  | no           | context window | ignored  | request only  | –        |
 //! | other upstream 4xx (incl. 401/403)      | no           | no             | ignored  | request only  | –        |
 //! | connect failure                         | yes          | yes            | failure  | not delivered | –        |
@@ -103,6 +104,18 @@ impl Spent {
 
 /// Judges one error: see the table in the [module docs](self).
 pub fn classify(error: &Error) -> Disposition {
+    if blames_the_request(error) {
+        // The upstream failed *because of this request* (it says so): another attempt would fail
+        // the same way, and counting it would let one client's bad request open the breaker for
+        // everyone.
+        return Disposition {
+            retry: Retry::No,
+            fall_back: FallBack::No,
+            breaker: Outcome::Ignored,
+            spent: Spent::RequestOnly,
+            cooldown: None,
+        };
+    }
     let kind = error.kind();
     let retry = match error {
         Error::Upstream {
@@ -211,6 +224,14 @@ fn breaker_outcome(kind: ErrorKind) -> Outcome {
     }
 }
 
+/// A 5xx whose body says the request was at fault (`"type": "invalid_request_error"`): some
+/// OpenAI-compatible servers answer input they choke on (a body nested too deep, a malformed
+/// tool schema) with a 500 of that type.
+fn blames_the_request(err: &Error) -> bool {
+    matches!(err, Error::Upstream { status, error_type: Some(t), .. }
+        if status.is_server_error() && t == "invalid_request_error")
+}
+
 /// Whether the upstream refused the prompt as longer than its context window (OpenAI's
 /// `context_length_exceeded`, or the usual wording of compatible servers).
 fn is_context_window_error(err: &Error) -> bool {
@@ -234,8 +255,8 @@ fn is_context_window_error(err: &Error) -> bool {
 }
 
 /// How a stream that was already answering counts towards the breaker when it ends: completed is
-/// a success, broken (transport error, idle timeout, cut short) a failure, and a client that went
-/// away says nothing about the upstream.
+/// a success, broken (transport error, idle timeout, cut short, a malformed event) a failure, and
+/// a client that went away says nothing about the upstream.
 pub fn stream_outcome(end: &StreamEnd) -> Outcome {
     match (end.completed, end.error) {
         (true, _) => Outcome::Success,

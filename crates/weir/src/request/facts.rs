@@ -37,6 +37,10 @@ impl RequestFacts {
     ) -> Result<RequestFacts, Error> {
         let json_body =
             !body.is_empty() && content_type.is_none_or(|ct| ct.to_str().is_ok_and(|s| s.contains("json")));
+        if json_body {
+            // Before anything is parsed or forwarded, pass-through bodies included.
+            crate::body::check_depth(body)?;
+        }
         let object = match (endpoint, json_body) {
             (Endpoint::Passthrough, true) => RawObject::parse(body).ok(),
             (Endpoint::Passthrough, false) => None,

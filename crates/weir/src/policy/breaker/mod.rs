@@ -72,10 +72,14 @@
 //!
 //! # Defaults
 //!
-//! | Field                    | Default |
-//! |--------------------------|---------|
-//! | `failure_threshold`      | 5       |
-//! | `failure_rate_threshold` | off     |
+//! `CircuitBreakerConfig::default()` is the textbook breaker below. A gateway deployment starts
+//! from [`CircuitBreakerConfig::for_deployments`] instead: `failure_threshold` 10 and
+//! `failure_rate_threshold` 0.5, the rest the same — see its docs and docs/resilience.md.
+//!
+//! | Field                    | Default | Deployments |
+//! |--------------------------|---------|-------------|
+//! | `failure_threshold`      | 5       | 10          |
+//! | `failure_rate_threshold` | off     | 0.5         |
 //! | `min_requests`           | 20      |
 //! | `window`                 | 60 s    |
 //! | `open_timeout`           | 30 s    |
@@ -128,6 +132,8 @@ mod window;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tuning_tests;
 
 use std::fmt;
 use std::sync::Arc;
