@@ -29,7 +29,7 @@ seed() {
   local dir="$1"
   mkdir -p "$dir"
   if [ -z "$(ls -A "$dir")" ]; then
-    find ../crates/weir/tests/fixtures ../examples seeds -type f 2>/dev/null | while read -r f; do
+    { find ../crates/weir/tests/fixtures ../examples seeds -type f 2>/dev/null || true; } | while read -r f; do
       cp "$f" "$dir/seed-$(basename "$(dirname "$f")")-$(basename "$f")"
     done
   fi

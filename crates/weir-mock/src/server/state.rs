@@ -89,10 +89,10 @@ pub struct MockState {
     fail_counts: Mutex<HashMap<String, u64>>,
     /// The last [`RECORD_LIMIT`] requests, oldest first.
     recorded: Mutex<VecDeque<RecordedRequest>>,
-    /// Error answers quote the `Authorization` header received (see [`set_echo_auth`](Self::set_echo_auth)).
-    echo_auth: AtomicBool,
     /// Fault mix, derived content and per-prompt counts, when chaos mode is on.
     chaos: Option<Chaos>,
+    /// Error answers quote the `Authorization` header received (see [`set_echo_auth`](Self::set_echo_auth)).
+    echo_auth: AtomicBool,
 }
 
 impl MockState {
@@ -102,18 +102,6 @@ impl MockState {
             config,
             ..Self::default()
         }
-    }
-
-    /// Makes every error answer (scripted faults, the 401 of a wrong key) quote the
-    /// `Authorization` header it received, as a careless upstream does: for testing that the
-    /// gateway never relays the key it sent.
-    pub fn set_echo_auth(&self, on: bool) {
-        self.echo_auth.store(on, Ordering::Relaxed);
-    }
-
-    /// Whether error answers quote the `Authorization` header.
-    pub fn echo_auth(&self) -> bool {
-        self.echo_auth.load(Ordering::Relaxed)
     }
 
     /// A fresh state with `config` and chaos mode (faults drawn per request, derived content).
@@ -146,6 +134,18 @@ impl MockState {
 
     pub(crate) fn chaos(&self) -> Option<&Chaos> {
         self.chaos.as_ref()
+    }
+
+    /// Makes every error answer (scripted faults, the 401 of a wrong key) quote the
+    /// `Authorization` header it received, as a careless upstream does: for testing that the
+    /// gateway never relays the key it sent.
+    pub fn set_echo_auth(&self, on: bool) {
+        self.echo_auth.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether error answers quote the `Authorization` header.
+    pub fn echo_auth(&self) -> bool {
+        self.echo_auth.load(Ordering::Relaxed)
     }
 
     /// The configuration this state was built with.
