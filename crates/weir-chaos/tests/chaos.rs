@@ -24,7 +24,7 @@ async fn chaos_round_has_no_hang_no_silent_wrong_and_bounded_calls() {
     };
     let report = weir_chaos::run(&settings).await.unwrap();
     let table = report.table();
-    println!("{table}");
+    eprintln!("{table}");
     let total = report.total();
     assert_eq!(report.requests(), 6_000, "{table}");
     assert_eq!(total.count(Outcome::Hang), 0, "{table}");

@@ -1,6 +1,9 @@
 //! Faults the chaos suite found, pinned: a 200 whose JSON body was cut short (a clean end, a
 //! matching Content-Length) or is garbage must not reach the client as a 200.
 
+// Test helpers: a failed unwrap here is a failed test.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::{Gateway, chat_body, config_for, error_of, http};

@@ -1,6 +1,9 @@
 //! Chaos mode over real sockets: faults drawn at the given rates, on every face, content
 //! derived from the prompt, per-prompt call counts, latency rising with load.
 
+// Test helpers: a failed unwrap here is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use serde_json::{Value, json};

@@ -3,6 +3,9 @@
 //! replayed through each entry point of `weir::fuzz`, plus a few thousand cheap deterministic
 //! mutations of the seeds. The coverage-guided runs live in `fuzz/` (scripts/fuzz.sh).
 
+// Test code: a failed unwrap here is a failed test (the targets are plain fns, outside #[test]).
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 
 type Target = fn(&[u8]);
@@ -117,7 +120,7 @@ fn every_regression_input_is_handled() {
             ran += 1;
         }
     }
-    println!("{ran} regression inputs replayed");
+    eprintln!("{ran} regression inputs replayed");
 }
 
 #[test]

@@ -141,11 +141,12 @@ async fn handle(State(state): State<Arc<MockState>>, request: Request) -> Respon
     let fault = scripted_status(&state, &directives);
     let chaos = match state.chaos() {
         Some(chaos) if is_generation(parts.method.as_str(), &path) => {
-            if chaos.config.derive_content && directives.content.is_none() {
-                if let Some(prompt) = content::prompt_text(&body) {
-                    chaos.count_call(content::prompt_hash(&prompt));
-                    directives.content = Some(content::derived_content(&prompt));
-                }
+            if chaos.config.derive_content
+                && directives.content.is_none()
+                && let Some(prompt) = content::prompt_text(&body)
+            {
+                chaos.count_call(content::prompt_hash(&prompt));
+                directives.content = Some(content::derived_content(&prompt));
             }
             if let Some(load) = chaos.config.load_latency {
                 let delay = load.delay(state.in_flight());

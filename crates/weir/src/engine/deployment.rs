@@ -544,14 +544,10 @@ impl concurrency::Settle<ProxyResponse, AttemptError> for InFlight {
                     stream.on_end(move |_| drop(permit));
                 }
             }
-            Err(AttemptError::Failed(Error::Timeout { phase, .. }))
-                if matches!(
-                    phase,
-                    crate::error::TimeoutPhase::Read | crate::error::TimeoutPhase::Total
-                ) =>
-            {
-                permit.sample(Sample::Timeout);
-            }
+            Err(AttemptError::Failed(Error::Timeout {
+                phase: crate::error::TimeoutPhase::Read | crate::error::TimeoutPhase::Total,
+                ..
+            })) => permit.sample(Sample::Timeout),
             Err(_) => permit.sample(Sample::Ignore),
         }
     }
