@@ -29,6 +29,10 @@
 //!   per window from ordinary calls, so memory is bounded by the keys in recent use, with no
 //!   background task.
 //! - [`RateLimitLayer`] — a [`RateLimiter`] as a tower layer.
+//! - [`RateLimiter::shared`], [`KeyedLimiter::shared`] — the same limits held in Redis
+//!   ([`RedisLimits`], the top-level `redis:` section) so that every gateway instance sharing it
+//!   enforces one set of limits: one atomic script per decision on Redis's clock, the same exact
+//!   windows and bucket, reserve → reconcile → refund in place; see [`shared`].
 //!
 //! Time is tokio's clock, so tests pause and advance it; the arithmetic lives in pure cores that
 //! take `now` as a parameter.

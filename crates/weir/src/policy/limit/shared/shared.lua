@@ -1,4 +1,4 @@
--- weir shared rate limits, layout v1 (see policy/limit/shared.rs).
+-- weir shared rate limits, layout v1 (see policy/limit/shared/mod.rs).
 --
 -- A change to the keys, the arguments or the reply must bump the version in the keys
 -- (`:v1:`) and in this first line (which changes the script's SHA), so that old and new
