@@ -49,11 +49,10 @@ for target in "${TARGETS[@]}"; do
     -print_final_stats=1 >"$log" 2>&1
   set -e
   execs="$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)"
-  secs="$(sed -n 's/^stat::[a-z_]*time[a-z_]*: *//p' "$log" | head -1)"
   rate="$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)"
   crashes="$(find "$artifacts" -type f | wc -l)"
   files="$(find "$corpus" -type f | wc -l)"
-  printf '| %s | %s | %s | %s | %s | %s |\n' "$target" "${secs:-$SECONDS_PER_TARGET}" "${execs:-?}" \
+  printf '| %s | %s | %s | %s | %s | %s |\n' "$target" "$SECONDS_PER_TARGET" "${execs:-?}" \
     "${rate:-?}" "$files" "$crashes"
   if [ "$crashes" != 0 ]; then
     grep -m3 -E "panicked|ERROR" "$log" >&2 || true

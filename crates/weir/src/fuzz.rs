@@ -42,7 +42,7 @@ fn drain(stream: ByteStream) -> Vec<Result<Bytes, String>> {
 }
 
 fn upstream_stream(data: &[u8]) -> ByteStream {
-    let chunks: Vec<Result<Bytes, crate::Error>> = pieces(data).into_iter().map(Ok).collect();
+    let chunks: Vec<Result<Bytes, crate::error::Error>> = pieces(data).into_iter().map(Ok).collect();
     Box::pin(futures::stream::iter(chunks))
 }
 
@@ -154,7 +154,7 @@ pub fn messages_stream(data: &[u8]) -> Vec<Bytes> {
         out.push(translator.on_events(&piece));
     }
     if !translator.is_finished() {
-        out.push(translator.on_error(&crate::Error::Transport {
+        out.push(translator.on_error(&crate::error::Error::Transport {
             message: "fuzz: stream ended".to_owned(),
         }));
     }
@@ -164,7 +164,7 @@ pub fn messages_stream(data: &[u8]) -> Vec<Bytes> {
 /// The config loader on arbitrary text (YAML, `${ENV}` interpolation, every section).
 pub fn config(data: &[u8]) -> Result<(), String> {
     let text = std::str::from_utf8(data).map_err(|e| e.to_string())?;
-    crate::Config::from_yaml(text, Some("fuzz.yaml"))
+    crate::config::Config::from_yaml(text, Some("fuzz.yaml"))
         .map(|_| ())
         .map_err(|e| e.to_string())
 }
