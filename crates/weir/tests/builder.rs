@@ -149,6 +149,12 @@ fn errors_name_the_field() {
                 .default_model("b"),
             "default_model",
         ),
+        (
+            Config::builder()
+                .model("a", Deployment::mock())
+                .strategy("b", Strategy::LeastBusy),
+            "models[1].deployments",
+        ),
     ];
     for (builder, field) in cases {
         let err = builder.build().unwrap_err();

@@ -13,7 +13,9 @@ use super::{
     CacheConfig, CircuitBreakerConfig, Config, ConfigError, ConfigSource, DeploymentConfig,
     HealthCheckConfig, LoggingConfig, ModelGroupConfig, PoolLimits, Price, ProviderKind, RateLimitConfig,
     RedisConfig, ResilienceConfig, RetryBudgetConfig, RetryPolicy, Secret, ServerConfig, Strategy, Timeouts,
-    TracingConfig, upstream::parse_base_url,
+    TracingConfig,
+    deployment::{check_id, default_id},
+    upstream::parse_base_url,
 };
 
 /// One upstream deployment, as [`ConfigBuilder::model`] takes it: a provider, its URL and key,
@@ -411,6 +413,12 @@ impl ConfigBuilder {
                     }
                 }
             }
+            if group.deployments.is_empty() {
+                return Err(error(
+                    format!("{path}.deployments"),
+                    format!("model `{name}` needs at least one deployment"),
+                ));
+            }
             let mut deployments = Vec::with_capacity(group.deployments.len());
             for (di, dep) in group.deployments.iter().enumerate() {
                 let dpath = format!("{path}.deployments[{di}]");
@@ -470,22 +478,8 @@ impl ConfigBuilder {
         let fail = |field: &str, message: String| (field.to_owned(), message);
         let (own, defaults) = (&dep.sections, &self.defaults);
         let id = match &dep.id {
-            Some(id)
-                if id.is_empty()
-                    || !id
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || "-_.:/".contains(c)) =>
-            {
-                return Err(fail(
-                    "id",
-                    format!("`{id}`: use letters, digits and - _ . : / only"),
-                ));
-            }
-            Some(id) => id.clone(),
-            None => {
-                let stem = group.trim_end_matches('*').trim_end_matches('-');
-                format!("{}#{index}", if stem.is_empty() { "default" } else { stem })
-            }
+            Some(id) => check_id(id).map_err(|e| (e.field, format!("`{id}`: {}", e.message)))?,
+            None => default_id(group, index),
         };
         let retry = pick(&own.retry, &defaults.retry).unwrap_or_default();
         let mut config = super::mock_deployment(
@@ -535,13 +529,10 @@ impl ConfigBuilder {
         config.organization = dep.organization.clone();
         config.project = dep.project.clone();
         config.api_version = dep.api_version.clone();
-        let default_url = match dep.provider {
-            ProviderKind::OpenAi => Some("https://api.openai.com/v1"),
-            ProviderKind::Anthropic => Some("https://api.anthropic.com"),
-            ProviderKind::Gemini => Some("https://generativelanguage.googleapis.com"),
-            ProviderKind::Azure | ProviderKind::Mock => None,
-        };
-        match (dep.provider, dep.base_url.as_deref().or(default_url)) {
+        match (
+            dep.provider,
+            dep.base_url.as_deref().or(dep.provider.default_base_url()),
+        ) {
             (ProviderKind::Mock, None) => {}
             (ProviderKind::Mock, Some(_)) => {
                 return Err(fail(
@@ -556,12 +547,6 @@ impl ConfigBuilder {
                 ));
             }
             (_, Some(url)) => config.base_url = parse_base_url(url).map_err(|m| fail("base_url", m))?,
-        }
-        if dep.provider == ProviderKind::OpenAi
-            && config.api_key.is_none()
-            && config.base_url.host_str() == Some("api.openai.com")
-        {
-            return Err(fail("api_key", "api.openai.com needs an api_key".to_owned()));
         }
         config.validate().map_err(|e| (e.field, e.message))?;
         Ok(config)

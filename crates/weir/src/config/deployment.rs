@@ -128,7 +128,12 @@ pub(super) fn expand_keys(
 
 /// A deployment id as written, if it is one (it appears in headers and metrics).
 fn checked_id(id: &Spanned<String>) -> Result<String, FieldError> {
-    let value = id.value.trim().to_owned();
+    check_id(&id.value).map_err(|e| e.at_line(id.referenced.line()))
+}
+
+/// A deployment id, trimmed, if it is one (the file's and [`super::ConfigBuilder`]'s rule).
+pub(super) fn check_id(id: &str) -> Result<String, FieldError> {
+    let value = id.trim().to_owned();
     if value.is_empty()
         || !value
             .chars()
@@ -137,15 +142,14 @@ fn checked_id(id: &Spanned<String>) -> Result<String, FieldError> {
         return Err(FieldError::new(
             "id",
             "use letters, digits and - _ . : / only (it appears in headers and metrics)",
-        )
-        .at_line(id.referenced.line()));
+        ));
     }
     Ok(value)
 }
 
 /// The id of a deployment that gives none: the group's name (without its `*` pattern) and the
 /// deployment's position, e.g. `gpt-4o#1`.
-fn default_id(group: &str, index: usize) -> String {
+pub(super) fn default_id(group: &str, index: usize) -> String {
     let stem = group.trim_end_matches('*').trim_end_matches('-');
     format!("{}#{index}", if stem.is_empty() { "default" } else { stem })
 }
@@ -258,7 +262,8 @@ pub(super) fn deployment(
             config.base_url = parse_base_url(&url.value.0).map_err(url_error(url.referenced.line()))?;
         }
         (ProviderKind::OpenAi, None) => {
-            config.base_url = parse_base_url("https://api.openai.com/v1").map_err(url_error(line))?;
+            let default = ProviderKind::OpenAi.default_base_url().unwrap_or_default();
+            config.base_url = parse_base_url(default).map_err(url_error(line))?;
         }
         (ProviderKind::Mock, Some(url)) => {
             return Err(FieldError::new(
@@ -270,11 +275,7 @@ pub(super) fn deployment(
         }
         (ProviderKind::Mock, None) => {}
         (ProviderKind::Anthropic | ProviderKind::Gemini | ProviderKind::Azure, url) => {
-            let default = match dep.provider {
-                ProviderKind::Anthropic => Some("https://api.anthropic.com"),
-                ProviderKind::Gemini => Some("https://generativelanguage.googleapis.com"),
-                _ => None,
-            };
+            let default = dep.provider.default_base_url();
             let text = match (&url, default) {
                 (Some(url), _) => url.value.0.clone(),
                 (None, Some(default)) => default.to_owned(),
@@ -288,15 +289,6 @@ pub(super) fn deployment(
             let url_line = url.as_ref().map_or(line, |u| u.referenced.line());
             config.base_url = parse_base_url(&text).map_err(url_error(url_line))?;
         }
-    }
-    if dep.provider == ProviderKind::OpenAi
-        && config.api_key.is_none()
-        && config.base_url.host_str() == Some("api.openai.com")
-    {
-        return Err(FieldError::new(
-            "api_key",
-            "api.openai.com needs an api_key (e.g. api_key: ${OPENAI_API_KEY})",
-        ));
     }
     // What the providers rely on (header values, the Azure path), so that building them from this
     // config cannot fail.

@@ -56,6 +56,17 @@ pub enum ProviderKind {
 }
 
 impl ProviderKind {
+    /// The API root a deployment of this provider talks to when it names none (`None`: it must
+    /// name one, or, for the mock, takes none).
+    pub fn default_base_url(self) -> Option<&'static str> {
+        match self {
+            ProviderKind::OpenAi => Some("https://api.openai.com/v1"),
+            ProviderKind::Anthropic => Some("https://api.anthropic.com"),
+            ProviderKind::Gemini => Some("https://generativelanguage.googleapis.com"),
+            ProviderKind::Azure | ProviderKind::Mock => None,
+        }
+    }
+
     /// The name used in config and logs.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -178,6 +189,15 @@ impl DeploymentConfig {
                     return Err(invalid(field));
                 }
             }
+        }
+        if self.provider == ProviderKind::OpenAi
+            && self.api_key.is_none()
+            && self.base_url.host_str() == Some("api.openai.com")
+        {
+            return Err(FieldError::new(
+                "api_key",
+                "api.openai.com needs an api_key (e.g. api_key: ${OPENAI_API_KEY})",
+            ));
         }
         if self.provider == ProviderKind::Azure {
             let Some(model) = &self.model else {
