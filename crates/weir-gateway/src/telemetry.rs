@@ -244,9 +244,17 @@ impl<'writer> tracing_subscriber::fmt::FormatFields<'writer> for LogFields {
         fields: &tracing::span::Record<'_>,
     ) -> std::fmt::Result {
         if self.json {
-            let mut visitor = JsonFields(serde_json::from_str(&current.fields).unwrap_or_default());
-            fields.record(&mut visitor);
-            current.fields = serde_json::Value::Object(visitor.0).to_string();
+            // Most records on the request span are trace-only fields the visitor drops: only
+            // when something is left are the stored fields parsed and merged (not per record).
+            let mut added = JsonFields(serde_json::Map::new());
+            fields.record(&mut added);
+            if added.0.is_empty() {
+                return Ok(());
+            }
+            let mut merged: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(&current.fields).unwrap_or_default();
+            merged.extend(added.0);
+            current.fields = serde_json::Value::Object(merged).to_string();
         } else {
             let mut visitor = HumanFields { out: String::new() };
             fields.record(&mut visitor);

@@ -298,8 +298,9 @@ impl Error {
 /// header. Every such text passes through this before it leaves the engine.
 #[derive(Clone, Default)]
 pub struct Redactor {
-    /// Longest first, so a secret containing another is replaced whole.
-    secrets: Vec<String>,
+    /// Longest first, so a secret containing another is replaced whole. Shared: every stream's
+    /// end hook holds a clone.
+    secrets: std::sync::Arc<[String]>,
 }
 
 impl std::fmt::Debug for Redactor {
@@ -324,7 +325,9 @@ impl Redactor {
             .collect();
         secrets.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
         secrets.dedup();
-        Redactor { secrets }
+        Redactor {
+            secrets: secrets.into(),
+        }
     }
 
     /// Whether there is nothing to redact.
@@ -335,7 +338,7 @@ impl Redactor {
     /// `text` with every secret replaced by [`Redactor::MARK`].
     pub fn text(&self, text: &str) -> String {
         let mut out = text.to_owned();
-        for secret in &self.secrets {
+        for secret in self.secrets.iter() {
             if out.contains(secret.as_str()) {
                 out = out.replace(secret.as_str(), Self::MARK);
             }

@@ -223,7 +223,13 @@ pub fn guard(
                         return Some((GuardItem::Failed(err, event), st));
                     }
                     if let Some(mut events) = st.framer.take_complete() {
-                        if expect_done && let Some((good, err)) = first_bad_event(&events) {
+                        // One walk over the events finds both a bad one and `[DONE]`.
+                        let checked = if expect_done {
+                            check_chat_events(&events)
+                        } else {
+                            ChatEvents::default()
+                        };
+                        if let Some((good, err)) = checked.bad {
                             st.finished = true;
                             st.notifier.end.error = Some(err.kind());
                             let event = error_event(&err);
@@ -236,7 +242,7 @@ pub fn guard(
                         if let Some(usage) = find_usage(&events) {
                             st.notifier.end.usage = Some(usage);
                         }
-                        if expect_done && contains_done(&events) {
+                        if checked.done {
                             st.done_seen = true;
                             st.notifier.end.completed = true;
                             // Nothing after [DONE] matters; stop reading so the connection is released.
@@ -277,10 +283,23 @@ pub fn guard(
     })
 }
 
-/// In whole chat-stream `events`, the first event that must end the stream before `[DONE]`: its
-/// offset (how many bytes before it are good) and the failure it stands for. An event without
-/// data (a comment, a keep-alive) is fine; `[DONE]` ends the check (nothing after it is read).
-fn first_bad_event(events: &Bytes) -> Option<(usize, Error)> {
+/// What one walk over whole chat-stream events found.
+#[derive(Default)]
+struct ChatEvents {
+    /// The first event that must end the stream: its offset (how many bytes before it are good)
+    /// and the failure it stands for.
+    bad: Option<(usize, Error)>,
+    /// `[DONE]` came (before any bad event).
+    done: bool,
+}
+
+/// Checks whole chat-stream `events` up to `[DONE]`: an event without data (a comment, a
+/// keep-alive) is fine; `[DONE]` ends the check (nothing after it is read).
+fn check_chat_events(events: &Bytes) -> ChatEvents {
+    let bad = |offset: usize, err: Error| ChatEvents {
+        bad: Some((offset, err)),
+        done: false,
+    };
     #[derive(serde::Deserialize)]
     struct Chunk<'a> {
         #[serde(borrow, default)]
@@ -291,17 +310,20 @@ fn first_bad_event(events: &Bytes) -> Option<(usize, Error)> {
         let event = &events[offset..offset + end];
         let Some(data) = event_data(event) else {
             if std::str::from_utf8(event).is_err() {
-                return Some((offset, malformed("is not valid UTF-8")));
+                return bad(offset, malformed("is not valid UTF-8"));
             }
             offset += end;
             continue;
         };
         if data.trim() == "[DONE]" {
-            return None;
+            return ChatEvents {
+                bad: None,
+                done: true,
+            };
         }
         let raw = match serde_json::from_str::<&serde_json::value::RawValue>(&data) {
             Ok(raw) => raw.get(),
-            Err(e) => return Some((offset, malformed(&format!("is not valid JSON ({e})")))),
+            Err(e) => return bad(offset, malformed(&format!("is not valid JSON ({e})"))),
         };
         // Only chunks that mention `"error"` are parsed again, to read it.
         if raw.starts_with('{')
@@ -309,11 +331,11 @@ fn first_bad_event(events: &Bytes) -> Option<(usize, Error)> {
             && let Ok(Chunk { error: Some(error) }) = serde_json::from_str::<Chunk<'_>>(raw)
             && error.get() != "null"
         {
-            return Some((offset, in_band_error(error.get())));
+            return bad(offset, in_band_error(error.get()));
         }
         offset += end;
     }
-    None
+    ChatEvents::default()
 }
 
 fn malformed(what: &str) -> Error {
@@ -375,17 +397,6 @@ fn find_usage(events: &[u8]) -> Option<Usage> {
         }
     }
     found
-}
-
-fn contains_done(events: &[u8]) -> bool {
-    let mut offset = 0;
-    while let Some(end) = first_event_end(&events[offset..]) {
-        if event_data(&events[offset..offset + end]).is_some_and(|d| d.trim() == "[DONE]") {
-            return true;
-        }
-        offset += end;
-    }
-    false
 }
 
 #[cfg(test)]

@@ -332,10 +332,14 @@ fn shaped_rejection(buf: &[u8]) -> Option<Bytes> {
         ),
         _ => return None,
     };
-    let body = serde_json::json!({"error": {
-        "message": message, "type": "invalid_request_error", "param": null, "code": code,
-    }})
-    .to_string();
+    // The one error mapping writes the body; the status comes from hyper's own head line.
+    let body = weir::api::ErrorResponse::from_error(&weir::Error::InvalidRequest {
+        message: message.to_owned(),
+        param: None,
+        code: Some(code),
+    })
+    .body_bytes();
+    let body = String::from_utf8_lossy(&body);
     let reason = StatusCode::from_u16(status)
         .ok()
         .and_then(|s| s.canonical_reason())

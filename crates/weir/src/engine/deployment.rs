@@ -123,8 +123,9 @@ impl Deployment {
     ) -> Deployment {
         let load = Arc::new(LoadStats::new());
         let health = Health::new(config.id.clone());
+        // Without `share_cooldowns` the gate never asks Redis: no extra hop per attempt.
         let cooldown = Cooldown {
-            shared: redis,
+            shared: redis.filter(|r| r.config().share_cooldowns),
             ..Cooldown::default()
         };
         let upstream = UpstreamService {

@@ -273,10 +273,8 @@ impl RedisLimits {
 
     /// How long deployment `id` still rests after a 429 some instance saw (`None`: it does not,
     /// or Redis cannot say, in which case only this instance's own cooldowns apply).
+    /// (The engine hands this link to a deployment's gate only with `share_cooldowns`.)
     pub async fn cooldown_remaining(&self, id: &str) -> Option<Duration> {
-        if !self.inner.config.share_cooldowns {
-            return None;
-        }
         let mut cmd = redis::cmd("PTTL");
         cmd.arg(self.cooldown_key(id));
         let ttl: i64 = self.command(cmd).await.ok()?;
@@ -289,9 +287,6 @@ impl RedisLimits {
     /// Tells every instance that deployment `id` rests for `rest` (in the background; a longer
     /// cooldown already set is kept).
     pub fn start_cooldown(&self, id: &str, rest: Duration) {
-        if !self.inner.config.share_cooldowns {
-            return;
-        }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
